@@ -35,11 +35,26 @@ class ConfigError(ValueError):
     """A configuration problem, described in one line that names the key and what to do."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def temp_path_beside(path: Path) -> str:
+    """A new temporary file next to ``path`` with normal permissions (mkstemp makes it 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())
+    return tmp
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same directory and a rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = temp_path_beside(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

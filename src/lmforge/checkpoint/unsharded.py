@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from lmforge.config import ConfigError, atomic_write_text
+from lmforge.config import ConfigError, atomic_write_text, temp_path_beside
 from lmforge.models.olmo import OLMo, ModelConfig
 
 WEIGHTS = "model.safetensors"
@@ -36,9 +35,7 @@ class CheckpointError(ValueError):
 
 
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = temp_path_beside(path)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
         os.replace(tmp, path)

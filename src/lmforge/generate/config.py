@@ -1,0 +1,46 @@
+"""How to decode: the knobs of :func:`lmforge.generate.generate` and friends, as one typed config."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from lmforge.config import Config, ConfigError
+
+
+@dataclasses.dataclass
+class GenerationConfig(Config):
+    """Decoding settings. The defaults give greedy decoding of up to 64 new tokens.
+
+    Sampling knobs (``temperature``, ``top_k``, ``top_p``, ``seed``) only matter with
+    ``do_sample=True``; ``repetition_penalty`` applies to greedy decoding too, as in HF transformers.
+    """
+
+    max_new_tokens: int = 64
+    do_sample: bool = False  # False: greedy (argmax) decoding
+    temperature: float = 1.0  # logits are divided by this before sampling
+    top_k: int = 0  # keep only the k most likely tokens; 0 = off
+    top_p: float = 1.0  # keep the smallest set of tokens whose probability reaches top_p; 1 = off
+    # HF semantics: the logit of every token already in the prompt or the output is divided by the
+    # penalty when positive and multiplied by it when negative; 1 = off.
+    repetition_penalty: float = 1.0
+    stop_strings: list[str] = dataclasses.field(default_factory=list)  # text APIs cut the output here
+    stop_at_eos: bool = True  # a row finishes when it emits the tokenizer's EOS id
+    seed: int | None = None  # seeds sampling (reproducible); None = torch's global generator
+
+    def __post_init__(self) -> None:
+        # Validate on construction too, so GenerationConfig(temperature=0) fails where it is written.
+        self.validate()
+
+    def validate(self) -> None:
+        if self.max_new_tokens < 0:
+            raise ConfigError(f"generate.max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        if not self.temperature > 0:
+            raise ConfigError(f"generate.temperature must be > 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ConfigError(f"generate.top_k must be >= 0 (0 = off), got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"generate.top_p must be in (0, 1] (1 = off), got {self.top_p}")
+        if not self.repetition_penalty > 0:
+            raise ConfigError(f"generate.repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty}")
+        if any(not s for s in self.stop_strings):
+            raise ConfigError("generate.stop_strings must not contain an empty string")

@@ -1,0 +1,45 @@
+"""Shared fixtures: a small real BPE tokenizer trained on generated text, and tiny model configs."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from lmforge.models import ModelConfig
+
+_WORDS = (
+    "the model reads open data and learns to predict the next token from the context it has seen "
+    "tokenizer bytes merge pairs vocabulary training evaluation release checkpoint weights python "
+    "science history river mountain city language music number table chair window garden light"
+).split()
+
+
+def corpus_lines(n: int = 400, seed: int = 0) -> list[str]:
+    """Varied, deterministic text: words, numbers, punctuation, unicode, code-like lines."""
+    rng = random.Random(seed)
+    extras = ["café", "naïve", "日本語", "Ünïcödé", "emoji 🙂", "x = f(y) + 1", "def f(a, b):", "  indented", "3.14159"]
+    lines = []
+    for i in range(n):
+        words = [rng.choice(_WORDS) for _ in range(rng.randint(3, 14))]
+        if i % 5 == 0:
+            words.append(rng.choice(extras))
+        lines.append(" ".join(words).capitalize() + rng.choice([".", "!", "?", ":", ""]))
+    return lines
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer(tmp_path_factory):
+    """A real byte-level BPE with OLMo's special tokens, trained once per test session."""
+    from lmforge.tokenizer import train_bpe
+
+    d = tmp_path_factory.mktemp("bpe")
+    corpus = d / "corpus.txt"
+    corpus.write_text("\n".join(corpus_lines()), encoding="utf-8")
+    return train_bpe([str(corpus)], vocab_size=384, out_path=d / "tokenizer.json", show_progress=False)
+
+
+def tiny_config(arch: str = "olmo2", vocab_size: int = 384, **kw) -> ModelConfig:
+    fields = dict(arch=arch, d_model=64, n_layers=2, n_heads=4, mlp_hidden=96, vocab_size=vocab_size, max_seq_len=128)
+    fields.update(kw)
+    return ModelConfig(**fields)
