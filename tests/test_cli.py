@@ -1,0 +1,106 @@
+"""The `lmforge` command line, end to end, and the README's commands."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmforge.checkpoint import save_model
+from lmforge.cli import main
+from tests.conftest import corpus_lines, tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args, input=None, cwd=None):
+    """Run the real console entry point in a subprocess (as a user would)."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    return subprocess.run([sys.executable, "-m", "lmforge", *args], capture_output=True, text=True, input=input, env=env, cwd=cwd, timeout=300)
+
+
+def test_model_info_prints_official_counts(capsys):
+    assert main(["model", "info", "olmo2-1b"]) == 0
+    out = capsys.readouterr().out
+    assert "1,484,916,736" in out and "100352" in out and "2048 / 16 / 16" in out
+    assert main(["model", "info", "olmo2-20m", "--model.n_kv_heads=2", "--model.vocab_size=1000"]) == 0
+    out = capsys.readouterr().out
+    assert "2 (grouped-query)" in out and "1000 (1024" in out
+    assert main(["model", "list"]) == 0
+    assert "olmo2-13b" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["model", "info", "olmo2-1bb"], "unknown model preset 'olmo2-1bb'; did you mean 'olmo2-1b'?"),
+        (["model", "info", "olmo2-1b", "--model.d_modle=8"], "unknown config key 'model.d_modle'; did you mean 'model.d_model'?"),
+        (["model", "info", "olmo2-1b", "--model.n_layers=two"], "config key 'model.n_layers' must be an integer, got 'two'"),
+        (["model", "info", "olmo2-1b", "--optim.lr=1"], "unknown config section 'optim'"),
+        (["generate", "--model", "does/not/exist", "--prompt", "x"], "does/not/exist"),
+    ],
+)
+def test_user_errors_are_one_line(capsys, args, message):
+    assert main(args) != 0
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err
+
+
+def test_tokenizer_train_export_import_generate(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(corpus_lines(300)), encoding="utf-8")
+    r = run("tokenizer", "train", str(corpus), "--vocab-size", "400", "--out", str(tmp_path / "tok" / "tokenizer.json"))
+    assert r.returncode == 0, r.stderr
+    assert "vocab_size" in r.stdout and "<|endoftext|>" in r.stdout
+
+    from lmforge.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_file(tmp_path / "tok" / "tokenizer.json")
+    torch.manual_seed(0)
+    save_model(tmp_path / "ckpt", tiny_config(vocab_size=tok.vocab_size).build(), tokenizer=tok)
+
+    r = run("export", "--model", str(tmp_path / "ckpt"), "--out", str(tmp_path / "hf"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "hf" / "config.json").is_file()
+    r = run("export", "--model", str(tmp_path / "ckpt"), "--out", str(tmp_path / "hf"))
+    assert r.returncode == 2 and "overwrite" in r.stderr and r.stderr.count("\n") == 1
+
+    r = run("import", "--model", str(tmp_path / "hf"), "--out", str(tmp_path / "back"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "back" / "model.safetensors").is_file() and (tmp_path / "back" / "config.yaml").is_file()
+
+    greedy = ["--max-new-tokens", "6", "--no-stream"]
+    a = run("generate", "--model", str(tmp_path / "ckpt"), "--prompt", "the model", *greedy)
+    b = run("generate", "--model", str(tmp_path / "hf"), "--prompt", "the model", *greedy)
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    assert a.stdout == b.stdout and a.stdout.startswith("the model")
+
+    # interactive mode reads prompts from stdin until EOF
+    r = run("generate", "--model", str(tmp_path / "hf"), "--max-new-tokens", "4", input="river\ncity\n")
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.strip().splitlines()) == 2
+
+
+def test_quickstart_runs_and_resumes(tmp_path):
+    r = run("quickstart", "--out", str(tmp_path / "qs"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "max |logit difference|" in r.stdout and "same text from both" in r.stdout
+    for sub in ("corpus/stdlib.txt", "tokenizer/tokenizer.json", "checkpoint/model.safetensors", "hf/config.json"):
+        assert (tmp_path / "qs" / sub).exists(), sub
+    mtime = (tmp_path / "qs" / "tokenizer" / "tokenizer.json").stat().st_mtime
+    r = run("quickstart", "--out", str(tmp_path / "qs"))
+    assert r.returncode == 0
+    assert (tmp_path / "qs" / "tokenizer" / "tokenizer.json").stat().st_mtime == mtime  # finished stage reused
+
+
+def test_readme_commands_are_what_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```bash\n# 1\..*?\n(.*?)\n# 2\..*?\n(.*?)\n```", readme, re.S)
+    assert block, "README must show the two set-up commands"
+    main_job, tests = block.group(1).strip(), block.group(2).strip()
+    assert main_job.endswith("lmforge quickstart")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert tests in ci, "CI must run the README's test command word for word"
