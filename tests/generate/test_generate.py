@@ -24,6 +24,15 @@ from lmforge.generate.sampling import choose_next
 from lmforge.models import OLMo, ModelConfig
 from lmforge.models.hf import to_hf_config, to_hf_state_dict
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models are fastest on one thread; several threads on a busy CI machine crawl."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 VOCAB = 300  # real vocabulary of the token-level tests; the embedding is padded to 384
 PAD = 0
 PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [20, 21, 22], [30, 31, 32, 33, 34]]  # different lengths: left padding
@@ -386,25 +395,21 @@ def test_stop_string_matcher_holds_back_possible_starts():
 
 
 # --- CLI ---------------------------------------------------------------------------------------------
-def test_cmd_generate(monkeypatch, text_model, tokenizer):
-    import lmforge.release
+def test_cmd_generate(tmp_path, text_model, tokenizer):
+    from lmforge.checkpoint import save_model
 
-    monkeypatch.setattr(lmforge.release, "load_pretrained", lambda path: (text_model, tokenizer), raising=False)
+    ckpt = save_model(tmp_path / "ckpt", text_model, tokenizer=tokenizer)  # the real loader reads it back
     gen = GenerationConfig(max_new_tokens=15, stop_at_eos=False)
     expected = [generate(text_model, tokenizer, p, gen) for p in TEXT_PROMPTS[:2]]
 
     for streaming in (True, False):
         out = io.StringIO()
-        assert cmd_generate("ckpt", TEXT_PROMPTS[:2], gen, stream=streaming, stdout=out) == 0
+        assert cmd_generate(str(ckpt), TEXT_PROMPTS[:2], gen, stream=streaming, stdout=out) == 0
         assert out.getvalue() == "".join(f"{p}{e}\n" for p, e in zip(TEXT_PROMPTS[:2], expected))
 
     out = io.StringIO()
     stdin = io.StringIO(f"{TEXT_PROMPTS[0]}\n{TEXT_PROMPTS[1]}\nexit\nnot read\n")
-    assert cmd_generate("ckpt", None, gen, stdin=stdin, stdout=out) == 0
+    assert cmd_generate(str(ckpt), None, gen, stdin=stdin, stdout=out) == 0
     assert out.getvalue() == "".join(f"{e}\n" for e in expected)
 
-    def missing(path):
-        raise FileNotFoundError(f"no model at {path}")
-
-    monkeypatch.setattr(lmforge.release, "load_pretrained", missing, raising=False)
-    assert cmd_generate("nowhere", ["x"], gen) == 1
+    assert cmd_generate(str(tmp_path / "nowhere"), ["x"], gen) == 1

@@ -69,6 +69,12 @@ class BatchDecoder:
         if gen.do_sample and gen.seed is not None:
             self.generator = torch.Generator(device=self.device)
             self.generator.manual_seed(gen.seed)
+        # Per-batch-row state, set up by _prefill and reindexed whenever finished rows are dropped:
+        self.cache = None  # KVCache with room for the longest prompt + max_new_tokens
+        self.mask: torch.Tensor | None = None  # (b, L + max_new_tokens) key mask; False = left padding
+        self.padded = False  # any left padding at all (if not, the model needs no mask)
+        self.positions: torch.Tensor | None = None  # (b,) RoPE position of each row's next input token
+        self.seen: torch.Tensor | None = None  # (b, V) ids seen in prompt/output, for repetition_penalty
 
     def finish(self, row: int) -> None:
         """Stop decoding prompt ``row`` (its remaining steps are skipped)."""
@@ -76,6 +82,7 @@ class BatchDecoder:
 
     # --- the loop -------------------------------------------------------------------------------
     def steps(self) -> Iterator[list[tuple[int, int]]]:
+        """Run the decoding; yield each step's new ``(row, token)`` pairs, in batch order."""
         n_new = self.gen.max_new_tokens
         if not self.prompts or n_new == 0:
             return
@@ -84,7 +91,7 @@ class BatchDecoder:
             out = []
             for row, tok in zip(self.rows, next_tokens.tolist()):
                 if self.done[row]:
-                    continue  # a finished row still in the batch: its token is padding, discard it
+                    continue  # finished, but not yet dropped from the batch: its token is discarded
                 self.tokens[row].append(tok)
                 out.append((row, tok))
                 if tok in self.eos_ids:
@@ -108,10 +115,9 @@ class BatchDecoder:
         for i, p in enumerate(self.prompts):
             ids[i, L - len(p) :] = torch.tensor(p, dtype=torch.long)
             mask[i, : L - len(p)] = False
-        self.padded = min(lengths) < L  # without padding the model can skip masks entirely
+        self.padded = min(lengths) < L
         self.mask = mask.to(self.device)  # (B, L + n_new)
-        self.positions = torch.tensor(lengths, device=self.device)  # (B,) position of each row's next token
-        self.seen = None  # (B, V) which ids occurred in prompt or output, for the repetition penalty
+        self.positions = torch.tensor(lengths, device=self.device)  # (B,) the first new token's position
         if self.gen.repetition_penalty != 1.0:
             V = self.model.config.padded_vocab_size
             self.seen = torch.zeros(B, V, dtype=torch.bool, device=self.device)
