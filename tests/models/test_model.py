@@ -121,7 +121,7 @@ def test_tied_embeddings_share_storage():
 def test_initialisation_statistics():
     torch.manual_seed(0)
     normal = tiny(d_model=256, n_heads=4, mlp_hidden=512, vocab_size=1000).build()
-    w = normal.blocks[0].mlp.gate_up.weight
+    w = normal.blocks[0].mlp.gate.weight
     assert abs(w.std().item() - 0.02 * 0.9866) < 0.0005  # N(0, 0.02) truncated at 3 sigma: std 0.9866 * 0.02
     assert w.abs().max().item() <= 3 * 0.02 + 1e-6
     mitchell = tiny("olmo1", d_model=256, n_heads=4, mlp_hidden=512, n_layers=4, vocab_size=1000).build()
@@ -161,3 +161,37 @@ def test_invalid_shapes_are_rejected():
         tiny(d_model=65).validate()
     with pytest.raises(ConfigError, match="n_kv_heads"):
         ModelConfig.from_dict(dict(d_model=64, n_heads=4, n_kv_heads=3))
+
+
+@pytest.mark.parametrize("z", [0.0, 1e-2])
+@pytest.mark.parametrize("chunk", [7, 1024])
+def test_linear_cross_entropy_matches_full_logits(z, chunk):
+    from lmforge.nn.loss import linear_cross_entropy
+
+    torch.manual_seed(0)
+    h = torch.randn(2, 25, 32, requires_grad=True)
+    w = (0.1 * torch.randn(128, 32)).requires_grad_()
+    y = torch.randint(0, 100, (2, 25))
+    y[0, :5] = -100
+    ref = lm_loss(h @ w.t(), y, z_loss_coef=z)
+    ref_grads = torch.autograd.grad(3.0 * ref.loss, (h, w))
+    out = linear_cross_entropy(h, w, y, z_loss_coef=z, chunk_size=chunk)
+    grads = torch.autograd.grad(3.0 * out.loss, (h, w))  # an upstream factor must scale the gradients
+    for a, b in [(out.loss, ref.loss), (out.ce, ref.ce), (out.z_loss, ref.z_loss), *zip(grads, ref_grads)]:
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert out.n_tokens.item() == 45
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_model_training_loss_equals_loss_on_logits(tie):
+    torch.manual_seed(0)
+    model = tiny(tie_embeddings=tie).build()
+    x = torch.randint(0, 300, (2, 12))
+    y = torch.roll(x, -1, dims=1)
+    ref = lm_loss(model(x), y, z_loss_coef=1e-4)
+    ref_grads = torch.autograd.grad(ref.loss, list(model.parameters()))
+    out = model(x, labels=y, z_loss_coef=1e-4)
+    grads = torch.autograd.grad(out.loss, list(model.parameters()))
+    torch.testing.assert_close(out.loss, ref.loss)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)

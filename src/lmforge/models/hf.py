@@ -1,7 +1,7 @@
 """HF transformers interop for the OLMo family: one declarative key map, plus config conversion.
 
-lmforge fuses q/k/v into one projection and gate/up into another, so a few lmforge tensors map to
-several HF tensors, concatenated along the output dimension (dim 0) in the order listed.
+lmforge fuses q, k and v into one projection, so that lmforge tensor maps to three HF tensors,
+concatenated along the output dimension (dim 0) in the order listed; every other key maps 1:1.
 
     lmforge                         HF (OlmoForCausalLM / Olmo2ForCausalLM)
     embed.weight                    model.embed_tokens.weight
@@ -9,7 +9,8 @@ several HF tensors, concatenated along the output dimension (dim 0) in the order
     blocks.{i}.attn.out.weight      model.layers.{i}.self_attn.o_proj.weight
     blocks.{i}.attn.q_norm.weight   model.layers.{i}.self_attn.q_norm.weight         (OLMo-2)
     blocks.{i}.attn.k_norm.weight   model.layers.{i}.self_attn.k_norm.weight         (OLMo-2)
-    blocks.{i}.mlp.gate_up.weight   model.layers.{i}.mlp.{gate,up}_proj.weight       (concatenated)
+    blocks.{i}.mlp.gate.weight      model.layers.{i}.mlp.gate_proj.weight
+    blocks.{i}.mlp.up.weight        model.layers.{i}.mlp.up_proj.weight
     blocks.{i}.mlp.down.weight      model.layers.{i}.mlp.down_proj.weight
     blocks.{i}.attn_norm.weight     model.layers.{i}.post_attention_layernorm.weight  (OLMo-2)
     blocks.{i}.mlp_norm.weight      model.layers.{i}.post_feedforward_layernorm.weight (OLMo-2)
@@ -34,7 +35,8 @@ _LAYER_MAP: dict[str, tuple[str, ...]] = {
     "attn.out.weight": ("self_attn.o_proj.weight",),
     "attn.q_norm.weight": ("self_attn.q_norm.weight",),
     "attn.k_norm.weight": ("self_attn.k_norm.weight",),
-    "mlp.gate_up.weight": ("mlp.gate_proj.weight", "mlp.up_proj.weight"),
+    "mlp.gate.weight": ("mlp.gate_proj.weight",),
+    "mlp.up.weight": ("mlp.up_proj.weight",),
     "mlp.down.weight": ("mlp.down_proj.weight",),
     "attn_norm.weight": ("post_attention_layernorm.weight",),
     "mlp_norm.weight": ("post_feedforward_layernorm.weight",),
@@ -66,8 +68,6 @@ def _split_sizes(cfg: ModelConfig, key: str) -> list[int]:
     if key.endswith("attn.qkv.weight"):
         q, kv = cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
         return [q, kv, kv]
-    if key.endswith("mlp.gate_up.weight"):
-        return [cfg.mlp_hidden, cfg.mlp_hidden]
     raise KeyError(key)
 
 

@@ -36,6 +36,7 @@ from lmforge.config import Config, ConfigError
 from lmforge.nn.attention import Attention
 from lmforge.nn.feed_forward import SwiGLU
 from lmforge.nn.kv_cache import KVCache
+from lmforge.nn.loss import linear_cross_entropy
 from lmforge.nn.norms import ParameterFreeLayerNorm, RMSNorm
 from lmforge.nn.rope import RotaryEmbedding
 
@@ -152,8 +153,12 @@ class OLMo(nn.Module):
         position_ids: torch.Tensor | None = None,  # (B, T); default: count of real tokens before each
         cache: KVCache | None = None,
         return_hidden: bool = False,
-    ) -> torch.Tensor:
-        """Return logits (B, T, V) over the padded vocabulary (or final hidden states (B, T, d))."""
+        labels: torch.Tensor | None = None,  # (B, T) next-token targets, -100 = not counted
+        z_loss_coef: float = 0.0,
+    ):
+        """Return logits (B, T, V) over the padded vocabulary, or the final hidden states (B, T, d)
+        with ``return_hidden``, or with ``labels`` the training loss (a LossOutput; the logits are
+        never materialised whole, see ``nn.loss.linear_cross_entropy``)."""
         B, T = input_ids.shape
         start = cache.length if cache is not None else 0
         if cache is not None:
@@ -180,12 +185,18 @@ class OLMo(nn.Module):
             cache.advance(T)
         if return_hidden:
             return x
+        if labels is not None:
+            return linear_cross_entropy(x, self.head_weight, labels, z_loss_coef=z_loss_coef)
         return self.output(x)
+
+    @property
+    def head_weight(self) -> torch.Tensor:
+        """The (V, d) output projection: the embedding itself when tied."""
+        return self.embed.weight if self.lm_head is None else self.lm_head.weight
 
     def output(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final hidden states (B, T, d) -> logits (B, T, V)."""
-        weight = self.embed.weight if self.lm_head is None else self.lm_head.weight
-        return hidden @ weight.t()
+        return hidden @ self.head_weight.t()
 
     @staticmethod
     def _attention_mask(T: int, start: int, key_mask: torch.Tensor | None, device) -> torch.Tensor | None:
@@ -254,7 +265,8 @@ class OLMo(nn.Module):
             trunc(self.lm_head.weight, base)
         for i, block in enumerate(self.blocks):
             trunc(block.attn.qkv.weight, base)
-            trunc(block.mlp.gate_up.weight, base)
+            trunc(block.mlp.gate.weight, base)
+            trunc(block.mlp.up.weight, base)
             if mitchell:
                 trunc(block.attn.out.weight, 1 / math.sqrt(2 * cfg.d_model * (i + 1)))
                 trunc(block.mlp.down.weight, 1 / math.sqrt(2 * cfg.mlp_hidden * (i + 1)))

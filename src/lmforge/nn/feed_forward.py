@@ -1,7 +1,8 @@
 """SwiGLU feed-forward: down(silu(gate(x)) * up(x)), no biases.
 
-gate and up are stored as one (2*hidden, d) matrix so one matmul computes both; the HF key map
-splits it into ``mlp.gate_proj`` (first half) and ``mlp.up_proj`` (second half).
+gate and up are two separate matrices on purpose. Fusing them into one (2*hidden, d) matmul saves
+a little in the forward pass but makes autograd re-assemble a (B, T, 2*hidden) gradient with a copy
+in every backward pass, which measured ~2% slower per training step on CPU (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ class SwiGLU(nn.Module):
     def __init__(self, d_model: int, hidden: int):
         super().__init__()
         self.hidden = hidden
-        self.gate_up = nn.Linear(d_model, 2 * hidden, bias=False)
+        self.gate = nn.Linear(d_model, hidden, bias=False)
+        self.up = nn.Linear(d_model, hidden, bias=False)
         self.down = nn.Linear(hidden, d_model, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up(x).chunk(2, dim=-1)  # (B, T, hidden) each
-        return self.down(F.silu(gate) * up)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, d)
+        return self.down(F.silu(self.gate(x)) * self.up(x))  # (B, T, hidden) inside

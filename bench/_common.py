@@ -1,0 +1,84 @@
+"""Shared pieces of the side-by-side benchmarks: machine description, contention check, model pair."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import time
+
+import torch
+
+
+class Contention:
+    """CPU time other processes used while we timed (from /proc/stat minus our own rusage).
+
+    On a shared box this says whether the figures can be trusted: a few % is noise, tens of % means
+    rerun when the machine is quiet.
+    """
+
+    def __init__(self):
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample():
+        import resource
+
+        try:
+            with open("/proc/stat") as f:
+                vals = [int(v) for v in f.readline().split()[1:]]
+            busy = (sum(vals) - vals[3] - (vals[4] if len(vals) > 4 else 0)) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError):
+            busy = None
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return busy, ru.ru_utime + ru.ru_stime, time.perf_counter()
+
+    def report(self) -> str:
+        busy0, own0, t0 = self.start
+        busy1, own1, t1 = self._sample()
+        if busy0 is None or busy1 is None:
+            return "other processes' CPU use: unknown (no /proc/stat)"
+        other = max(0.0, (busy1 - busy0) - (own1 - own0))
+        share = other / ((t1 - t0) * (os.cpu_count() or 1))
+        warn = "  << WARNING: the box was busy, figures are unreliable; rerun when idle" if share > 0.05 else ""
+        return f"other processes used {other:.1f} CPU-s during the run ({share:.0%} of the machine){warn}"
+
+
+def machine_line() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import transformers
+
+    return (
+        f"machine: {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
+        f"torch {torch.__version__}, transformers {transformers.__version__}, python {platform.python_version()}, "
+        f"date {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d}"
+    )
+
+
+def model_pair(cfg, dtype: torch.dtype, seed: int, *, eos_token_id, pad_token_id):
+    """lmforge's model and stock HF ``Olmo2ForCausalLM`` (sdpa) holding the same initial weights."""
+    import transformers
+
+    from lmforge.models.hf import to_hf_config, to_hf_state_dict
+
+    torch.manual_seed(seed)
+    ours = cfg.build().to(dtype)
+    d = to_hf_config(cfg, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+    hf_cfg = transformers.AutoConfig.for_model(**d)
+    hf = transformers.AutoModelForCausalLM.from_config(hf_cfg, attn_implementation="sdpa", dtype=dtype)
+    missing, unexpected = hf.load_state_dict(to_hf_state_dict(ours.state_dict(), cfg), strict=False)
+    # Buffers (rotary inv_freq) are not in our state dict; a tied lm_head shares the embedding.
+    missing = [k for k in missing if "rotary" not in k and not (cfg.tie_embeddings and k == "lm_head.weight")]
+    if missing or unexpected:
+        raise SystemExit(f"weight copy failed: missing {missing}, unexpected {unexpected}")
+    assert type(hf).__name__ == "Olmo2ForCausalLM", type(hf).__name__
+    assert hf.config._attn_implementation == "sdpa", hf.config._attn_implementation
+    return ours, hf

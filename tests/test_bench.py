@@ -1,0 +1,19 @@
+"""The side-by-side benchmarks run (in --quick mode) and check their own correctness gates.
+
+No timing is asserted here: speed figures come from running the scripts (docs/benchmarks.md).
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.mark.parametrize("script", ["train_step_cpu.py", "decode_cpu.py"])
+def test_benchmark_quick_mode(script):
+    r = subprocess.run([sys.executable, str(BENCH / script), "--quick"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "ratio lmforge/HF" in r.stdout and "machine:" in r.stdout
