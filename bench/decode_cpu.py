@@ -30,7 +30,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Contention, machine_line, model_pair  # noqa: E402
+from _common import Contention, add_common_args, machine_line, model_pair  # noqa: E402
 
 # Token ids of the random-weight models: prompts avoid PAD; EOS is given but never stops decoding
 # (stop_at_eos=False on our side, eos None on HF's), so both sides produce exactly max_new_tokens.
@@ -133,14 +133,14 @@ def main(argv=None) -> int:
     p.add_argument("--prompt-len", type=int, default=32, help="longest prompt, in tokens")
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--batches", default="1,4", help="comma-separated batch sizes; rows get lengths L, 3L/4, L/2, L/4, ...")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--warmup", type=int, default=2, help="untimed calls per side (the first also checks equality)")
-    p.add_argument("--reps", type=int, default=7, help="timed calls per side and batch size (interleaved)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's default)")
-    p.add_argument("--quick", action="store_true", help="tiny run for smoke tests: olmo2-1m, prompt 16, 16 new tokens")
-    p.add_argument("--profile", action="store_true", help="after timing, profile one batch-1 call of each side")
-    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    add_common_args(
+        p,
+        reps=7,
+        warmup_help="untimed calls per side (the first also checks equality)",
+        reps_help="timed calls per side and batch size (interleaved)",
+        quick_help="tiny run for smoke tests: olmo2-1m, prompt 16, 16 new tokens",
+        profile_help="after timing, profile one batch-1 call of each side",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.preset, args.prompt_len, args.new_tokens, args.warmup, args.reps = "olmo2-1m", 16, 16, 1, 3

@@ -27,7 +27,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Contention, machine_line, model_pair  # noqa: E402
+from _common import Contention, add_common_args, machine_line, model_pair  # noqa: E402
 import torch.nn.functional as F
 
 
@@ -80,15 +80,15 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="olmo2-20m", help="lmforge model preset (OLMo-2 family)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq", type=int, default=256, help="tokens per row fed to the model")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per side before timing")
-    p.add_argument("--reps", type=int, default=20, help="timed steps per side (interleaved)")
     p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's default)")
-    p.add_argument("--quick", action="store_true", help="tiny run for smoke tests: olmo2-1m, batch 2 x seq 64, 3 reps")
-    p.add_argument("--profile", action="store_true", help="after timing, profile a few steps of each side")
-    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    add_common_args(
+        p,
+        reps=20,
+        warmup_help="untimed steps per side before timing",
+        reps_help="timed steps per side (interleaved)",
+        quick_help="tiny run for smoke tests: olmo2-1m, batch 2 x seq 64, 3 reps",
+        profile_help="after timing, profile a few steps of each side",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.preset, args.batch, args.seq, args.warmup, args.reps = "olmo2-1m", 2, 64, 1, 3
