@@ -205,6 +205,17 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _plain(v: Any) -> Any:
+    """Configs (also inside lists and dicts) -> plain YAML-able values."""
+    if isinstance(v, Config):
+        return v.to_dict()
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
 @dataclasses.dataclass
 class Config:
     """Base class for lmforge's config dataclasses.
@@ -271,12 +282,7 @@ class Config:
         for f in dataclasses.fields(self):
             if not f.init:
                 continue
-            v = getattr(self, f.name)
-            if isinstance(v, Config):
-                v = v.to_dict()
-            elif isinstance(v, tuple):
-                v = list(v)
-            out[f.name] = v
+            out[f.name] = _plain(getattr(self, f.name))
         return out
 
     def to_yaml(self) -> str:
