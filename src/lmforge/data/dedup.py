@@ -795,6 +795,8 @@ def cluster_minhash(band_keys: np.ndarray, sigs: np.ndarray, threshold: float) -
     with their predecessor; a pair is joined when its estimated Jaccard (fraction of equal signature
     values) is at least ``threshold``."""
     n, bands = band_keys.shape
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), {"candidate_pairs": 0, "verified_pairs": 0, "clusters": 0}
     pairs_a, pairs_b = [], []
     for j in range(bands):
         col = band_keys[:, j]

@@ -276,7 +276,7 @@ class AtomicWriter:
 def _open_for_writing(final: Path, tmp: str, level: int):
     name = str(final)
     if name.endswith(".gz"):
-        return gzip.open(tmp, "wb", compresslevel=level, mtime=0)  # mtime=0: same bytes on every run
+        return gzip.GzipFile(tmp, "wb", compresslevel=level, mtime=0)  # mtime=0: same bytes on every run
     if name.endswith(".zst"):
         import zstandard
 
