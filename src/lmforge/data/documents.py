@@ -273,10 +273,27 @@ class AtomicWriter:
             self.abort()
 
 
+class _ReproducibleGzip:
+    """gzip with no file name and mtime 0 in its header, so equal content gives equal bytes."""
+
+    def __init__(self, path: str, level: int):
+        self._raw = open(path, "wb")
+        self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, compresslevel=level, mtime=0)
+
+    def write(self, data: bytes) -> int:
+        return self._gz.write(data)
+
+    def close(self) -> None:
+        try:
+            self._gz.close()
+        finally:
+            self._raw.close()
+
+
 def _open_for_writing(final: Path, tmp: str, level: int):
     name = str(final)
     if name.endswith(".gz"):
-        return gzip.GzipFile(tmp, "wb", compresslevel=level, mtime=0)  # mtime=0: same bytes on every run
+        return _ReproducibleGzip(tmp, level)
     if name.endswith(".zst"):
         import zstandard
 
