@@ -30,8 +30,9 @@ class Contention:
             busy = (sum(vals) - vals[3] - (vals[4] if len(vals) > 4 else 0)) / os.sysconf("SC_CLK_TCK")
         except (OSError, ValueError):
             busy = None
-        ru = resource.getrusage(resource.RUSAGE_SELF)
-        return busy, ru.ru_utime + ru.ru_stime, time.perf_counter()
+        # our own CPU time includes finished child processes (worker pools, the peer's CLI)
+        own = sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
+        return busy, own, time.perf_counter()
 
     def report(self) -> str:
         busy0, own0, t0 = self.start
