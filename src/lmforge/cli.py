@@ -148,10 +148,9 @@ def cmd_data(args, overrides) -> int:
         sets = EvalSets()
         tasks = [t for t in args.tasks.split(",") if t] if args.tasks else list(DOWNSTREAM)
         texts = [text for t in tasks for text in sets.examples(t).values()]
-        bf = build_filter(texts, args.out, mode=args.mode, ngram=args.ngram)
+        build_filter(texts, args.out, mode=args.mode, ngram=args.ngram)
         print(f"Bloom filter of {len(texts):,} examples from {len(tasks)} tasks ({args.mode}, n={args.ngram}) -> {args.out}; "
               f"use: lmforge data dedup --mode {args.mode} --bloom-path {args.out} --read-only ...")
-        del bf
         return 0
     if args.data_cmd == "tokenize":
         from lmforge.data.tokenize import cmd_tokenize

@@ -26,7 +26,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 
 import yaml
 
-__all__ = ["Config", "ConfigError", "atomic_write_text", "check_sections", "parse_overrides"]
+__all__ = ["Config", "ConfigError", "atomic_write_bytes", "atomic_write_text", "check_sections", "parse_overrides"]
 
 C = TypeVar("C", bound="Config")
 
@@ -50,14 +50,14 @@ def temp_path_beside(path: Path) -> str:
     return tmp
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and a rename."""
+def atomic_write_bytes(path: str | os.PathLike, *chunks: bytes) -> Path:
+    """Write ``chunks`` to ``path`` through a temporary file in the same directory, fsync, rename."""
     path = Path(path)
     tmp = temp_path_beside(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -65,6 +65,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _closest(name: str, options: typing.Iterable[str]) -> str | None:

@@ -60,7 +60,7 @@ from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
 
-from lmforge.config import atomic_write_text, temp_path_beside
+from lmforge.config import atomic_write_bytes, atomic_write_text, temp_path_beside
 from lmforge.data.documents import (
     Accounting,
     DataError,
@@ -496,21 +496,9 @@ class BloomFilter:
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically (temporary file + rename): header (magic, version, k, bits, items,
         crc32) then the bit array."""
-        path = Path(path)
         data = self.bitmap.tobytes()
-        tmp = temp_path_beside(path)
-        try:
-            with open(tmp, "wb") as f:
-                f.write(_HEADER.pack(_MAGIC, _VERSION, self.k, self.bits, self.items, zlib.crc32(data)))
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return path
+        header = _HEADER.pack(_MAGIC, _VERSION, self.k, self.bits, self.items, zlib.crc32(data))
+        return atomic_write_bytes(path, header, data)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, read_only: bool = False) -> "BloomFilter":

