@@ -7,7 +7,8 @@ import os
 import platform
 import time
 
-import torch
+# No torch import at module level: data benchmarks import this file, and their spawned worker
+# processes re-import the benchmark script (and so this module) at start-up.
 
 
 class Contention:
@@ -46,6 +47,8 @@ class Contention:
 
 
 def machine_line() -> str:
+    import torch
+
     cpu = platform.processor() or "unknown CPU"
     try:
         with open("/proc/cpuinfo") as f:
@@ -64,8 +67,9 @@ def machine_line() -> str:
     )
 
 
-def model_pair(cfg, dtype: torch.dtype, seed: int, *, eos_token_id, pad_token_id):
+def model_pair(cfg, dtype, seed: int, *, eos_token_id, pad_token_id):
     """lmforge's model and stock HF ``Olmo2ForCausalLM`` (sdpa) holding the same initial weights."""
+    import torch
     import transformers
 
     from lmforge.models.hf import to_hf_config, to_hf_state_dict
@@ -95,3 +99,31 @@ def add_common_args(p, *, reps: int, warmup_help: str, reps_help: str, quick_hel
     p.add_argument("--quick", action="store_true", help=quick_help)
     p.add_argument("--profile", action="store_true", help=profile_help)
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
+
+
+def python_source_docs(budget_bytes: int, *, suffixes: tuple[str, ...] = (".py",), cycle: bool = False):
+    """Documents ``{"id", "text", "source"}`` from this Python's own sources: the standard library
+    first, then installed packages (site-packages), sorted, until ``budget_bytes`` of UTF-8 text.
+    ``cycle`` goes through the files again (ids stay unique) when they hold less than the budget."""
+    import sysconfig
+    from pathlib import Path
+
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(f for f in stdlib.rglob("*") if f.suffix in suffixes and f.is_file() and "site-packages" not in f.parts)
+    files += sorted(f for f in stdlib.rglob("*") if f.suffix in suffixes and f.is_file() and "site-packages" in f.parts)
+    docs, total, rounds = [], 0, 0
+    while files and total < budget_bytes and (rounds == 0 or cycle):
+        for f in files:
+            try:
+                text = f.read_text(encoding="utf-8")
+            except (UnicodeDecodeError, OSError):
+                continue
+            if not text.strip():
+                continue
+            rel = str(f.relative_to(stdlib))
+            docs.append({"id": rel if rounds == 0 else f"{rel}#{rounds}", "text": text, "source": "python-stdlib"})
+            total += len(text.encode("utf-8"))
+            if total >= budget_bytes:
+                break
+        rounds += 1
+    return docs

@@ -22,9 +22,11 @@ import random
 import shutil
 import subprocess
 import sys
-import sysconfig
 import time
 from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import python_source_docs  # noqa: E402
 
 from lmforge.data.dedup import dedup
 from lmforge.data.documents import read_attributes
@@ -40,22 +42,7 @@ def build_corpus(root: Path, mb: float, seed: int = 0) -> tuple[int, int]:
         return tuple(json.loads(marker.read_text()))  # type: ignore[return-value]
     shutil.rmtree(root, ignore_errors=True)
     docs_dir.mkdir(parents=True)
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    docs, size = [], 0
-    # the standard library first, then installed packages (site-packages), until --mb is reached
-    files = sorted(f for f in stdlib.rglob("*.py") if "site-packages" not in f.parts)
-    files += sorted(f for f in stdlib.rglob("*.py") if "site-packages" in f.parts)
-    for f in files:
-        try:
-            text = f.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError):
-            continue
-        if not text.strip():
-            continue
-        docs.append({"id": str(f.relative_to(stdlib)), "text": text, "source": "python-stdlib"})
-        size += len(text.encode("utf-8"))
-        if size >= mb * 0.9e6:
-            break
+    docs = python_source_docs(int(mb * 0.9e6))
     rng = random.Random(seed)
     dups = [dict(d, id=d["id"] + "#dup") for d in rng.sample(docs, len(docs) // 10)]
     everything = docs + dups

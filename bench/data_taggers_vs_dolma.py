@@ -29,10 +29,12 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import python_source_docs  # noqa: E402
 
 PAIRS = [
     ("gopher_v1", ["gopher_quality", "gopher_repetition"]),
@@ -47,22 +49,10 @@ def build_corpus(root: Path, target_mb: float, shards: int) -> tuple[int, int]:
     if docs_dir.exists():
         shutil.rmtree(docs_dir)
     docs_dir.mkdir(parents=True)
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted(p for p in stdlib.rglob("*") if p.suffix in (".py", ".txt", ".rst") and p.is_file() and "site-packages" not in p.parts)
-    budget = int(target_mb * 1e6)
-    docs, total = [], 0
-    while total < budget and files:
-        for p in files:  # cycles through the files again if the stdlib is smaller than the target
-            try:
-                text = p.read_text(encoding="utf-8")
-            except (UnicodeDecodeError, OSError):
-                continue
-            if not text.strip():
-                continue
-            docs.append({"id": f"{len(docs)}:{p.relative_to(stdlib)}", "text": text, "source": "python-stdlib", "added": "2026-01-01T00:00:00Z", "created": "2026-01-01T00:00:00Z", "metadata": {}})
-            total += len(text.encode("utf-8"))
-            if total >= budget:
-                break
+    docs = python_source_docs(int(target_mb * 1e6), suffixes=(".py", ".txt", ".rst"), cycle=True)
+    for d in docs:  # dolma's documents carry these fields; keep them for a like-for-like read
+        d.update(added="2026-01-01T00:00:00Z", created="2026-01-01T00:00:00Z", metadata={})
+    total = sum(len(d["text"].encode("utf-8")) for d in docs)
     outs = [gzip.open(docs_dir / f"part-{i:02d}.jsonl.gz", "wt", encoding="utf-8", compresslevel=1) for i in range(shards)]
     for i, d in enumerate(docs):
         outs[i % shards].write(json.dumps(d) + "\n")

@@ -34,9 +34,11 @@ import resource
 import shutil
 import subprocess
 import sys
-import sysconfig
 import time
 from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import python_source_docs  # noqa: E402
 
 import numpy as np
 
@@ -53,22 +55,8 @@ def build_corpus(root: Path, mb: float, shards: int) -> tuple[int, int]:
             return info["docs"], info["bytes"]
     shutil.rmtree(docs_dir, ignore_errors=True)
     docs_dir.mkdir(parents=True)
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted(p for p in stdlib.rglob("*.py") if p.is_file())
-    budget = int(mb * 1e6)
-    docs = []
-    total = 0
-    for p in files:
-        try:
-            text = p.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError):
-            continue
-        if not text.strip():
-            continue
-        docs.append({"id": str(p.relative_to(stdlib)), "text": text, "source": "python-stdlib"})
-        total += len(text.encode("utf-8"))
-        if total >= budget:
-            break
+    docs = python_source_docs(int(mb * 1e6))
+    total = sum(len(d["text"].encode("utf-8")) for d in docs)
     per = -(-len(docs) // shards)
     for i in range(shards):
         with gzip.open(docs_dir / f"stdlib-{i:03d}.jsonl.gz", "wt", encoding="utf-8", compresslevel=1) as f:
@@ -151,7 +139,6 @@ def main() -> None:
     ndocs, nbytes = build_corpus(root, args.mb, args.shards)
     print(f"corpus: {ndocs:,} documents, {nbytes / 1e6:.1f} MB of text in {args.shards} shards; {args.processes} processes; cpus {os.cpu_count()}")
 
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from _common import Contention, machine_line
 
     print(machine_line())

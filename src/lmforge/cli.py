@@ -283,6 +283,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_USER_ERRORS = [
+    ("lmforge.config", "ConfigError"),
+    ("lmforge.checkpoint.unsharded", "CheckpointError"),
+    ("lmforge.tokenizer.core", "TokenizerError"),
+    ("lmforge.data.documents", "DataError"),
+]
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors a user causes (printed as one line). Looked up among modules already imported: the
+    module that raised one is loaded, and ``lmforge data ...`` never has to import torch."""
+    found = tuple(getattr(sys.modules[m], n) for m, n in _USER_ERRORS if m in sys.modules)
+    return found + (FileNotFoundError,)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -291,17 +306,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [a for a in rest if a not in dotted]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    from lmforge.checkpoint import CheckpointError
-
-    errors: tuple[type[BaseException], ...] = (ConfigError, CheckpointError, FileNotFoundError)
-    from lmforge.data.documents import DataError
-    from lmforge.tokenizer import TokenizerError
-
-    errors += (TokenizerError, DataError)
     try:
         overrides = parse_overrides(dotted)
         return int(args.func(args, overrides) or 0)
-    except errors as e:
+    except Exception as e:
+        if not isinstance(e, _user_errors()):
+            raise
         print(f"lmforge: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -114,6 +114,6 @@ def run_quickstart(out_dir: str | os.PathLike = "runs/quickstart") -> int:
         print(f"  {label:20s} {path}")
     print(
         "\nTry:  lmforge generate --model " + str(hf_dir) + " --prompt 'import os'"
-        "\nNext milestones: data pipeline, pretraining on this corpus, evaluation, releases, SFT/DPO."
+        "\nNext milestones: pretraining on this corpus, evaluation, releases, SFT/DPO (the data pipeline is `lmforge data`)."
     )
     return 0 if diff < 1e-4 else 1
