@@ -84,6 +84,9 @@ def init_distributed(backend: str | None = None, *, timeout_s: float = 600.0) ->
 def destroy_distributed() -> None:
     """Tear down the process group, if one exists (a no-op for a single process)."""
     if dist.is_available() and dist.is_initialized():
+        # A barrier first: gloo aborts a process ("terminate called without an active exception") when
+        # one rank tears down its group while a peer still has collectives in flight.
+        dist.barrier()
         dist.destroy_process_group()
 
 

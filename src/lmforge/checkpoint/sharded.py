@@ -1,0 +1,413 @@
+"""Sharded training-state checkpoints (model + optimizer + run state) with torch.distributed.checkpoint.
+
+    path = save_checkpoint(run_dir, step, model=model, optimizer=opt, extra={"step": step, "rng": rng_state()})
+    ...
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None:
+        extra = load_checkpoint(ckpt, model=model, optimizer=opt)
+        set_rng_state(extra["rng"])
+    prune_checkpoints(run_dir, keep_last=3, keep_every=10_000)
+
+A checkpoint is ``run_dir/checkpoints/step{step:07d}/`` holding
+
+    *.distcp, .metadata   DCP shards of {"model": ..., "optim": {"state": ...}} (tensors only)
+    optim_groups.json     the optimizer's param_groups (hyperparameters), plain JSON
+    extra.json            the caller's ``extra`` as JSON; tensors in it go to extra.safetensors
+    model.safetensors, config.yaml   the full (unsharded) model, loadable with ``load_model``
+    COMPLETE              written last, inside the temporary directory, before the atomic rename
+
+It is written to ``.step{step:07d}.tmp-*`` and renamed into place, so a killed save never leaves a
+directory named like a checkpoint; ``latest_checkpoint`` also requires the ``COMPLETE`` marker.
+Works in one process without a process group and with N processes (every rank calls every
+function except ``prune_checkpoints``, which only rank 0 acts on); the run directory must be on a
+filesystem all ranks share.
+
+Nothing here unpickles arbitrary objects: the DCP shards hold tensors only (so DCP never calls
+``torch.load(weights_only=False)``) and DCP's pickled ``.metadata`` is read with an unpickler that
+only accepts DCP's own metadata classes, torch dtypes/sizes and builtin containers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import pickle
+import random
+import re
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+
+from lmforge.checkpoint.unsharded import CheckpointError, atomic_save_safetensors, load_state, save_model
+from lmforge.config import _umask, atomic_write_text
+
+CHECKPOINTS = "checkpoints"
+COMPLETE = "COMPLETE"
+EXTRA_JSON = "extra.json"
+EXTRA_TENSORS = "extra.safetensors"
+OPTIM_GROUPS = "optim_groups.json"
+GROUP_TENSORS = "optim_groups.safetensors"
+_NAME = re.compile(r"^step(\d{7,})$")
+
+__all__ = [
+    "COMPLETE",
+    "checkpoint_dir",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "prune_checkpoints",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+]
+
+
+# --- process-group helpers -------------------------------------------------------------------
+def _dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _rank() -> int:
+    return dist.get_rank() if _dist() else 0
+
+
+@contextlib.contextmanager
+def _single_process_quiet() -> Iterator[None]:
+    """Silence DCP's 'assuming the intent is to save/load in a single process' (that is the intent)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
+
+
+def _broadcast(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (also a barrier)."""
+    if not _dist():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+# --- JSON encoding of ``extra`` (tensors go to a safetensors file) ----------------------------
+def _encode(obj: Any, tensors: dict[str, torch.Tensor], where: str) -> Any:
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, torch.Tensor):
+        key = f"t{len(tensors)}"
+        tensors[key] = obj.detach().cpu().contiguous()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise TypeError(f"checkpoint extra{where}: dict key {k!r} is not a string")
+            if k.startswith("__") and k.endswith("__"):
+                raise TypeError(f"checkpoint extra{where}: dict key {k!r} is reserved")
+            out[k] = _encode(v, tensors, f"{where}[{k!r}]")
+        return out
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(v, tensors, f"{where}[{i}]") for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_encode(v, tensors, f"{where}[{i}]") for i, v in enumerate(obj)]
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover
+        np = None
+    if np is not None and isinstance(obj, np.ndarray):
+        return {"__ndarray__": {"dtype": obj.dtype.str, "shape": list(obj.shape), "data": obj.ravel().tolist()}}
+    if np is not None and isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"checkpoint extra{where}: cannot store {type(obj).__name__} (use tensors, numbers, strings, lists, dicts)")
+
+
+def _decode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, list):
+        return [_decode(v, tensors) for v in obj]
+    if isinstance(obj, dict):
+        if set(obj) == {"__tensor__"}:
+            return tensors[obj["__tensor__"]]
+        if set(obj) == {"__tuple__"}:
+            return tuple(_decode(v, tensors) for v in obj["__tuple__"])
+        if set(obj) == {"__ndarray__"}:
+            import numpy as np
+
+            d = obj["__ndarray__"]
+            return np.asarray(d["data"], dtype=np.dtype(d["dtype"])).reshape(d["shape"])
+        return {k: _decode(v, tensors) for k, v in obj.items()}
+    return obj
+
+
+def _write_json(dir_: Path, name: str, tensors_name: str, obj: Any) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    data = _encode(obj, tensors, "")
+    if tensors:
+        atomic_save_safetensors(tensors, dir_ / tensors_name)
+    atomic_write_text(dir_ / name, json.dumps(data, allow_nan=True) + "\n")
+
+
+def _read_json(dir_: Path, name: str, tensors_name: str) -> Any:
+    path = dir_ / name
+    if not path.is_file():
+        raise CheckpointError(f"{dir_}: no {name}; the checkpoint is incomplete or was not written by lmforge")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    tensors = load_state(dir_ / tensors_name) if (dir_ / tensors_name).is_file() else {}
+    return _decode(data, tensors)
+
+
+# --- RNG helpers ----------------------------------------------------------------------------
+def rng_state() -> dict[str, Any]:
+    """This process's torch / CUDA / numpy / python RNG states, in a form ``extra`` can store."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    try:
+        import numpy as np
+
+        state["numpy"] = np.random.get_state()
+    except ImportError:  # pragma: no cover
+        pass
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what ``rng_state`` captured (after a round trip through a checkpoint)."""
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
+    if "numpy" in state:
+        import numpy as np
+
+        np.random.set_state(tuple(state["numpy"]))
+
+
+# --- a restricted reader for DCP's pickled metadata -----------------------------------------
+class _MetadataUnpickler(pickle.Unpickler):
+    _BUILTINS = {"set", "frozenset", "slice", "list", "dict", "tuple", "bytearray", "complex", "int", "float", "bool", "str"}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module.startswith("torch.distributed.checkpoint"):
+            obj = super().find_class(module, name)
+            if isinstance(obj, type):
+                return obj
+        elif module == "torch":
+            obj = getattr(torch, name, None)
+            if isinstance(obj, (torch.dtype, torch.layout, torch.memory_format)) or obj is torch.Size:
+                return obj
+        elif module == "torch.serialization" and name == "_get_layout":  # rebuilds torch.strided etc. from a name
+            return super().find_class(module, name)
+        elif module == "pathlib" and name in ("PosixPath", "PurePosixPath", "WindowsPath", "PureWindowsPath", "Path"):
+            return super().find_class(module, name)  # shard file names
+        elif module == "collections" and name in ("OrderedDict", "defaultdict"):
+            return super().find_class(module, name)
+        elif module == "builtins" and name in self._BUILTINS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from checkpoint metadata")
+
+
+class _SafeReader(dcp.FileSystemReader):
+    def read_metadata(self, *args: Any, **kwargs: Any):
+        rank = kwargs.get("rank")
+        path = self._get_metadata_path(rank)
+        with self.fs.create_stream(path, "rb") as f:
+            metadata = _MetadataUnpickler(io.BytesIO(f.read())).load()
+        from torch.distributed.checkpoint.metadata import StorageMeta
+
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
+# --- save / find / load / prune ---------------------------------------------------------------
+def checkpoint_dir(run_dir: str | os.PathLike, step: int) -> Path:
+    return Path(run_dir) / CHECKPOINTS / f"step{step:07d}"
+
+
+class _FullModel:
+    """What ``save_model`` needs from a model: ``state_dict()`` and ``config``."""
+
+    def __init__(self, state: dict[str, torch.Tensor], config: Any):
+        self._state, self.config = state, config
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self._state
+
+
+def _model_config(model: torch.nn.Module) -> Any:
+    m = model
+    while not hasattr(m, "config") and hasattr(m, "module"):  # DDP and similar wrappers
+        m = m.module
+    return getattr(m, "config", None)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(
+    run_dir: str | os.PathLike,
+    step: int,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    extra: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``run_dir/checkpoints/step{step:07d}`` atomically; every rank must call this."""
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    final = checkpoint_dir(run_dir, step)
+    _encode(dict(extra or {}), {}, "")  # unstorable extra: TypeError on every rank, before writing anything
+    rank = _rank()
+    tmp_name = None
+    if rank == 0:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp_name = tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent)
+        os.chmod(tmp_name, 0o777 & ~_umask())  # mkdtemp makes it 0700
+    tmp = Path(_broadcast(tmp_name))
+    error: str | None = None
+    cause: BaseException | None = None
+    try:
+        osd = get_optimizer_state_dict(model, optimizer)
+        state = {"model": get_model_state_dict(model), "optim": {"state": osd["state"]}}
+        with _single_process_quiet():
+            dcp.save(state, storage_writer=dcp.FileSystemWriter(str(tmp)), no_dist=not _dist())
+        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if rank == 0:
+            try:
+                cfg = _model_config(model)
+                if cfg is None:
+                    raise CheckpointError("save_checkpoint: the model has no .config; cannot write model.safetensors")
+                save_model(tmp, _FullModel(full, cfg), config=config)
+                _write_json(tmp, OPTIM_GROUPS, GROUP_TENSORS, osd["param_groups"])
+                _write_json(tmp, EXTRA_JSON, EXTRA_TENSORS, dict(extra or {}))
+                world = dist.get_world_size() if _dist() else 1
+                atomic_write_text(tmp / COMPLETE, json.dumps({"step": step, "world_size": world}) + "\n")
+                _fsync_dir(tmp)
+                old = None
+                if final.exists():  # re-saving a step: move the old one aside, then swap in
+                    old = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-old-", dir=final.parent))
+                    os.replace(final, old / final.name)
+                os.replace(tmp, final)
+                _fsync_dir(final.parent)
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
+            except Exception as e:  # report to the other ranks instead of leaving them in a barrier
+                error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                cause = e
+    finally:
+        if rank == 0 and tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    error = _broadcast(error)
+    if error is not None:
+        raise CheckpointError(f"{final}: save failed on rank 0 ({error})") from cause
+    return final
+
+
+def _last_error_line(e: BaseException) -> str:
+    """The most specific line of a (possibly multi-rank, traceback-laden) DCP error."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    errors = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception): ", ln)]
+    if errors:
+        return errors[-1]
+    return lines[0] if lines else type(e).__name__
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(step, path) of every complete checkpoint under ``run_dir/checkpoints``, oldest first."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        m = _NAME.match(p.name)
+        if m and p.is_dir() and (p / COMPLETE).is_file():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint (temporaries and ones without ``COMPLETE`` are skipped)."""
+    found = list_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def load_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Load model and optimizer state from ``path`` in place and return the saved ``extra``."""
+    ckpt = Path(path)
+    if not ckpt.is_dir():
+        raise CheckpointError(
+            f"{ckpt}: no such checkpoint directory; pass one of run_dir/checkpoints/stepNNNNNNN (see latest_checkpoint)"
+        )
+    if not (ckpt / COMPLETE).is_file():
+        raise CheckpointError(
+            f"{ckpt}: incomplete checkpoint (no {COMPLETE} marker, the save was interrupted); resume from an earlier one"
+        )
+    groups = _read_json(ckpt, OPTIM_GROUPS, GROUP_TENSORS)
+    extra = _read_json(ckpt, EXTRA_JSON, EXTRA_TENSORS)
+    osd = get_optimizer_state_dict(model, optimizer)
+    state = {"model": get_model_state_dict(model), "optim": {"state": osd["state"]}}
+    try:
+        with _single_process_quiet():
+            dcp.load(state, storage_reader=_SafeReader(str(ckpt)), no_dist=not _dist())
+    except (Exception, CheckpointException) as e:
+        first = _last_error_line(e)
+        raise CheckpointError(f"{ckpt}: cannot load the sharded state ({first}); does the model/optimizer match the run?") from None
+    set_model_state_dict(model, state["model"])
+    set_optimizer_state_dict(model, optimizer, {"state": state["optim"]["state"], "param_groups": groups})
+    return extra
+
+
+def prune_checkpoints(run_dir: str | os.PathLike, keep_last: int, keep_every: int | None = None) -> list[Path]:
+    """Delete complete checkpoints except the newest ``keep_last`` and every step divisible by
+    ``keep_every``; returns what was deleted. Only rank 0 deletes (others return [])."""
+    if keep_last < 0:
+        raise ValueError(f"keep_last must be >= 0, got {keep_last}")
+    if keep_every is not None and keep_every < 1:
+        raise ValueError(f"keep_every must be >= 1 or None, got {keep_every}")
+    if _rank() != 0:
+        return []
+    found = list_checkpoints(run_dir)
+    keep = {p for _, p in found[len(found) - keep_last :]} if keep_last else set()
+    deleted = []
+    for step, p in found:
+        if p in keep or (keep_every is not None and step % keep_every == 0):
+            continue
+        # Rename first so a killed prune leaves a temporary, never a half-deleted "complete" dir.
+        trash = p.parent / f".{p.name}.tmp-prune"
+        if trash.exists():
+            shutil.rmtree(trash, ignore_errors=True)
+        os.replace(p, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        deleted.append(p)
+    return deleted
