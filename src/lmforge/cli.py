@@ -6,6 +6,8 @@
     lmforge export --model CKPT --out DIR      lmforge checkpoint -> HF directory
     lmforge import --model HF_DIR --out CKPT   HF directory -> lmforge checkpoint
     lmforge generate --model PATH [--prompt TEXT ...] [--max-new-tokens N --temperature T ...]
+    lmforge train CONFIG [--resume [CKPT]] [--SECTION.KEY=VALUE ...]   (torchrun -m lmforge train ... for N processes)
+    lmforge data inspect --run RUN --step N [--jsonl | --out FILE]
 
 Every error that a user can cause is printed as one line (``lmforge: error: ...``), exit status 2.
 """
@@ -108,7 +110,24 @@ def cmd_generate(args, overrides) -> int:
     return run(args.model, args.prompt, gen, stream=not args.no_stream)
 
 
+def cmd_train(args, overrides) -> int:
+    from lmforge.train.config import TrainConfig
+
+    check_sections(overrides, TrainConfig.SECTIONS, "'lmforge train'")
+    from lmforge.train.run import train
+
+    cfg = TrainConfig.from_yaml(args.config).merged(overrides)
+    resume = True if args.resume == "latest" else args.resume
+    train(cfg, resume=resume)
+    return 0
+
+
 def cmd_data(args, overrides) -> int:
+    if args.data_cmd == "inspect":
+        _no_overrides(overrides, "'lmforge data inspect'")
+        from lmforge.data.inspect import cmd_inspect
+
+        return cmd_inspect(args)
     if args.data_cmd == "mix":
         from lmforge.data.mixer import cmd_mix
 
@@ -230,7 +249,19 @@ def build_parser() -> argparse.ArgumentParser:
     dt.add_argument("--bos-id", type=int, default=None)
     dt.add_argument("--pad-id", type=int, default=None)
     dt.add_argument("--strip-whitespace", action="store_true", help="strip each text first (dolma's behaviour)")
+    di = dsub.add_parser("inspect", help="the exact instances of a training step, decoded, with source document ids")
+    di.add_argument("--run", required=True, help="run directory written by `lmforge train`")
+    di.add_argument("--step", type=int, required=True, help="step N (1-based, as in metrics.jsonl)")
+    di.add_argument("--world-size", type=int, default=1, help="show which rank trained on which instance")
+    di.add_argument("--jsonl", action="store_true", help="print JSON lines instead of text")
+    di.add_argument("--out", default=None, help="write JSON lines to this file")
+    di.add_argument("--full", action="store_true", help="print whole instances (default: the first 400 characters)")
     d.set_defaults(func=cmd_data)
+
+    tr = sub.add_parser("train", help="pretrain a model (one process, or under torchrun; accepts --SECTION.KEY=VALUE overrides)")
+    tr.add_argument("config", help="run config YAML (see configs/train/)")
+    tr.add_argument("--resume", nargs="?", const="latest", default=None, help="continue from the latest complete checkpoint (or the given one)")
+    tr.set_defaults(func=cmd_train)
 
     m = sub.add_parser("model", help="model presets: list, info")
     msub = m.add_subparsers(dest="model_cmd", metavar="SUBCOMMAND", required=True)
@@ -288,6 +319,7 @@ _USER_ERRORS = [
     ("lmforge.checkpoint.unsharded", "CheckpointError"),
     ("lmforge.tokenizer.core", "TokenizerError"),
     ("lmforge.data.documents", "DataError"),
+    ("lmforge.train.module", "TrainingError"),
 ]
 
 
@@ -317,6 +349,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lmforge: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `lmforge ... | head`: the reader left; not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

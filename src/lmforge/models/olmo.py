@@ -155,6 +155,8 @@ class OLMo(nn.Module):
         return_hidden: bool = False,
         labels: torch.Tensor | None = None,  # (B, T) next-token targets, -100 = not counted
         z_loss_coef: float = 0.0,
+        document_ids: torch.Tensor | None = None,  # (B, T) packed documents: attend only within one
+        reduction: str = "mean",  # of the loss over label tokens: "mean" or "sum"
     ):
         """Return logits (B, T, V) over the padded vocabulary, or the final hidden states (B, T, d)
         with ``return_hidden``, or with ``labels`` the training loss (a LossOutput; the logits are
@@ -175,6 +177,15 @@ class OLMo(nn.Module):
             else:
                 position_ids = torch.arange(start, start + T, device=input_ids.device).expand(B, T)
         mask = self._attention_mask(T, start, key_mask if padded else None, input_ids.device)
+        if document_ids is not None:
+            # Intra-document masking for packed training rows: a token sees earlier tokens of its own
+            # document only. Positions are not reset (as in OLMo-core); RoPE is relative anyway.
+            if cache is not None or start:
+                raise ValueError("document_ids is for training on packed rows; it cannot be combined with a KV cache")
+            same = document_ids[:, :, None] == document_ids[:, None, :]  # (B, T, T)
+            causal = torch.ones(T, T, dtype=torch.bool, device=input_ids.device).tril()
+            doc_mask = (same & causal)[:, None]  # (B, 1, T, T)
+            mask = doc_mask if mask is None else mask & doc_mask
         rope = self.rope(position_ids)  # cos, sin: (B, 1, T, hd)
 
         x = self.embed(input_ids)  # (B, T, d)
@@ -186,7 +197,7 @@ class OLMo(nn.Module):
         if return_hidden:
             return x
         if labels is not None:
-            return linear_cross_entropy(x, self.head_weight, labels, z_loss_coef=z_loss_coef)
+            return linear_cross_entropy(x, self.head_weight, labels, z_loss_coef=z_loss_coef, reduction=reduction)
         return self.output(x)
 
     @property

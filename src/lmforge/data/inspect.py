@@ -1,0 +1,111 @@
+"""``lmforge data inspect --run RUN --step N``: what did the model see at step N?
+
+Rebuilds the run's data order from RUN/config.yaml (the ``data`` section and the batch size),
+checks it against RUN/data_order.json (written when the run started), and returns the instances of
+the batch trained on in step N (1-based, as in metrics.jsonl and checkpoint names): for each one its
+rank, source, file, token offset, source document ids, token ids and decoded text.
+
+numpy + tokenizers only: no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from lmforge.config import ConfigError
+from lmforge.data.documents import DataError
+from lmforge.data.mixture import DataConfig
+
+__all__ = ["inspect_step", "cmd_inspect"]
+
+
+def _run_settings(run: Path) -> tuple[DataConfig, int, int]:
+    path = run / "config.yaml"
+    if not path.is_file():
+        raise DataError(f"{path}: not found; --run must be a run directory written by `lmforge train`")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = DataConfig.from_dict(raw.get("data", {}), _prefix="data.")
+    trainer = raw.get("trainer", {}) or {}
+    model = raw.get("model", {}) or {}
+    seq_len = trainer.get("seq_len") or model.get("max_seq_len")
+    global_batch = trainer.get("global_batch")
+    if not seq_len or not global_batch:
+        raise ConfigError(f"{path}: needs trainer.global_batch and model.max_seq_len (or trainer.seq_len)")
+    return data, int(seq_len), int(global_batch)
+
+
+def _decoder(data: DataConfig, files: list[str]):
+    tok_path = data.tokenizer
+    if tok_path is None:
+        for f in files:
+            summary = Path(f).parent / "tokenize_summary.json"
+            if summary.is_file():
+                tok_path = json.loads(summary.read_text(encoding="utf-8")).get("tokenizer", {}).get("path")
+                if tok_path:
+                    break
+    if not tok_path or not Path(tok_path).is_file():
+        return None
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tok_path))
+    return lambda ids: tok.decode([int(i) for i in ids], skip_special_tokens=False)
+
+
+def inspect_step(run: str | os.PathLike, step: int, *, world_size: int = 1) -> Iterator[dict[str, Any]]:
+    """The instances of step ``step`` (1-based), rank by rank, as JSON-able dicts."""
+    run = Path(run)
+    data_cfg, seq_len, global_batch = _run_settings(run)
+    if step < 1:
+        raise DataError(f"--step must be >= 1 (step 1 is the first update), got {step}")
+    mix = data_cfg.build(seq_len)
+    recorded = run / "data_order.json"
+    if recorded.is_file():
+        old = json.loads(recorded.read_text(encoding="utf-8"))
+        if old.get("mix_sha256") != mix.fingerprint()["mix_sha256"]:
+            raise DataError(f"{recorded}: the token files changed since the run started; the order rebuilt now would differ")
+    decode = _decoder(data_cfg, mix.files)
+    for rank in range(world_size):
+        for m in mix.batch(step - 1, global_batch, rank=rank, world_size=world_size):
+            inst = m.instance
+            row = {
+                "step": step,
+                "rank": rank,
+                "position": m.position,
+                "source": m.source,
+                "file": inst.file,
+                "offset": inst.start,
+                "doc_ids": list(inst.doc_ids),
+                "tokens": inst.tokens.tolist(),
+            }
+            if decode is not None:
+                row["text"] = decode(inst.tokens)
+            yield row
+
+
+def cmd_inspect(args) -> int:
+    rows = inspect_step(args.run, args.step, world_size=args.world_size)
+    if args.out:
+        from lmforge.config import atomic_write_text
+
+        rows = list(rows)
+        atomic_write_text(args.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        print(f"{len(rows)} instances of step {args.step} -> {args.out}")
+        return 0
+    if args.jsonl:
+        for r in rows:
+            print(json.dumps(r, ensure_ascii=False))
+        return 0
+    for i, r in enumerate(rows):
+        docs = ", ".join(r["doc_ids"][:6]) + (" ..." if len(r["doc_ids"]) > 6 else "") if r["doc_ids"] else "(no metadata)"
+        print(f"=== step {r['step']} instance {i} (rank {r['rank']}): {r['source']}  {r['file']} @ token {r['offset']}  docs: {docs}")
+        text = r.get("text")
+        if text is None:
+            print(" ".join(map(str, r["tokens"][:64])) + (" ..." if len(r["tokens"]) > 64 else ""))
+        else:
+            print(text if args.full else (text[:400] + (" ..." if len(text) > 400 else "")))
+    return 0

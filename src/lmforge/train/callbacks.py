@@ -1,0 +1,272 @@
+"""Callbacks: everything around the step that is not the step itself.
+
+The Trainer calls, in order: ``on_start`` once (after any resume), then after every step
+``on_step_end``, and ``on_end`` once. Metrics reach loggers through ``log(trainer, record)``, where a
+record is ``{"step": N, ...}`` (training metrics every ``logging.every`` steps, evaluation metrics
+when evaluators run). Only rank 0 writes files; checkpointing runs on every rank.
+
+    ConsoleProgress   one line per logged step: step, loss, LR, grad norm, tokens/s, MFU, ETA
+    MetricsJSONL      RUN/metrics.jsonl (truncated back to the resumed step on resume)
+    WandbLogger       W&B (online or offline), run id kept in RUN/wandb_id so resumes continue it
+    CheckpointSaver   every N steps and at the end; keep the last K plus every M-th
+    Evaluation        runs evaluators every N steps and at the end, logs their metrics
+    CurvesPlot        RUN/curves.png: loss (and eval loss) and LR against steps, at the end
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from lmforge.config import atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lmforge.train.trainer import Trainer
+
+__all__ = ["Callback", "ConsoleProgress", "MetricsJSONL", "WandbLogger", "CheckpointSaver", "Evaluation", "CurvesPlot", "read_metrics"]
+
+METRICS = "metrics.jsonl"
+CURVES = "curves.png"
+
+
+class Callback:
+    main_only = False  # True: only rank 0 runs it
+
+    def on_start(self, trainer: Trainer) -> None: ...
+
+    def on_step_end(self, trainer: Trainer) -> None: ...
+
+    def log(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
+
+    def on_end(self, trainer: Trainer) -> None: ...
+
+    def on_error(self, trainer: Trainer, error: BaseException) -> None:
+        """The run failed: release resources (files, W&B); do not save anything."""
+
+
+def _fmt_time(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _fmt_count(x: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= div:
+            return f"{x / div:.2f}{unit}"
+    return f"{x:.0f}"
+
+
+class ConsoleProgress(Callback):
+    main_only = True
+
+    def __init__(self, stream=None):
+        self.stream = stream
+
+    def log(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        out = self.stream or sys.stdout
+        step, total = record["step"], trainer.max_steps
+        width = len(str(total))
+        if "loss" not in record:  # evaluation record
+            parts = "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items() if k != "step")
+            print(f"[step {step:>{width}}/{total}] eval  {parts}", file=out, flush=True)
+            return
+        parts = [f"[step {step:>{width}}/{total}]", f"loss {record['loss']:.4f}", f"lr {record['lr']:.2e}", f"gnorm {record['grad_norm']:.3f}"]
+        if "tokens_per_s" in record:
+            parts.append(f"{_fmt_count(record['tokens_per_s'])} tok/s")
+        if record.get("mfu") is not None:
+            parts.append(f"MFU {100 * record['mfu']:.1f}%")
+        parts.append(f"ETA {_fmt_time(trainer.eta_seconds())}")
+        if record.get("skipped"):
+            parts.append(f"SKIPPED: {record['skipped']}")
+        print("  ".join(parts), file=out, flush=True)
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The records of RUN/metrics.jsonl (a torn last line, from a killed run, is ignored)."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+class MetricsJSONL(Callback):
+    main_only = True
+
+    def __init__(self, run_dir: str | Path):
+        self.path = Path(run_dir) / METRICS
+        self._f = None
+
+    def on_start(self, trainer: Trainer) -> None:
+        # Keep only what happened up to the step we (re)start from: a killed run may have logged
+        # steps after its last checkpoint, and the resumed run logs them again.
+        records = [r for r in read_metrics(self.path.parent) if r.get("step", 0) <= trainer.step]
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in records))
+        self._f = open(self.path, "a", encoding="utf-8")
+
+    def log(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        if self._f is None:
+            return
+        self._f.write(json.dumps(record, allow_nan=True) + "\n")
+        self._f.flush()
+
+    def on_end(self, trainer: Trainer) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    on_error = lambda self, trainer, error: self.on_end(trainer)  # noqa: E731
+
+
+class WandbLogger(Callback):
+    """Weights & Biases. ``mode="offline"`` writes RUN/wandb/offline-run-* and needs no network."""
+
+    main_only = True
+
+    def __init__(self, run_dir: str | Path, *, project: str, name: str, mode: str, entity: str | None, tags: list[str], config: dict):
+        self.run_dir = Path(run_dir)
+        self.kwargs = dict(project=project, name=name, mode=mode, entity=entity, tags=tags or None, config=config)
+        self.run = None
+
+    def on_start(self, trainer: Trainer) -> None:
+        try:
+            import wandb
+        except ImportError:
+            from lmforge.config import ConfigError
+
+            raise ConfigError("logging.wandb.enabled is true but wandb is not installed: pip install wandb (or set it false)") from None
+        id_file = self.run_dir / "wandb_id"
+        if id_file.is_file():
+            run_id = id_file.read_text().strip()
+        else:
+            run_id = wandb.util.generate_id()
+            atomic_write_text(id_file, run_id + "\n")
+        self.run = wandb.init(dir=str(self.run_dir), id=run_id, resume="allow", **self.kwargs)
+
+    def log(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        if self.run is not None:
+            data = {k: v for k, v in record.items() if k != "step" and isinstance(v, (int, float))}
+            self.run.log(data, step=record["step"])
+
+    def on_end(self, trainer: Trainer) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
+    def on_error(self, trainer: Trainer, error: BaseException) -> None:
+        if self.run is not None:
+            self.run.finish(exit_code=1)
+            self.run = None
+
+
+class CheckpointSaver(Callback):
+    def __init__(self, every: int | None, keep_last: int, keep_every: int | None, at_end: bool = True):
+        self.every, self.keep_last, self.keep_every, self.at_end = every, keep_last, keep_every, at_end
+        self.last_saved: int | None = None
+
+    def _save(self, trainer: Trainer) -> None:
+        from lmforge.checkpoint.sharded import prune_checkpoints
+
+        trainer.save_checkpoint()
+        self.last_saved = trainer.step
+        prune_checkpoints(trainer.run_dir, self.keep_last, self.keep_every)
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        if self.every and trainer.step % self.every == 0:
+            self._save(trainer)
+
+    def on_end(self, trainer: Trainer) -> None:
+        if self.at_end and self.last_saved != trainer.step and not trainer.has_checkpoint(trainer.step):
+            self._save(trainer)
+
+
+class Evaluation(Callback):
+    """Runs ``evaluators`` (callables ``(model) -> {metric: value}``, with a ``name``) every
+    ``every`` steps and at the end; logs ``{"eval/NAME/METRIC": value}``. Every rank runs them
+    (evaluators shard their work and reduce over ranks)."""
+
+    def __init__(self, evaluators: list[Callable[..., dict[str, float]]], every: int | None):
+        self.evaluators, self.every = evaluators, every
+        self.last: int | None = None
+
+    def run(self, trainer: Trainer) -> dict[str, float]:
+        record: dict[str, Any] = {"step": trainer.step, "tokens_seen": trainer.tokens_seen}
+        t0 = time.perf_counter()
+        for ev in self.evaluators:
+            for k, v in ev(trainer.module.model).items():
+                record[f"eval/{ev.name}/{k}"] = v
+        record["eval_seconds"] = time.perf_counter() - t0
+        trainer.log(record)
+        self.last = trainer.step
+        return record
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        if self.every and trainer.step % self.every == 0:
+            self.run(trainer)
+
+    def on_end(self, trainer: Trainer) -> None:
+        if self.evaluators and self.last != trainer.step:
+            self.run(trainer)
+
+
+def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path | None:
+    """Loss (train, and eval losses if any) and LR against steps from RUN/metrics.jsonl, as a PNG."""
+    run_dir = Path(run_dir)
+    records = read_metrics(run_dir)
+    train = [r for r in records if "loss" in r]
+    if not train:
+        return None
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_lr) = plt.subplots(2, 1, figsize=(8, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    steps = [r["step"] for r in train]
+    ax_loss.plot(steps, [r["loss"] for r in train], lw=1, label="train loss")
+    skipped = [r for r in train if r.get("skipped")]
+    if skipped:
+        ax_loss.scatter([r["step"] for r in skipped], [r["loss"] if math.isfinite(r["loss"]) else float("nan") for r in skipped], c="red", s=12, label="skipped update", zorder=3)
+    eval_keys = sorted({k for r in records for k in r if k.startswith("eval/") and k.endswith("/loss")})
+    for k in eval_keys:
+        pts = [(r["step"], r[k]) for r in records if k in r]
+        ax_loss.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, lw=1, label=k[len("eval/") :])
+    ax_loss.set_ylabel("loss (nats/token)")
+    ax_loss.grid(alpha=0.3)
+    ax_loss.legend()
+    ax_loss.set_title(f"{run_dir.name}: training curves")
+    ax_lr.plot(steps, [r["lr"] for r in train], lw=1, color="tab:orange")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_xlabel("step")
+    ax_lr.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    out = Path(out) if out is not None else run_dir / CURVES
+    atomic_write_bytes(out, buf.getvalue())
+    return out
+
+
+class CurvesPlot(Callback):
+    main_only = True
+
+    def on_end(self, trainer: Trainer) -> None:
+        path = plot_curves(trainer.run_dir)
+        if path is not None:
+            trainer.print(f"curves: {path}")

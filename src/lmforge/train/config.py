@@ -1,0 +1,185 @@
+"""The run config of ``lmforge train``: one YAML with a section per component.
+
+    run:        name, directory, seed, device
+    model:      ModelConfig (lmforge.models)
+    data:       DataConfig (lmforge.data.mixture): token-file sources, weights, seed
+    optim:      OptimConfig (lmforge.optim): AdamW
+    schedule:   ScheduleConfig (lmforge.optim): LR schedule
+    trainer:    batch sizes, steps, clipping, z-loss, precision, parallelism, stability
+    checkpoint: how often, how many to keep
+    logging:    console, JSONL, W&B, plot
+    eval:       in-loop evaluation (perplexity on held-out token files)
+
+Each section is its own small dataclass; ``TrainConfig`` only holds them and checks how they fit
+together (``validate``). ``configs/train/*.yaml`` are examples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from lmforge.config import Config, ConfigError
+from lmforge.data.mixture import DataConfig, SourceConfig
+from lmforge.models import ModelConfig
+from lmforge.optim import OptimConfig, ScheduleConfig
+
+__all__ = [
+    "RunConfig",
+    "TrainerConfig",
+    "StabilityConfig",
+    "CheckpointConfig",
+    "WandbConfig",
+    "LoggingConfig",
+    "EvalConfig",
+    "TrainConfig",
+]
+
+
+@dataclasses.dataclass
+class RunConfig(Config):
+    name: str = "run"
+    dir: str = "runs/run"  # run directory: config, data order, metrics, checkpoints, plots
+    seed: int = 0  # model initialisation and torch RNG; the data order has its own data.seed
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+@dataclasses.dataclass
+class StabilityConfig(Config):
+    """Skip an update whose loss is not finite or spikes above mean + k * std of recent losses."""
+
+    skip_nonfinite: bool = True
+    spike_k: float | None = 6.0  # None: no spike detection
+    window: int = 50  # recent (not skipped) steps the mean/std are taken over
+    min_history: int = 20  # no spike detection before this many steps
+    max_consecutive_skips: int = 5  # more in a row stops the run
+
+    def validate(self) -> None:
+        if self.spike_k is not None and self.spike_k <= 0:
+            raise ConfigError(f"trainer.stability.spike_k must be positive or null, got {self.spike_k}")
+        if self.window < 2 or self.min_history < 2:
+            raise ConfigError("trainer.stability.window and min_history must be >= 2")
+        if self.max_consecutive_skips < 0:
+            raise ConfigError("trainer.stability.max_consecutive_skips must be >= 0")
+
+
+@dataclasses.dataclass
+class TrainerConfig(Config):
+    seq_len: int | None = None  # tokens per instance; None = model.max_seq_len
+    global_batch: int = 8  # instances per optimizer step, over all ranks
+    micro_batch: int | None = None  # instances per forward/backward on one rank; None = global_batch / world
+    max_steps: int | None = None  # None = schedule.total_steps
+    grad_clip: float | None = 1.0
+    z_loss: float = 0.0  # z-loss coefficient (OLMo-2: 1e-5)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    parallel: Literal["auto", "none", "ddp", "fsdp"] = "auto"  # auto: fsdp with >1 process
+    compile: bool = False  # torch.compile each block
+    activation_checkpointing: bool = False
+    peak_tflops: float | None = None  # per device, for MFU; None = known GPUs (H100, A100, ...)
+    stability: StabilityConfig = dataclasses.field(default_factory=StabilityConfig)
+
+    def validate(self) -> None:
+        if self.global_batch <= 0:
+            raise ConfigError(f"trainer.global_batch must be positive, got {self.global_batch}")
+        if self.micro_batch is not None and self.micro_batch <= 0:
+            raise ConfigError(f"trainer.micro_batch must be positive or null, got {self.micro_batch}")
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise ConfigError(f"trainer.max_steps must be positive or null, got {self.max_steps}")
+        if self.seq_len is not None and self.seq_len < 2:
+            raise ConfigError(f"trainer.seq_len must be >= 2, got {self.seq_len}")
+        if self.z_loss < 0:
+            raise ConfigError(f"trainer.z_loss must be >= 0, got {self.z_loss}")
+
+
+@dataclasses.dataclass
+class CheckpointConfig(Config):
+    every: int | None = 1000  # steps between checkpoints (and one at the end); None: only at the end
+    keep_last: int = 3  # newest checkpoints kept ...
+    keep_every: int | None = None  # ... plus every step divisible by this (None: none)
+    at_end: bool = True
+
+    def validate(self) -> None:
+        if self.every is not None and self.every <= 0:
+            raise ConfigError(f"checkpoint.every must be positive or null, got {self.every}")
+        if self.keep_last < 1:
+            raise ConfigError(f"checkpoint.keep_last must be >= 1 (resume needs one), got {self.keep_last}")
+        if self.keep_every is not None and self.keep_every <= 0:
+            raise ConfigError(f"checkpoint.keep_every must be positive or null, got {self.keep_every}")
+
+
+@dataclasses.dataclass
+class WandbConfig(Config):
+    enabled: bool = False
+    project: str = "lmforge"
+    entity: str | None = None
+    mode: Literal["online", "offline"] = "offline"  # offline needs no network; `wandb sync` uploads later
+    tags: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class LoggingConfig(Config):
+    every: int = 1  # console/JSONL/W&B every this many steps
+    progress: bool = True  # console progress line
+    plot: bool = True  # loss/LR PNG at the end
+    wandb: WandbConfig = dataclasses.field(default_factory=WandbConfig)
+
+    def validate(self) -> None:
+        if self.every <= 0:
+            raise ConfigError(f"logging.every must be positive, got {self.every}")
+
+
+@dataclasses.dataclass
+class EvalConfig(Config):
+    every: int | None = None  # steps between evaluations (and at the end); None: no in-loop eval
+    perplexity: list[SourceConfig] = dataclasses.field(default_factory=list)  # held-out token files
+    max_instances: int = 64  # per held-out set
+    batch_size: int = 8  # per rank
+
+    def validate(self) -> None:
+        if self.every is not None and self.every <= 0:
+            raise ConfigError(f"eval.every must be positive or null, got {self.every}")
+        if self.max_instances <= 0 or self.batch_size <= 0:
+            raise ConfigError("eval.max_instances and eval.batch_size must be positive")
+
+
+@dataclasses.dataclass
+class TrainConfig(Config):
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
+    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+    checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = dataclasses.field(default_factory=LoggingConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+    SECTIONS = ("run", "model", "data", "optim", "schedule", "trainer", "checkpoint", "logging", "eval")
+
+    @property
+    def seq_len(self) -> int:
+        return self.trainer.seq_len or self.model.max_seq_len
+
+    @property
+    def max_steps(self) -> int:
+        return self.trainer.max_steps or self.schedule.total_steps
+
+    def validate(self) -> None:
+        if self.seq_len > self.model.max_seq_len:
+            raise ConfigError(f"trainer.seq_len ({self.seq_len}) exceeds model.max_seq_len ({self.model.max_seq_len})")
+        if self.schedule.warmup_steps > self.max_steps and self.trainer.max_steps is None:
+            raise ConfigError("schedule.warmup_steps exceeds the number of steps")
+
+    def micro_batch(self, world_size: int) -> int:
+        """Instances per forward/backward on one rank; checks that the batch sizes fit together."""
+        t = self.trainer
+        if t.global_batch % world_size:
+            raise ConfigError(f"trainer.global_batch ({t.global_batch}) must be divisible by the number of processes ({world_size})")
+        per_rank = t.global_batch // world_size
+        micro = t.micro_batch or per_rank
+        if per_rank % micro:
+            raise ConfigError(
+                f"trainer.micro_batch ({micro}) must divide the per-process batch ({per_rank} = global_batch "
+                f"{t.global_batch} / {world_size} processes)"
+            )
+        return micro

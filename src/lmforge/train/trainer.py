@@ -1,0 +1,210 @@
+"""The Trainer: decides *when* (which batch, which step, when to checkpoint, when to stop).
+
+*How* a step is taken belongs to a train module (``lmforge.train.module``); everything else around
+the loop (logging, evaluation, checkpoint cadence, plots) to callbacks (``lmforge.train.callbacks``).
+
+Steps are counted from 1: step N is the N-th optimizer update, trained on batch N-1 of the data
+order, and ``RUN/checkpoints/step{N:07d}`` holds the state after it. Resuming from step N restores
+model, optimizer, LR schedule position, data position (the order is a function of the step),
+stability history and RNG, so the continued run is the uninterrupted run, bit for bit on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lmforge.checkpoint.sharded import (
+    checkpoint_dir,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from lmforge.checkpoint.unsharded import CheckpointError
+from lmforge.config import atomic_write_text
+from lmforge.data.mixture import Mixture, document_ids
+from lmforge.distributed import DistInfo
+from lmforge.nn.loss import IGNORE_INDEX
+from lmforge.train.callbacks import Callback
+from lmforge.train.module import MicroBatch, TrainingError, TrainModule
+
+__all__ = ["Trainer", "DATA_ORDER"]
+
+DATA_ORDER = "data_order.json"
+
+
+class Trainer:
+    def __init__(
+        self,
+        module: TrainModule,
+        data: Mixture,
+        *,
+        run_dir: str | os.PathLike,
+        max_steps: int,
+        global_batch: int,
+        micro_batch: int,
+        dist: DistInfo,
+        callbacks: list[Callback] = (),
+        config: dict[str, Any] | None = None,
+        document_masking: bool = False,
+        vocab_size: int | None = None,
+        flops_per_token: int | None = None,
+        peak_flops: float | None = None,
+        log_every: int = 1,
+        quiet: bool = False,
+    ):
+        self.module, self.data, self.dist = module, data, dist
+        self.run_dir = Path(run_dir)
+        self.max_steps, self.global_batch, self.micro_batch = max_steps, global_batch, micro_batch
+        self.seq_len = data.seq_len
+        self.callbacks = [cb for cb in callbacks if dist.is_main or not cb.main_only]
+        self.config = config
+        self.document_masking = document_masking
+        if document_masking and data.eos_id is None:
+            raise TrainingError("data.document_masking needs the EOS id: set data.eos_id (no tokenize_summary.json found)")
+        self.vocab_size = vocab_size
+        self.flops_per_token, self.peak_flops = flops_per_token, peak_flops
+        self.log_every, self.quiet = log_every, quiet
+        self.step = 0  # completed optimizer steps
+        self._step_times: list[float] = []
+
+    # --- small helpers ----------------------------------------------------------------------------
+    def print(self, *args: Any) -> None:
+        if self.dist.is_main and not self.quiet:
+            print(*args, flush=True)
+
+    @property
+    def tokens_seen(self) -> int:
+        return self.step * self.global_batch * self.seq_len
+
+    def eta_seconds(self) -> float:
+        recent = self._step_times[-20:]
+        if not recent:
+            return float("nan")
+        return (self.max_steps - self.step) * sum(recent) / len(recent)
+
+    def log(self, record: dict[str, Any]) -> None:
+        for cb in self.callbacks:
+            cb.log(self, record)
+
+    def has_checkpoint(self, step: int) -> bool:
+        return any(s == step for s, _ in list_checkpoints(self.run_dir))
+
+    # --- data -------------------------------------------------------------------------------------
+    def micro_batches(self, step: int) -> list[MicroBatch]:
+        """This rank's share of batch ``step`` (0-based), cut into micro-batches."""
+        instances = self.data.batch(step, self.global_batch, rank=self.dist.rank, world_size=self.dist.world_size)
+        if self.vocab_size is not None:
+            self.data.check_ids(instances, self.vocab_size)
+        tokens = np.stack([m.instance.tokens for m in instances])  # (b, T) int64
+        ids = torch.from_numpy(tokens)
+        labels = torch.full_like(ids, IGNORE_INDEX)
+        labels[:, :-1] = ids[:, 1:]  # the last position has no next token inside the instance
+        docs = torch.from_numpy(document_ids(tokens, self.data.eos_id)) if self.document_masking else None
+        out = []
+        for i in range(0, len(instances), self.micro_batch):
+            sl = slice(i, i + self.micro_batch)
+            out.append(MicroBatch(ids[sl], labels[sl], docs[sl] if docs is not None else None))
+        return out
+
+    def _record_data_order(self) -> None:
+        """Save what the data order depends on (rank 0); refuse to resume if the data changed."""
+        fp = self.data.fingerprint()
+        fp["global_batch"] = self.global_batch
+        path = self.run_dir / DATA_ORDER
+        if path.is_file() and self.step > 0:
+            old = json.loads(path.read_text(encoding="utf-8"))
+            for key in ("mix_sha256", "seed", "seq_len", "global_batch"):
+                if old.get(key) != fp.get(key):
+                    raise TrainingError(
+                        f"{path}: the data order changed since the run started ({key}: {old.get(key)!r} -> {fp.get(key)!r}); "
+                        "resuming would train on different batches. Restore the data/config or start a new run.dir"
+                    )
+        if self.dist.is_main:
+            atomic_write_text(path, json.dumps(fp, indent=1) + "\n")
+
+    # --- checkpoints ------------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        t0 = time.perf_counter()
+        extra = {
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "rng": rng_state(),
+            "module": self.module.extra_state(),
+            "world_size": self.dist.world_size,
+        }
+        path = save_checkpoint(self.run_dir, self.step, model=self.module.model, optimizer=self.module.optimizer, extra=extra, config=self.config)
+        self.print(f"checkpoint: {path} ({time.perf_counter() - t0:.1f}s)")
+        return path
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        extra = load_checkpoint(path, model=self.module.model, optimizer=self.module.optimizer)
+        self.step = int(extra["step"])
+        self.module.load_extra_state(extra.get("module", {}))
+        set_rng_state(extra["rng"])
+        self.print(f"resumed from {path} at step {self.step}")
+
+    def resume(self, resume: bool | str | os.PathLike | None) -> None:
+        """``True``: the latest complete checkpoint of the run, if any; a path: that checkpoint.
+        Without ``resume``, a run directory that already has checkpoints is an error."""
+        if resume in (None, False):
+            found = latest_checkpoint(self.run_dir)
+            if found is not None:
+                raise CheckpointError(
+                    f"{self.run_dir} already has checkpoints (latest {found.name}); pass --resume to continue it, "
+                    "or choose another run.dir"
+                )
+            return
+        path = latest_checkpoint(self.run_dir) if resume is True else Path(resume)
+        if path is None:
+            self.print(f"--resume: no complete checkpoint in {self.run_dir / 'checkpoints'}; starting from step 0")
+            return
+        self.load_checkpoint(path)
+
+    # --- the loop ---------------------------------------------------------------------------------
+    def fit(self, resume: bool | str | os.PathLike | None = None) -> dict[str, Any]:
+        self.resume(resume)
+        self._record_data_order()
+        for cb in self.callbacks:
+            cb.on_start(self)
+        last: dict[str, Any] = {}
+        try:
+            while self.step < self.max_steps:
+                t0 = time.perf_counter()
+                mbs = self.micro_batches(self.step)
+                metrics = self.module.train_batch(mbs, self.step)
+                self.step += 1
+                dt = time.perf_counter() - t0
+                self._step_times.append(dt)
+                last = self._step_record(metrics, dt)
+                if self.step % self.log_every == 0 or self.step == self.max_steps or "skipped" in metrics:
+                    self.log(last)
+                for cb in self.callbacks:
+                    cb.on_step_end(self)
+        except BaseException as e:
+            for cb in self.callbacks:  # loggers flush and close; nothing is saved from a failed step
+                try:
+                    cb.on_error(self, e)
+                except Exception:  # noqa: BLE001 - never mask the original error
+                    pass
+            raise
+        for cb in self.callbacks:
+            cb.on_end(self)
+        return last
+
+    def _step_record(self, metrics: dict[str, Any], dt: float) -> dict[str, Any]:
+        tokens = self.global_batch * self.seq_len
+        record = {"step": self.step, **metrics, "tokens_seen": self.tokens_seen, "step_time": dt, "tokens_per_s": tokens / dt}
+        record["tokens_per_s_per_device"] = record["tokens_per_s"] / self.dist.world_size
+        if self.flops_per_token and self.peak_flops:
+            record["mfu"] = record["tokens_per_s_per_device"] * self.flops_per_token / self.peak_flops
+        return record
