@@ -6,6 +6,11 @@ One step = forward, cross-entropy loss over every position, backward, ``AdamW(fo
 the HF model with ``lmforge.models.hf.to_hf_state_dict``); before timing, the script checks that both
 give the same initial loss, so the two sides do the same computation.
 
+A third side, ``lmforge-trainer``, is the step exactly as ``lmforge train`` takes it
+(``LMTrainModule.train_batch``: LR schedule, token-count normalisation, gradient clipping at 1.0,
+the optimizer lmforge builds (fused AdamW with weight-decay groups), the one host sync for the loss
+and the stability check). It does more work than the two bare steps, so its ratio is conservative.
+
 Both models live in this one process and are timed interleaved (A B, then B A, ...) after a warmup,
 so clock/thermal drift hits both equally; the figure is the median step time -> tokens/s.
 ``ratio = lmforge tokens/s / HF tokens/s``: above 1 means lmforge is faster.
@@ -49,6 +54,33 @@ def make_step(model, loss_fn, opt):
         opt.step()
         opt.zero_grad(set_to_none=True)
         return loss.detach()
+
+    return step
+
+
+def trainer_step(model, lr):
+    """The trainer's own step (LMTrainModule) on a copy of the lmforge model."""
+    import copy
+
+    from lmforge.optim import OptimConfig, ScheduleConfig
+    from lmforge.train.config import StabilityConfig
+    from lmforge.train.module import LMTrainModule, MicroBatch
+
+    m = copy.deepcopy(model)
+    module = LMTrainModule(
+        m,
+        OptimConfig(lr=lr, weight_decay=0.1).build(m),
+        ScheduleConfig(kind="constant", total_steps=10**9),
+        peak_lr=lr,
+        grad_clip=1.0,
+        stability=StabilityConfig(),
+    )
+    state = {"step": 0}
+
+    def step(x, y):
+        metrics = module.train_batch([MicroBatch(x, y)], state["step"])
+        state["step"] += 1
+        return torch.tensor(metrics["loss"])
 
     return step
 
@@ -116,6 +148,7 @@ def main(argv=None) -> int:
     steps = {
         "lmforge": make_step(ours, ours_loss, torch.optim.AdamW(ours.parameters(), **opt_kw)),
         "HF": make_step(hf, hf_loss, torch.optim.AdamW(hf.parameters(), **opt_kw)),
+        "lmforge-trainer": trainer_step(ours, args.lr),
     }
     losses = {k: [] for k in steps}
     for _ in range(args.warmup):
@@ -138,6 +171,7 @@ def main(argv=None) -> int:
     med = {k: statistics.median(v) for k, v in times.items()}
     tps = {k: tokens / v for k, v in med.items()}
     ratio = tps["lmforge"] / tps["HF"]
+    ratio_trainer = tps["lmforge-trainer"] / tps["HF"]
     n_params = ours.num_params()
     print(
         f"train step, {args.preset} ({n_params / 1e6:.1f}M params), {str(args.dtype).replace('torch.', '')}, "
@@ -146,9 +180,10 @@ def main(argv=None) -> int:
     )
     for k in steps:
         spread = f"min {min(times[k]) * 1e3:.1f} / max {max(times[k]) * 1e3:.1f} ms"
-        print(f"  {k:8s} median step {med[k] * 1e3:8.1f} ms  ({spread})  {tps[k]:9.0f} tokens/s")
+        print(f"  {k:15s} median step {med[k] * 1e3:8.1f} ms  ({spread})  {tps[k]:9.0f} tokens/s")
     print(f"  max |loss lmforge - loss HF| over {len(losses['HF'])} steps: {drift:.2e}")
     print(f"ratio lmforge/HF (tokens/s): {ratio:.3f}")
+    print(f"ratio lmforge-trainer/HF (tokens/s; the trainer also clips and checks the loss): {ratio_trainer:.3f}")
     print(machine_line())
     print(busy)
     if args.json:
@@ -157,7 +192,7 @@ def main(argv=None) -> int:
                 dict(
                     benchmark="train_step_cpu", preset=args.preset, batch=args.batch, seq=args.seq,
                     dtype=str(args.dtype), reps=args.reps, warmup=args.warmup,
-                    median_step_s=med, tokens_per_s=tps, ratio=ratio, initial_loss=dict(lmforge=l_ours, HF=l_hf),
+                    median_step_s=med, tokens_per_s=tps, ratio=ratio, ratio_trainer=ratio_trainer, initial_loss=dict(lmforge=l_ours, HF=l_hf),
                     machine=machine_line(), contention=busy, argv=sys.argv,
                 ),
                 f,

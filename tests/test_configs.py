@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 
 from lmforge.data.mixer import MixerConfig
+from lmforge.train.config import TrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-KINDS = {"data": MixerConfig}
+KINDS = {"data": MixerConfig, "train": TrainConfig}
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))

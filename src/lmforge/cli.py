@@ -73,8 +73,12 @@ def cmd_export(args, overrides) -> int:
     from lmforge.release import export_hf, load_pretrained
 
     model, tokenizer = load_pretrained(args.model)
+    if args.tokenizer is not None:
+        from lmforge.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(args.tokenizer)
     if tokenizer is None:
-        raise ConfigError(f"{args.model}: holds no tokenizer.json; an HF export needs the tokenizer")
+        raise ConfigError(f"{args.model}: holds no tokenizer.json; pass --tokenizer PATH (an HF export needs the tokenizer)")
     out = export_hf(model, tokenizer, args.out, dtype=_dtype(args.dtype), max_shard_size=args.max_shard_size, overwrite=args.overwrite)
     print(f"exported {args.model} -> {out} (transformers loads it with AutoModelForCausalLM.from_pretrained)")
     return 0
@@ -287,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="export an lmforge checkpoint to an HF transformers directory")
     e.add_argument("--model", required=True, help="lmforge checkpoint directory")
     e.add_argument("--out", required=True, help="HF output directory")
+    e.add_argument("--tokenizer", default=None, help="tokenizer JSON/dir or name (default: the one saved in the checkpoint)")
     e.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: as saved)")
     e.add_argument("--max-shard-size", default="5GB")
     e.add_argument("--overwrite", action="store_true")

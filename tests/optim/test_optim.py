@@ -20,6 +20,10 @@ def test_weight_decay_only_on_matrices():
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
     with_emb = OptimConfig(decay_embeddings=True).param_groups(model)[0]["params"]
     assert any(names[id(p)] == "embed.weight" for p in with_emb)
+    # OLMo-2's recipe: norms decayed too, embeddings still not
+    decay2, no_decay2 = OptimConfig(decay_norms=True).param_groups(model)
+    assert {names[id(p)] for p in decay2["params"]} >= {"norm.weight", "blocks.0.attn.q_norm.weight"}
+    assert [names[id(p)] for p in no_decay2["params"]] == ["embed.weight"]
 
 
 def test_build_steps_and_lowers_loss():

@@ -282,6 +282,7 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     extra: dict[str, Any] | None = None,
     config: dict[str, Any] | None = None,
+    tokenizer: Any | None = None,
 ) -> Path:
     """Write ``run_dir/checkpoints/step{step:07d}`` atomically; every rank must call this."""
     if step < 0:
@@ -308,7 +309,7 @@ def save_checkpoint(
                 cfg = _model_config(model)
                 if cfg is None:
                     raise CheckpointError("save_checkpoint: the model has no .config; cannot write model.safetensors")
-                save_model(tmp, _FullModel(full, cfg), config=config)
+                save_model(tmp, _FullModel(full, cfg), config=config, tokenizer=tokenizer)
                 _write_json(tmp, OPTIM_GROUPS, GROUP_TENSORS, osd["param_groups"])
                 _write_json(tmp, EXTRA_JSON, EXTRA_TENSORS, dict(extra or {}))
                 world = dist.get_world_size() if _dist() else 1

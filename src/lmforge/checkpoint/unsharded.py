@@ -22,7 +22,7 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from lmforge.config import ConfigError, atomic_write_text, temp_path_beside
+from lmforge.config import _umask, ConfigError, atomic_write_text, temp_path_beside
 from lmforge.models.olmo import OLMo, ModelConfig
 
 WEIGHTS = "model.safetensors"
@@ -38,6 +38,7 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metada
     tmp = temp_path_beside(path)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors re-creates the file 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -19,7 +19,7 @@ import yaml
 
 from lmforge.config import ConfigError
 from lmforge.data.documents import DataError
-from lmforge.data.mixture import DataConfig
+from lmforge.data.mixture import DataConfig, fingerprint_change
 
 __all__ = ["inspect_step", "cmd_inspect"]
 
@@ -66,8 +66,9 @@ def inspect_step(run: str | os.PathLike, step: int, *, world_size: int = 1) -> I
     recorded = run / "data_order.json"
     if recorded.is_file():
         old = json.loads(recorded.read_text(encoding="utf-8"))
-        if old.get("mix_sha256") != mix.fingerprint()["mix_sha256"]:
-            raise DataError(f"{recorded}: the token files changed since the run started; the order rebuilt now would differ")
+        change = fingerprint_change(old, mix.fingerprint())
+        if change is not None:
+            raise DataError(f"{recorded}: {change} changed since the run started; the order rebuilt now would differ")
     decode = _decoder(data_cfg, mix.files)
     for rank in range(world_size):
         for m in mix.batch(step - 1, global_batch, rank=rank, world_size=world_size):

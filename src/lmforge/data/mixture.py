@@ -12,8 +12,10 @@ How a mixture is made (all of it a pure function of the config and the files, so
    ``data.instances`` when set; otherwise the largest mix in which no source repeats more than its
    ``max_repeat`` (1.0 = each instance at most once). A source smaller than its share is repeated
    (up-sampled) only up to ``max_repeat``; a larger one is down-sampled.
-3. Which instances a source contributes comes from a permutation of that source seeded with
-   ``seed`` and the source's position (repeated whole permutations when up-sampling).
+3. A source contributes ``count_i // len_i`` whole copies of itself and, for the remainder, the
+   first ``count_i % len_i`` instances of a permutation seeded with ``seed`` and the source's
+   position (so when up-sampling every instance appears floor or ceil times; down-sampling takes
+   a seeded random subset).
 4. The global order of epoch *e* is a permutation of the mix seeded with ``seed + e`` (for a single
    source of weight 1 this is exactly ``TokenDataset.global_order``). Batch *s* is the *s*-th run
    of ``global_batch`` positions; each rank takes a contiguous slice of it.
@@ -37,7 +39,7 @@ from lmforge.config import Config, ConfigError
 from lmforge.data.dataset import Instance, TokenDataset
 from lmforge.data.documents import DataError
 
-__all__ = ["SourceConfig", "DataConfig", "Mixture", "MixedInstance", "document_ids"]
+__all__ = ["SourceConfig", "DataConfig", "Mixture", "MixedInstance", "document_ids", "fingerprint_change"]
 
 
 @dataclasses.dataclass
@@ -95,9 +97,17 @@ def _expand(paths: list[str]) -> list[str]:
 
     out = []
     for p in paths:
-        hits = sorted(glob.glob(p)) if any(c in p for c in "*?[") else [p]
-        if not hits:
-            raise DataError(f"no token files match {p!r}")
+        if any(c in p for c in "*?["):
+            # a glob keeps token files and directories: "tok/*" must not pick up the .csv.gz
+            # metadata or tokenize_summary.json beside the .npy files
+            hits = [h for h in sorted(glob.glob(p)) if h.endswith(".npy") or Path(h).is_dir()]
+            if not hits:
+                raise DataError(
+                    f"no token files (*.npy) match {p!r}; fix data.sources[].paths "
+                    "(token files come from `lmforge data tokenize` or `dolma tokens`)"
+                )
+        else:
+            hits = [p]
         for h in hits:
             if not Path(h).exists():
                 raise DataError(f"{h}: no such token file or directory (run `lmforge data tokenize` first)")
@@ -125,11 +135,18 @@ class Mixture:
         for i, src in enumerate(cfg.sources):
             files = _expand(src.paths)
             dtype = cfg.dtype
-            if dtype is None and _read_summary_field(files[0], "dtype") is None:
-                raise DataError(
-                    f"{files[0]}: no tokenize_summary.json beside the token files, so their dtype is unknown; "
-                    "set data.dtype (uint16 for OLMo-1/GPT-NeoX vocabularies, uint32 for OLMo-2)"
-                )
+            for f in files:
+                recorded = _read_summary_field(f, "dtype")
+                if dtype is None and recorded is None:
+                    raise DataError(
+                        f"{f}: no tokenize_summary.json beside the token files, so their dtype is unknown; "
+                        "set data.dtype (uint16 for OLMo-1/GPT-NeoX vocabularies, uint32 for OLMo-2)"
+                    )
+                if dtype is not None and recorded is not None and recorded != dtype:
+                    raise DataError(
+                        f"{f}: data.dtype is {dtype} but tokenize_summary.json says the files hold {recorded}; "
+                        f"set data.dtype: {recorded} (or leave it null), or keep files of other dtypes in separate runs"
+                    )
             ds = TokenDataset(files, seq_len, dtype=dtype)
             if len(ds) == 0:
                 raise DataError(f"data source {src.name or files[0]!r}: no instance of {seq_len} tokens (files too short)")
@@ -151,9 +168,11 @@ class Mixture:
         # position -> (source, instance within source), concatenated source by source
         src_ids, inst_ids = [], []
         for i, (ds, c) in enumerate(zip(self.datasets, counts)):
+            # whole copies of the source in instance order (the epoch permutation shuffles them; so a
+            # single source of weight 1 is exactly TokenDataset's order), plus a seeded random part
             rng = np.random.default_rng([cfg.seed, i])
-            reps = -(-int(c) // len(ds))  # whole permutations needed
-            picks = np.concatenate([rng.permutation(len(ds)) for _ in range(max(reps, 1))])[:c]
+            whole, part = divmod(int(c), len(ds))
+            picks = np.concatenate([np.arange(len(ds))] * whole + [rng.permutation(len(ds))[:part]])
             src_ids.append(np.full(c, i, dtype=np.int32))
             inst_ids.append(picks.astype(np.int64))
         self._src = np.concatenate(src_ids) if src_ids else np.zeros(0, np.int32)
@@ -217,6 +236,23 @@ class Mixture:
                     f"model's vocabulary (vocab_size {vocab_size}); were these files made with another tokenizer?"
                 )
 
+    def tokenizer_spec(self) -> dict[str, Any] | None:
+        """The tokenizer the files were made with: ``{"path", "eos_token_id", "pad_token_id",
+        "bos_token_id"}`` from ``data.tokenizer`` and/or tokenize_summary.json; None if unknown."""
+        info: dict[str, Any] = {}
+        for f in self.files:
+            recorded = _read_summary_field(f, "tokenizer")
+            if recorded:
+                info = dict(recorded)
+                break
+        if self.cfg.tokenizer is not None:
+            info["path"] = self.cfg.tokenizer
+        if not info.get("path") or not Path(info["path"]).exists():
+            return None
+        if self.cfg.eos_id is not None:
+            info["eos_token_id"] = self.cfg.eos_id
+        return {k: info.get(k) for k in ("path", "eos_token_id", "pad_token_id", "bos_token_id")}
+
     # --- record -----------------------------------------------------------------------------------
     def fingerprint(self) -> dict[str, Any]:
         """What the order depends on, to save with a run and check on resume/inspect."""
@@ -238,6 +274,21 @@ class Mixture:
             "files": files,
             "mix_sha256": h.hexdigest(),
         }
+
+
+def fingerprint_change(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """What differs between two ``Mixture.fingerprint()`` records in a way that changes the data a
+    step trains on (None when nothing does): the mix, its seed/length, or any token file's size."""
+    then_files = {f["path"]: f["bytes"] for f in old.get("files", [])}
+    now_files = {f["path"]: f["bytes"] for f in new.get("files", [])}
+    changed = sorted(p for p in then_files.keys() | now_files.keys() if then_files.get(p) != now_files.get(p))
+    if changed:
+        more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+        return f"{changed[0]} ({then_files.get(changed[0], 'absent')} bytes then, {now_files.get(changed[0], 'absent')} now){more}"
+    for key in ("mix_sha256", "seed", "seq_len", "global_batch"):
+        if key in old and key in new and old[key] != new[key]:
+            return f"{key}: {old[key]!r} then, {new[key]!r} now"
+    return None
 
 
 def document_ids(tokens: np.ndarray, eos_id: int) -> np.ndarray:

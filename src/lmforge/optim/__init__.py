@@ -4,8 +4,9 @@
     sched = ScheduleConfig(kind="cosine", warmup_steps=2000, total_steps=100_000, final_lr_ratio=0.1)
     lr = sched.lr(step, opt_cfg.lr)
 
-Weight decay applies to matrices only: embeddings, norms and anything 1-D are excluded, as in
-OLMo-2 (decaying the embedding shrinks rare tokens' vectors toward zero).
+By default weight decay applies to matrices only: embeddings, norms and anything 1-D are excluded
+(decaying the embedding shrinks rare tokens' vectors toward zero). ``decay_norms=True`` decays
+norm weights too, as OLMo-2's recipes do (``decay_norm_and_bias: true``, embeddings excluded).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class OptimConfig(Config):
     eps: float = 1e-8
     weight_decay: float = 0.1
     decay_embeddings: bool = False
+    decay_norms: bool = False  # decay 1-D parameters (norm weights) too
     fused: bool | None = None  # None: fused where torch supports it for the parameters' device
 
     def validate(self) -> None:
@@ -43,7 +45,7 @@ class OptimConfig(Config):
             if not p.requires_grad:
                 continue
             is_embedding = name.endswith("embed.weight")
-            if p.ndim < 2 or (is_embedding and not self.decay_embeddings):
+            if (p.ndim < 2 and not self.decay_norms) or (is_embedding and not self.decay_embeddings):
                 no_decay.append(p)
             else:
                 decay.append(p)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
+import string
 import sys
 import time
 from pathlib import Path
@@ -152,7 +154,8 @@ class WandbLogger(Callback):
         if id_file.is_file():
             run_id = id_file.read_text().strip()
         else:
-            run_id = wandb.util.generate_id()
+            # W&B's own id format (8 of [a-z0-9]); wandb.util.generate_id is gone in newer wandb
+            run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
             atomic_write_text(id_file, run_id + "\n")
         self.run = wandb.init(dir=str(self.run_dir), id=run_id, resume="allow", **self.kwargs)
 

@@ -75,7 +75,18 @@ def build_model(cfg: TrainConfig, device: torch.device) -> torch.nn.Module:
     return cfg.model.build(device)
 
 
-def build_trainer(cfg: TrainConfig, info: DistInfo | None = None, *, quiet: bool = False) -> Trainer:
+def build_trainer(
+    cfg: TrainConfig,
+    info: DistInfo | None = None,
+    *,
+    quiet: bool = False,
+    evaluators: list | None = None,
+    callbacks: list | None = None,
+) -> Trainer:
+    """Everything ``cfg`` describes, wired: model (parallelised), optimizer, train module, data,
+    callbacks. ``evaluators`` (callables ``model -> {metric: value}`` with a ``name``) run in the
+    in-loop evaluation callback besides the ones ``cfg.eval`` describes; ``callbacks`` are added
+    after the built-in ones."""
     info = info or init_distributed()
     device = _resolve_device(cfg, info)
     micro = cfg.micro_batch(info.world_size)
@@ -106,11 +117,13 @@ def build_trainer(cfg: TrainConfig, info: DistInfo | None = None, *, quiet: bool
     )
     data = cfg.data.build(cfg.seq_len)
     run_dir = Path(cfg.run.dir)
+    extra_callbacks = list(callbacks or [])
     callbacks = [CheckpointSaver(cfg.checkpoint.every, cfg.checkpoint.keep_last, cfg.checkpoint.keep_every, cfg.checkpoint.at_end)]
+    evaluators = list(evaluators or [])
     if cfg.eval.every is not None and cfg.eval.perplexity:
         from lmforge.eval.token_loss import TokenLoss
 
-        evaluators = [
+        evaluators += [
             TokenLoss(
                 s.name or Path(s.paths[0].rstrip("/")).name,
                 s.paths,
@@ -122,6 +135,9 @@ def build_trainer(cfg: TrainConfig, info: DistInfo | None = None, *, quiet: bool
             )
             for s in cfg.eval.perplexity
         ]
+    if evaluators:
+        if cfg.eval.every is None:
+            raise ConfigError("evaluators were given but eval.every is null; set eval.every to the steps between evaluations")
         callbacks.append(Evaluation(evaluators, cfg.eval.every))
     callbacks.append(MetricsJSONL(run_dir))
     if cfg.logging.progress and not quiet:
@@ -131,8 +147,17 @@ def build_trainer(cfg: TrainConfig, info: DistInfo | None = None, *, quiet: bool
         callbacks.append(WandbLogger(run_dir, project=w.project, name=cfg.run.name, mode=w.mode, entity=w.entity, tags=w.tags, config=cfg.to_dict()))
     if cfg.logging.plot:
         callbacks.append(CurvesPlot())
+    callbacks += extra_callbacks
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = None
+    spec = data.tokenizer_spec()
+    if spec is not None:
+        from lmforge.tokenizer import Tokenizer
+
+        tokenizer = Tokenizer.from_file(
+            spec["path"], eos_token_id=spec["eos_token_id"], pad_token_id=spec["pad_token_id"], bos_token_id=spec["bos_token_id"]
+        )
     return Trainer(
         module,
         data,
@@ -149,14 +174,23 @@ def build_trainer(cfg: TrainConfig, info: DistInfo | None = None, *, quiet: bool
         peak_flops=peak_flops_per_device(device, t.peak_tflops),
         log_every=cfg.logging.every,
         quiet=quiet,
+        tokenizer=tokenizer,
     )
 
 
-def train(cfg: TrainConfig, *, resume: bool | str | os.PathLike | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Run (or resume) training; returns the last step's metrics."""
+def train(
+    cfg: TrainConfig,
+    *,
+    resume: bool | str | os.PathLike | None = None,
+    quiet: bool = False,
+    evaluators: list | None = None,
+    callbacks: list | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) training; returns the last step's metrics. ``evaluators``/``callbacks``:
+    see :func:`build_trainer`."""
     info = init_distributed()
     try:
-        trainer = build_trainer(cfg, info, quiet=quiet)
+        trainer = build_trainer(cfg, info, quiet=quiet, evaluators=evaluators, callbacks=callbacks)
         if info.is_main:
             cfg.save(trainer.run_dir / "config.yaml")
         n = trainer.module.model

@@ -31,7 +31,7 @@ from lmforge.checkpoint.sharded import (
 )
 from lmforge.checkpoint.unsharded import CheckpointError
 from lmforge.config import atomic_write_text
-from lmforge.data.mixture import Mixture, document_ids
+from lmforge.data.mixture import Mixture, document_ids, fingerprint_change
 from lmforge.distributed import DistInfo
 from lmforge.nn.loss import IGNORE_INDEX
 from lmforge.train.callbacks import Callback
@@ -61,6 +61,7 @@ class Trainer:
         peak_flops: float | None = None,
         log_every: int = 1,
         quiet: bool = False,
+        tokenizer: Any | None = None,
     ):
         self.module, self.data, self.dist = module, data, dist
         self.run_dir = Path(run_dir)
@@ -74,6 +75,7 @@ class Trainer:
         self.vocab_size = vocab_size
         self.flops_per_token, self.peak_flops = flops_per_token, peak_flops
         self.log_every, self.quiet = log_every, quiet
+        self.tokenizer = tokenizer  # saved into every checkpoint, so `lmforge export` needs nothing else
         self.step = 0  # completed optimizer steps
         self._step_times: list[float] = []
 
@@ -122,13 +124,12 @@ class Trainer:
         fp["global_batch"] = self.global_batch
         path = self.run_dir / DATA_ORDER
         if path.is_file() and self.step > 0:
-            old = json.loads(path.read_text(encoding="utf-8"))
-            for key in ("mix_sha256", "seed", "seq_len", "global_batch"):
-                if old.get(key) != fp.get(key):
-                    raise TrainingError(
-                        f"{path}: the data order changed since the run started ({key}: {old.get(key)!r} -> {fp.get(key)!r}); "
-                        "resuming would train on different batches. Restore the data/config or start a new run.dir"
-                    )
+            change = fingerprint_change(json.loads(path.read_text(encoding="utf-8")), fp)
+            if change is not None:
+                raise TrainingError(
+                    f"{path}: the data changed since the run started ({change}); resuming would train on different "
+                    "batches. Restore the data/config or start a new run.dir"
+                )
         if self.dist.is_main:
             atomic_write_text(path, json.dumps(fp, indent=1) + "\n")
 
@@ -142,7 +143,7 @@ class Trainer:
             "module": self.module.extra_state(),
             "world_size": self.dist.world_size,
         }
-        path = save_checkpoint(self.run_dir, self.step, model=self.module.model, optimizer=self.module.optimizer, extra=extra, config=self.config)
+        path = save_checkpoint(self.run_dir, self.step, model=self.module.model, optimizer=self.module.optimizer, extra=extra, config=self.config, tokenizer=self.tokenizer)
         self.print(f"checkpoint: {path} ({time.perf_counter() - t0:.1f}s)")
         return path
 
