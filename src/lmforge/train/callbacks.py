@@ -168,6 +168,9 @@ class WandbLogger(Callback):
         if self.run is not None:
             self.run.finish()
             self.run = None
+            import wandb
+
+            wandb.teardown()  # finish() returns before the offline run file is fully written
 
     def on_error(self, trainer: Trainer, error: BaseException) -> None:
         if self.run is not None:

@@ -1,0 +1,460 @@
+"""The Trainer and its train module, in-process: real tiny models on real token files, a few steps each."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from lmforge.checkpoint.sharded import list_checkpoints
+from lmforge.cli import main
+from lmforge.config import ConfigError
+from lmforge.data.documents import DataError
+from lmforge.data.mixture import document_ids
+from lmforge.data.tokenize import read_token_file
+from lmforge.nn.loss import IGNORE_INDEX
+from lmforge.optim import OptimConfig, ScheduleConfig
+from lmforge.train.callbacks import read_metrics
+from lmforge.train.config import StabilityConfig, TrainConfig
+from lmforge.train.module import LMTrainModule, MicroBatch, TrainingError
+from lmforge.train.run import build_trainer, train
+from tests.conftest import tiny_config
+from tests.train.conftest import run_config, write_run_config
+
+TRAIN_KEYS = {"step", "loss", "ce", "grad_norm", "lr", "tokens", "tokens_seen", "step_time", "tokens_per_s", "tokens_per_s_per_device"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one intra-op thread is faster than two (and far faster on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _cfg(token_dirs, run_dir, **sections) -> TrainConfig:
+    return TrainConfig.from_dict(run_config(token_dirs, run_dir, **sections))
+
+
+def _train_records(run_dir) -> list[dict]:
+    return [r for r in read_metrics(run_dir) if "loss" in r]
+
+
+def _one_line(msg: str) -> None:
+    assert msg and "\n" not in msg.strip(), msg
+
+
+# --- a run end to end ------------------------------------------------------------------------------
+def test_run_learns_logs_evaluates_and_plots(token_dirs, tmp_path):
+    run = tmp_path / "run"
+    cfg = _cfg(
+        token_dirs,
+        run,
+        schedule={"total_steps": 15},
+        eval={"every": 5, "perplexity": [{"paths": [str(token_dirs["val"])], "name": "val"}], "max_instances": 16},
+        logging={"progress": False, "plot": True},
+    )
+    last = train(cfg, quiet=True)
+
+    records = read_metrics(run)
+    steps = _train_records(run)
+    assert [r["step"] for r in steps] == list(range(1, 16))
+    for r in steps:
+        assert TRAIN_KEYS <= r.keys(), TRAIN_KEYS - r.keys()
+        assert "skipped" not in r
+        assert r["tokens"] == 8 * 63  # the last position of each instance has no next token
+        assert r["tokens_seen"] == r["step"] * 8 * 64
+        assert math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) and r["tokens_per_s"] > 0
+        assert r["ce"] == pytest.approx(r["loss"])  # no z-loss
+    assert last["step"] == 15 and last["loss"] == steps[-1]["loss"]
+    losses = [r["loss"] for r in steps]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5, losses
+    # warmup 2, then cosine decay to 10% of the peak
+    assert steps[0]["lr"] == pytest.approx(1.5e-3) and steps[1]["lr"] == pytest.approx(3e-3)
+    assert all(a["lr"] >= b["lr"] for a, b in zip(steps[1:], steps[2:]))
+
+    evals = [r for r in records if "eval/val/loss" in r]
+    assert [r["step"] for r in evals] == [5, 10, 15]  # every 5 steps; the end is step 15, not evaluated twice
+    for r in evals:
+        assert r["eval/val/tokens"] == 16 * 63
+        assert r["eval/val/ppl"] == pytest.approx(math.exp(r["eval/val/loss"]))
+    assert evals[-1]["eval/val/loss"] < evals[0]["eval/val/loss"]
+
+    png = (run / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    with Image.open(run / "curves.png") as im:
+        im.verify()
+    with Image.open(run / "curves.png") as im:
+        assert im.format == "PNG" and im.size[0] > 200 and im.size[1] > 200
+
+    assert [s for s, _ in list_checkpoints(run)] == [10, 15]
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["run"]["dir"] == str(run) and saved["schedule"]["total_steps"] == 15
+    assert (run / "data_order.json").is_file()
+
+
+def test_gradient_accumulation_matches_one_big_batch(token_dirs, tmp_path):
+    sections = dict(schedule={"total_steps": 5}, checkpoint={"every": None, "at_end": False})
+    train(_cfg(token_dirs, tmp_path / "big", trainer={"global_batch": 8, "micro_batch": 8}, **sections), quiet=True)
+    train(_cfg(token_dirs, tmp_path / "accum", trainer={"global_batch": 8, "micro_batch": 2}, **sections), quiet=True)
+    big, accum = _train_records(tmp_path / "big"), _train_records(tmp_path / "accum")
+    assert len(big) == len(accum) == 5
+    for a, b in zip(big, accum):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+        assert b["tokens"] == a["tokens"]
+    assert not list_checkpoints(tmp_path / "big")
+
+
+# --- loss normalisation ----------------------------------------------------------------------------
+class RecordingSGD(torch.optim.SGD):
+    """Plain SGD that keeps a copy of the gradients it was asked to apply."""
+
+    def step(self, closure=None):
+        self.seen = {id(p): p.grad.detach().clone() for g in self.param_groups for p in g["params"] if p.grad is not None}
+        return super().step(closure)
+
+
+def _micro_batch(gen: torch.Generator, b: int, T: int, counted: int, vocab: int = 384) -> MicroBatch:
+    ids = torch.randint(0, vocab, (b, T), generator=gen)
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[:, :-1] = ids[:, 1:]
+    flat = labels.view(-1)
+    keep = torch.randperm(flat.numel(), generator=gen)
+    keep = keep[flat[keep] != IGNORE_INDEX][:counted]
+    masked = torch.full_like(flat, IGNORE_INDEX)
+    masked[keep] = flat[keep]
+    return MicroBatch(ids, masked.view(b, T))
+
+
+def test_loss_is_the_mean_over_counted_tokens_of_the_global_batch():
+    torch.manual_seed(0)
+    model = tiny_config(max_seq_len=32).build("cpu")
+    gen = torch.Generator().manual_seed(1)
+    mbs = [_micro_batch(gen, 2, 16, counted=5), _micro_batch(gen, 2, 16, counted=27), _micro_batch(gen, 2, 16, counted=12)]
+    assert [mb.n_label_tokens for mb in mbs] == [5, 27, 12]
+
+    reference = copy.deepcopy(model)
+    sums = []
+    for mb in mbs:
+        logits = reference(mb.input_ids)  # plain logits, (b, T, V)
+        sums.append(F.cross_entropy(logits.flatten(0, 1).float(), mb.labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"))
+    n = sum(mb.n_label_tokens for mb in mbs)
+    ref_loss = sum(sums) / n
+    ref_loss.backward()
+    # A per-micro-batch mean (averaged over micro-batches) is a different number: the test can tell.
+    mean_of_means = sum(s.item() / mb.n_label_tokens for s, mb in zip(sums, mbs)) / len(mbs)
+    assert abs(mean_of_means - ref_loss.item()) > 1e-4 * ref_loss.item()  # vs rel=1e-6 below
+
+    opt = RecordingSGD(model.parameters(), lr=0.0)
+    module = LMTrainModule(model, opt, ScheduleConfig(kind="constant", total_steps=10), peak_lr=0.1, grad_clip=None, stability=None)
+    metrics = module.train_batch(mbs, 0)
+    assert metrics["tokens"] == n == 44
+    assert metrics["loss"] == pytest.approx(ref_loss.item(), rel=1e-6)
+    assert metrics["ce"] == pytest.approx(ref_loss.item(), rel=1e-6)
+    assert metrics["lr"] == 0.1
+
+    ref_grads = {name: p.grad for name, p in reference.named_parameters()}
+    grad_norm = torch.sqrt(sum((g.double() ** 2).sum() for g in ref_grads.values()))
+    assert metrics["grad_norm"] == pytest.approx(grad_norm.item(), rel=1e-5)
+    for name, p in model.named_parameters():
+        got = opt.seen[id(p)]
+        torch.testing.assert_close(got, ref_grads[name], rtol=1e-4, atol=1e-7, msg=name)
+    assert all(p.grad is None for p in model.parameters())  # zeroed after the step
+
+
+# --- stability: skipped updates ---------------------------------------------------------------------
+class FaultyLM(LMTrainModule):
+    """Next-token prediction whose loss is multiplied by ``faults[step]`` at chosen (0-based) steps:
+    ``nan`` makes the loss and every gradient NaN, a large factor makes a loss spike."""
+
+    def __init__(self, *args, faults: dict[int, float], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.faults, self._step = faults, None
+
+    def train_batch(self, micro_batches, step):
+        self._step = step
+        return super().train_batch(micro_batches, step)
+
+    def loss_sum(self, mb):
+        loss, parts = super().loss_sum(mb)
+        factor = self.faults.get(self._step)
+        if factor is not None:
+            loss = loss * factor
+            parts = {k: v * factor for k, v in parts.items()}
+        return loss, parts
+
+    @classmethod
+    def replacing(cls, module: LMTrainModule, faults: dict[int, float]) -> FaultyLM:
+        return cls(
+            module.model,
+            module.optimizer,
+            module.schedule,
+            peak_lr=module.peak_lr,
+            grad_clip=module.grad_clip,
+            autocast_dtype=module.autocast_dtype,
+            stability=module.stability,
+            device=module.device,
+            z_loss=module.z_loss,
+            faults=faults,
+        )
+
+
+def _faulty_module(faults: dict[int, float], **stability) -> FaultyLM:
+    torch.manual_seed(0)
+    model = tiny_config(max_seq_len=32).build("cpu")
+    opt = OptimConfig(lr=1e-3).build(model)
+    return FaultyLM(
+        model, opt, ScheduleConfig(kind="constant", total_steps=100), peak_lr=1e-3, stability=StabilityConfig(**stability), faults=faults
+    )
+
+
+def _state(module: LMTrainModule) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.model.state_dict().items()}
+
+
+def _unchanged(before: dict[str, torch.Tensor], module: LMTrainModule) -> bool:
+    return all(torch.equal(before[k], v) for k, v in module.model.state_dict().items())
+
+
+def test_nonfinite_loss_skips_the_update():
+    module = _faulty_module({1: float("nan")})
+    gen = torch.Generator().manual_seed(0)
+    mbs = [_micro_batch(gen, 2, 16, counted=30)]
+    m0 = module.train_batch(mbs, 0)
+    assert "skipped" not in m0
+    before, adam_steps = _state(module), [s["step"].item() for s in module.optimizer.state.values()]
+    m1 = module.train_batch(mbs, 1)
+    assert math.isnan(m1["loss"]) and m1["skipped"].startswith("non-finite loss")
+    assert _unchanged(before, module)
+    assert [s["step"].item() for s in module.optimizer.state.values()] == adam_steps  # no optimizer step either
+    assert module.consecutive_skips == 1 and len(module.recent_losses) == 1
+    m2 = module.train_batch(mbs, 2)  # the next step trains again
+    assert "skipped" not in m2 and math.isfinite(m2["loss"])
+    assert not _unchanged(before, module)
+    assert module.consecutive_skips == 0
+
+
+def test_loss_spike_skips_the_update():
+    module = _faulty_module({5: 100.0}, spike_k=6.0, window=10, min_history=4)
+    gen = torch.Generator().manual_seed(0)
+    mbs = [_micro_batch(gen, 2, 16, counted=30)]
+    for step in range(5):
+        assert "skipped" not in module.train_batch(mbs, step)
+    before = _state(module)
+    m = module.train_batch(mbs, 5)
+    assert m["skipped"].startswith("loss spike") and math.isfinite(m["loss"])
+    assert _unchanged(before, module)
+    assert len(module.recent_losses) == 5  # a skipped loss does not enter the history
+    assert "skipped" not in module.train_batch(mbs, 6)
+    assert not _unchanged(before, module)
+
+
+def test_no_spike_detection_before_min_history():
+    module = _faulty_module({2: 100.0}, spike_k=6.0, min_history=4)
+    gen = torch.Generator().manual_seed(0)
+    mbs = [_micro_batch(gen, 2, 16, counted=30)]
+    assert all("skipped" not in module.train_batch(mbs, s) for s in range(3))
+
+
+def test_too_many_consecutive_skips_stop_training():
+    module = _faulty_module({0: float("nan"), 1: float("nan"), 2: float("nan")}, max_consecutive_skips=2)
+    gen = torch.Generator().manual_seed(0)
+    mbs = [_micro_batch(gen, 2, 16, counted=30)]
+    assert "skipped" in module.train_batch(mbs, 0)
+    assert "skipped" in module.train_batch(mbs, 1)
+    with pytest.raises(TrainingError) as e:
+        module.train_batch(mbs, 2)
+    _one_line(str(e.value))
+    assert "step 3" in str(e.value) and "3 updates in a row skipped" in str(e.value)
+
+
+def test_trainer_logs_skipped_steps_and_stops_after_too_many(token_dirs, tmp_path):
+    run = tmp_path / "skips"
+    cfg = _cfg(
+        token_dirs,
+        run,
+        schedule={"total_steps": 5},
+        trainer={"stability": {"max_consecutive_skips": 1}},
+        logging={"progress": False, "plot": False, "every": 2},
+    )
+    trainer = build_trainer(cfg, quiet=True)
+    trainer.module = FaultyLM.replacing(trainer.module, {2: float("nan")})
+    trainer.fit()
+    records = _train_records(run)
+    # logging.every=2 logs steps 2, 4, 5 (the last); a skipped step is always logged
+    assert [r["step"] for r in records] == [2, 3, 4, 5]
+    assert [bool(r.get("skipped")) for r in records] == [False, True, False, False]
+    assert math.isnan(records[1]["loss"]) and "non-finite" in records[1]["skipped"]
+
+    run2 = tmp_path / "stops"
+    cfg2 = _cfg(token_dirs, run2, schedule={"total_steps": 6}, trainer={"stability": {"max_consecutive_skips": 1}})
+    trainer = build_trainer(cfg2, quiet=True)
+    trainer.module = FaultyLM.replacing(trainer.module, {2: float("nan"), 3: float("nan")})
+    with pytest.raises(TrainingError) as e:
+        trainer.fit()
+    _one_line(str(e.value))
+    assert "step 4: 2 updates in a row skipped" in str(e.value)
+    assert [r["step"] for r in _train_records(run2)] == [1, 2, 3]  # the failing step is not logged
+    assert not list_checkpoints(run2)  # nothing saved from a failed run
+
+
+# --- data errors, checkpoints, config -------------------------------------------------------------
+def test_token_ids_outside_the_vocabulary_fail_with_file_and_offset(token_dirs, tmp_path):
+    cfg = _cfg(token_dirs, tmp_path / "small-vocab", model={"vocab_size": 100})
+    with pytest.raises(DataError) as e:
+        train(cfg, quiet=True)
+    msg = str(e.value)
+    _one_line(msg)
+    assert ".npy" in msg and "token offset" in msg and "vocab_size 100" in msg
+    path = msg.split(":", 1)[0]
+    assert path.endswith(".npy") and str(token_dirs["train"]) in path
+    # the offset names a token that really is out of range
+    offset = int(msg.split("token offset ")[1].split()[0])
+    tokens = read_token_file(path, None)
+    assert int(tokens[offset]) >= 100
+
+
+def test_checkpoint_pruning_during_a_run(token_dirs, tmp_path):
+    run = tmp_path / "prune"
+    train(_cfg(token_dirs, run, schedule={"total_steps": 10}, checkpoint={"every": 2, "keep_last": 2, "keep_every": 4}), quiet=True)
+    assert [s for s, _ in list_checkpoints(run)] == [4, 8, 10]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step0000004", "step0000008", "step0000010"]
+
+
+def test_unknown_config_key_is_a_one_line_error(token_dirs, tmp_path, capsys):
+    cfg = run_config(token_dirs, tmp_path / "bad")
+    cfg["trainer"]["global_bacth"] = 16
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError, match="global_bacth"):
+        TrainConfig.from_dict(cfg)
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("lmforge: error: ") and "global_bacth" in err
+
+    good = write_run_config(token_dirs, tmp_path / "bad2")
+    assert main(["train", str(good), "--trainer.no_such_key=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no_such_key" in err
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad2").exists()  # nothing was started
+
+
+# --- W&B -------------------------------------------------------------------------------------------
+def _wandb_records(path: Path) -> list:
+    """The protobuf records of a W&B transaction log (``run-ID.wandb``): a 7-byte header, then
+    LevelDB-log-style chunks (crc32 u32, length u16, type u8: 1 full, 2 first, 3 middle, 4 last) in
+    32 KiB blocks. wandb itself has no Python reader for it any more (wandb-core is in Go)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", data[:7]
+    block, pos, records, pending = 32768, 7, [], b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # block trailer
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind == 0:  # zero padding up to the end of the block
+            pos += block - pos % block if pos % block else 0
+            continue
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def _wandb_history_and_summary(run_dir: Path) -> tuple[list[dict], dict]:
+    offline = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1, offline
+    key = lambda item: item.key or "/".join(item.nested_key)  # noqa: E731
+    history, summary = [], {}
+    for record in _wandb_records(next(offline[0].glob("run-*.wandb"))):
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            history.append({key(i): json.loads(i.value_json) for i in record.history.item})
+        elif kind == "summary":
+            summary.update({key(i): json.loads(i.value_json) for i in record.summary.update})
+    summary_file = offline[0] / "files" / "wandb-summary.json"  # written by wandb versions that have one
+    if summary_file.is_file():
+        summary = json.loads(summary_file.read_text())
+    return history, summary
+
+
+def test_wandb_offline(token_dirs, tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_CONSOLE", "off")
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    run = tmp_path / "wb"
+    wandb_cfg = {"enabled": True, "mode": "offline"}
+    cfg = _cfg(token_dirs, run, schedule={"total_steps": 4}, logging={"progress": False, "plot": False, "wandb": wandb_cfg})
+    try:
+        train(cfg, quiet=True)
+    finally:
+        wandb.teardown()  # run.finish() returns before wandb-core has flushed the run file; this waits
+    run_id = (run / "wandb_id").read_text().strip()
+    assert len(run_id) == 8
+    offline = sorted((run / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and offline[0].name.endswith("-" + run_id)
+
+    records = _train_records(run)
+    history, summary = _wandb_history_and_summary(run)
+    assert [h["_step"] for h in history] == [1, 2, 3, 4]
+    assert [h["loss"] for h in history] == [r["loss"] for r in records]
+    assert [h["grad_norm"] for h in history] == [r["grad_norm"] for r in records]
+    assert summary["loss"] == records[-1]["loss"] and summary["_step"] == 4
+    assert summary["lr"] == records[-1]["lr"]
+
+
+# --- document masking ------------------------------------------------------------------------------
+def test_document_masking_run(token_dirs, tmp_path):
+    sections = dict(schedule={"total_steps": 3}, checkpoint={"every": None, "at_end": False})
+    train(_cfg(token_dirs, tmp_path / "masked", data={"document_masking": True}, **sections), quiet=True)
+    train(_cfg(token_dirs, tmp_path / "plain", **sections), quiet=True)
+    masked, plain = _train_records(tmp_path / "masked"), _train_records(tmp_path / "plain")
+    assert [r["step"] for r in masked] == [1, 2, 3]
+    assert all(math.isfinite(r["loss"]) for r in masked)
+    # The same batches, so the difference is the attention mask (rows hold several documents).
+    assert masked[0]["loss"] != plain[0]["loss"]
+    assert masked[0]["tokens"] == plain[0]["tokens"]
+
+
+def test_document_ids_attend_within_a_document_only():
+    torch.manual_seed(0)
+    model = tiny_config(max_seq_len=64).build("cpu").eval()
+    eos, s, T = 0, 11, 27
+    gen = torch.Generator().manual_seed(3)
+    ids = torch.randint(2, 384, (1, T), generator=gen)
+    ids[0, s - 1] = eos  # document 1 is ids[:s] (ending with its EOS), document 2 is ids[s:]
+    docs = torch.from_numpy(document_ids(ids.numpy(), eos))
+    assert docs.tolist() == [[0] * s + [1] * (T - s)]
+    with torch.no_grad():
+        packed = model(ids, document_ids=docs)
+        first = model(ids[:, :s])
+        second = model(ids[:, s:], position_ids=torch.arange(s, T)[None])  # positions are not reset
+        unmasked = model(ids)
+    torch.testing.assert_close(packed[:, :s], first, rtol=0, atol=1e-5)
+    torch.testing.assert_close(packed[:, s:], second, rtol=0, atol=1e-5)
+    assert (unmasked[:, s:] - second).abs().max() > 1e-3  # without document ids, document 2 sees document 1
+    torch.testing.assert_close(unmasked[:, :s], first, rtol=0, atol=1e-5)
