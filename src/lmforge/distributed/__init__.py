@@ -84,10 +84,55 @@ def init_distributed(backend: str | None = None, *, timeout_s: float = 600.0) ->
 def destroy_distributed() -> None:
     """Tear down the process group, if one exists (a no-op for a single process)."""
     if dist.is_available() and dist.is_initialized():
-        # A barrier first: gloo aborts a process ("terminate called without an active exception") when
-        # one rank tears down its group while a peer still has collectives in flight.
-        dist.barrier()
+        gloo = "gloo" in str(dist.get_backend())  # also "cpu:gloo,cuda:nccl"
+        dist.barrier()  # no rank tears down while a peer still has collectives in flight
         dist.destroy_process_group()
+        if gloo:
+            _wait_for_quiet_threads()
+
+
+def _wait_for_quiet_threads(timeout_s: float = 2.0, poll_s: float = 0.002, quiet_polls: int = 3) -> None:
+    """Wait, with the GIL released, until no other thread of this process is runnable (Linux;
+    elsewhere a short sleep). Bounded by ``timeout_s``.
+
+    Why: a gloo worker thread releases the work of a collective (and the tensors it holds) a moment
+    *after* the collective completed and the caller moved on. Releasing a tensor that has a Python
+    object takes the GIL; if the interpreter is already finalizing by then, the thread cannot take
+    it and exits mid-destructor, and the whole process aborts ("terminate called without an active
+    exception", SIGABRT): a finished run whose torchrun exit status says it failed. Seen on loaded
+    CPUs, where a worker can be descheduled for milliseconds. ``destroy_process_group`` does not
+    stop these threads (DTensor's caches keep FSDP's device mesh, and with it the group, alive until
+    exit), so wait here until they are all asleep again: blocked waiting for the next work."""
+    import threading
+    import time
+
+    tasks = "/proc/self/task"
+    if not os.path.isdir(tasks):
+        time.sleep(0.1)
+        return
+    me = str(threading.get_native_id())
+    deadline = time.monotonic() + timeout_s
+    quiet = 0
+    while quiet < quiet_polls and time.monotonic() < deadline:
+        time.sleep(poll_s)  # releases the GIL: a worker waiting for it gets it now
+        quiet = quiet + 1 if _others_asleep(tasks, me) else 0
+
+
+def _others_asleep(tasks: str, me: str) -> bool:
+    """True when every thread of this process but ``me`` is sleeping (state S): none is running,
+    runnable, or in uninterruptible I/O."""
+    for tid in os.listdir(tasks):
+        if tid == me:
+            continue
+        try:
+            with open(f"{tasks}/{tid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:  # the thread exited meanwhile
+            continue
+        state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
+        if state != b"S":
+            return False
+    return True
 
 
 def is_distributed() -> bool:
