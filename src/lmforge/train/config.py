@@ -31,6 +31,7 @@ __all__ = [
     "CheckpointConfig",
     "WandbConfig",
     "LoggingConfig",
+    "DownstreamConfig",
     "EvalConfig",
     "TrainConfig",
 ]
@@ -129,9 +130,21 @@ class LoggingConfig(Config):
 
 
 @dataclasses.dataclass
+class DownstreamConfig(Config):
+    """In-loop downstream tasks (lmforge.eval.downstream.DownstreamEvaluator)."""
+
+    tasks: list[str] = dataclasses.field(default_factory=list)  # e.g. [arc_easy, hellaswag, piqa]
+    formulation: Literal["rc_0shot", "rc_5shot", "mc_5shot"] = "rc_0shot"
+    limit: int | None = 200  # examples per task (None: OLMES's full/sampled sets)
+    batch_size: int = 16
+    pmi: Literal["primary", "all", "none"] = "primary"  # score unconditional requests for which tasks
+
+
+@dataclasses.dataclass
 class EvalConfig(Config):
     every: int | None = None  # steps between evaluations (and at the end); None: no in-loop eval
     perplexity: list[SourceConfig] = dataclasses.field(default_factory=list)  # held-out token files
+    downstream: DownstreamConfig = dataclasses.field(default_factory=DownstreamConfig)
     max_instances: int = 64  # per held-out set
     batch_size: int = 8  # per rank
 

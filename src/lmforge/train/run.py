@@ -135,6 +135,27 @@ def build_trainer(
             )
             for s in cfg.eval.perplexity
         ]
+    if cfg.eval.every is not None and cfg.eval.downstream.tasks:
+        from lmforge.eval.downstream import DownstreamEvaluator
+
+        spec = data.tokenizer_spec()
+        if spec is None:
+            raise ConfigError("eval.downstream needs the tokenizer: set data.tokenizer (no tokenize_summary.json names one)")
+        from lmforge.tokenizer import Tokenizer
+
+        d = cfg.eval.downstream
+        evaluators.append(
+            DownstreamEvaluator(
+                d.tasks,
+                Tokenizer.from_file(spec["path"], eos_token_id=spec["eos_token_id"], pad_token_id=spec["pad_token_id"], bos_token_id=spec["bos_token_id"]),
+                d.formulation,
+                d.limit,
+                d.batch_size,
+                autocast_dtype=autocast,
+                max_length=cfg.seq_len,
+                pmi={"primary": "primary", "all": True, "none": False}[d.pmi],
+            )
+        )
     if evaluators:
         if cfg.eval.every is None:
             raise ConfigError("evaluators were given but eval.every is null; set eval.every to the steps between evaluations")
