@@ -426,6 +426,7 @@ def plain_batches(
     return [b for _, b in plan], where, encoded
 
 
+@torch.no_grad()
 def run_plain_batch(model: Any, batch: Sequence[_Item], max_length: int, pad_id: int = 0) -> list[tuple[float, bool]]:
     """(logprob, is_greedy) per item of a plain batch, calling ``model(ids)`` for logits (works on
     FSDP/DDP-wrapped models)."""
