@@ -114,6 +114,6 @@ def run_quickstart(out_dir: str | os.PathLike = "runs/quickstart") -> int:
         print(f"  {label:20s} {path}")
     print(
         "\nTry:  lmforge generate --model " + str(hf_dir) + " --prompt 'import os'"
-        "\nNext milestones: pretraining on this corpus, evaluation, releases, SFT/DPO (the data pipeline is `lmforge data`)."
+        "\nNext: `lmforge data tokenize` + `lmforge train` (docs/training.md) and `lmforge eval` run today; the full quickstart (fetch, process, train, evaluate, release) is the next milestone."
     )
     return 0 if diff < 1e-4 else 1
