@@ -10,6 +10,7 @@
     lmforge data inspect --run RUN --step N [--jsonl | --out FILE]
     lmforge eval downstream MODEL --tasks arc_easy,hellaswag [--formulation rc_0shot] [--limit N] [--out FILE]
     lmforge eval perplexity MODEL DOMAINS... --out FILE
+    lmforge eval checkpoints RUN/checkpoints/step* --out DIR [--tasks ...] [--data DOMAINS...]
     lmforge eval compare A.json B.json
 
 Every error that a user can cause is printed as one line (``lmforge: error: ...``), exit status 2.
@@ -148,6 +149,14 @@ def cmd_eval(args, overrides) -> int:
             args.model, args.data, args.out, tokenizer=args.tokenizer, max_seq_len=args.max_seq_len,
             batch_size=args.batch_size, max_documents=args.max_documents, split=args.split, device=args.device,
             dtype=args.dtype, progress=args.progress,
+        )
+        return 0
+    if args.eval_cmd == "checkpoints":
+        from lmforge.eval.checkpoints import cmd_eval_checkpoints
+
+        cmd_eval_checkpoints(
+            args.checkpoints, args.out, args.tasks, args.formulation, args.limit, args.data,
+            args.max_documents, args.batch_size, args.tokenizer, args.progress, device=args.device, dtype=args.dtype,
         )
         return 0
     if args.eval_cmd == "compare":
@@ -323,6 +332,19 @@ def build_parser() -> argparse.ArgumentParser:
     ep.add_argument("--device", default=None)
     ep.add_argument("--dtype", default=None)
     ep.add_argument("--no-progress", dest="progress", action="store_false")
+    ek = esub.add_parser("checkpoints", help="bits per byte and downstream accuracy across a run's checkpoints: table + plots vs tokens seen")
+    ek.add_argument("checkpoints", nargs="+", help="checkpoint dirs (RUN/checkpoints/step*), HF dirs named stepN-tokensM, or a run dir")
+    ek.add_argument("--out", required=True, help="output directory (per_checkpoint/ cache, summary.json/.md, PNG plots)")
+    ek.add_argument("--tasks", default=None, help="comma-separated downstream tasks, or 'all'")
+    ek.add_argument("--formulation", default="rc_0shot", choices=["rc_0shot", "rc_5shot", "mc_5shot"])
+    ek.add_argument("--limit", type=int, default=None)
+    ek.add_argument("--data", nargs="+", default=None, help="perplexity domain directories/files")
+    ek.add_argument("--max-documents", type=int, default=None)
+    ek.add_argument("--batch-size", type=int, default=16)
+    ek.add_argument("--tokenizer", default=None)
+    ek.add_argument("--device", default=None)
+    ek.add_argument("--dtype", default=None)
+    ek.add_argument("--no-progress", dest="progress", action="store_false")
     ec = esub.add_parser("compare", help="two results files side by side")
     ec.add_argument("a")
     ec.add_argument("b")

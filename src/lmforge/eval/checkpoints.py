@@ -1,0 +1,578 @@
+"""Evaluate a run's checkpoints: bits per byte per domain and downstream accuracy against tokens seen.
+
+    summary = evaluate_checkpoints(sorted(glob("runs/x/checkpoints/step*")), "runs/x/eval",
+                                   tasks=["arc_easy", "piqa"], perplexity_data=["paloma/c4_en"])
+    summary["rows"][-1]["macro_bpb"], summary["rows"][-1]["tasks"]["piqa"]["primary"]
+
+or ``lmforge eval checkpoints RUN/checkpoints/step* --out DIR --tasks arc_easy,piqa --data DOMAINS...``
+(:func:`cmd_eval_checkpoints`). What it writes under ``out_dir``::
+
+    per_checkpoint/<name>.json    each checkpoint's results (the cache: a rerun skips what is done)
+    summary.json                  one row per checkpoint + what produced them (command, versions, config)
+    summary.md                    the same rows as a markdown table
+    bpb_vs_tokens.png             bits per byte per domain and their macro average vs tokens seen
+    downstream_vs_tokens.png      each task's primary metric vs tokens seen, random chance dashed
+
+Checkpoints are directories :func:`lmforge.release.load_pretrained` reads: lmforge checkpoints
+(``RUN/checkpoints/stepNNNNNNN``, whose ``extra.json`` gives ``step`` and ``tokens_seen``) or HF model
+directories. Without ``extra.json`` the step comes from the name (``step(\\d+)``) and the tokens from
+OLMo's revision naming (``step1000-tokens4B``, ``stage1-step1000-tokens5B``, ``step8-tokens4096``),
+else they are unknown (the plots then use steps). A run directory (holding ``checkpoints/``) stands
+for all its complete checkpoints.
+
+Cache: ``per_checkpoint/<name>.json`` is written atomically after each part (perplexity, then the
+downstream tasks), so a killed run resumes at the part it was in. A part is reused only when its
+settings match (data paths, ``max_documents`` / formulation, limit, task version) and the checkpoint's
+weights file has the size and mtime it had (a re-saved step is evaluated again). Tasks are cached one by
+one: adding a task to a rerun scores only that task. An unreadable cache file is recomputed, with a
+warning.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import math
+import os
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from lmforge.config import ConfigError, atomic_write_bytes, atomic_write_text
+from lmforge.eval import downstream as _ds
+from lmforge.eval.downstream import evaluate_tasks
+from lmforge.eval.perplexity import perplexity_suite
+
+__all__ = ["CheckpointInfo", "checkpoint_info", "find_checkpoints", "evaluate_checkpoints", "format_summary", "cmd_eval_checkpoints"]
+
+PER_CHECKPOINT = "per_checkpoint"
+SUMMARY_JSON, SUMMARY_MD = "summary.json", "summary.md"
+BPB_PLOT, DOWNSTREAM_PLOT = "bpb_vs_tokens.png", "downstream_vs_tokens.png"
+CACHE_FORMAT = 1
+MAX_DOMAIN_LINES = 12  # more domains than this: the plot and the table show per-source macro averages
+PMI = "primary"  # unconditional requests only where the primary metric needs them
+
+_STEP = re.compile(r"step(\d+)")
+_TOKENS = re.compile(r"tokens(\d+(?:\.\d+)?)([KMBT]?)(?![A-Za-z0-9])", re.IGNORECASE)
+_UNITS = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+# --- which checkpoints ------------------------------------------------------------------------------
+class CheckpointInfo:
+    """A checkpoint directory with its ``name`` (cache key), ``step`` and ``tokens_seen`` (or None)."""
+
+    __slots__ = ("path", "name", "step", "tokens_seen", "source")
+
+    def __init__(self, path: Path, name: str, step: int, tokens_seen: int | None, source: str):
+        self.path, self.name, self.step, self.tokens_seen, self.source = path, name, step, tokens_seen, source
+
+    def __repr__(self) -> str:
+        return f"CheckpointInfo({str(self.path)!r}, step={self.step}, tokens_seen={self.tokens_seen}, from {self.source})"
+
+
+def parse_name(name: str) -> tuple[int | None, int | None]:
+    """``(step, tokens)`` from a directory name: ``step0001000`` -> (1000, None); OLMo revisions
+    ``step1000-tokens4B`` -> (1000, 4_000_000_000), ``stage1-step1000-tokens5B``, ``step8-tokens4096``."""
+    m = _STEP.search(name)
+    step = int(m.group(1)) if m else None
+    t = _TOKENS.search(name)
+    tokens = None
+    if t:
+        tokens = int(round(float(t.group(1)) * _UNITS[t.group(2).upper()]))
+    return step, tokens
+
+
+def checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
+    """Step and tokens seen of one checkpoint directory: ``extra.json`` first, then the name."""
+    from lmforge.checkpoint.sharded import EXTRA_JSON
+
+    p = Path(path)
+    if not p.is_dir():
+        raise ConfigError(f"{p}: no such checkpoint directory")
+    name_step, name_tokens = parse_name(p.name)
+    extra_path = p / EXTRA_JSON
+    if extra_path.is_file():
+        try:
+            extra = json.loads(extra_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{extra_path}: unreadable ({e})") from None
+        if isinstance(extra, dict) and isinstance(extra.get("step"), int):
+            tokens = extra.get("tokens_seen")
+            tokens = int(tokens) if isinstance(tokens, (int, float)) and not isinstance(tokens, bool) else name_tokens
+            return CheckpointInfo(p, p.name, int(extra["step"]), tokens, EXTRA_JSON)
+    if name_step is None:
+        raise ConfigError(f"{p}: cannot tell its step (no {EXTRA_JSON} with 'step', no 'stepN' in the name)")
+    return CheckpointInfo(p, p.name, name_step, name_tokens, "name")
+
+
+def find_checkpoints(paths: Sequence[str | os.PathLike]) -> list[CheckpointInfo]:
+    """The checkpoints of ``paths`` (checkpoint directories, or run directories holding
+    ``checkpoints/``), sorted by step; duplicates dropped; names must be distinct."""
+    from lmforge.checkpoint.sharded import CHECKPOINTS, list_checkpoints
+
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    found: dict[Path, CheckpointInfo] = {}
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise ConfigError(f"{p}: no such checkpoint directory")
+        is_model = any((p / w).is_file() for w in ("model.safetensors", "model.safetensors.index.json"))
+        if p.is_dir() and (p / CHECKPOINTS).is_dir() and not is_model:  # a run directory
+            ckpts = [c for _, c in list_checkpoints(p)]
+            if not ckpts:
+                raise ConfigError(f"{p}: a run directory without complete checkpoints")
+        else:
+            ckpts = [p]
+        for c in ckpts:
+            key = c.resolve()
+            if key not in found:
+                found[key] = checkpoint_info(c)
+    infos = sorted(found.values(), key=lambda i: (i.step, i.name))
+    names: dict[str, Path] = {}
+    for i in infos:
+        if i.name in names:
+            raise ConfigError(f"two checkpoints named {i.name!r} ({names[i.name]} and {i.path}); evaluate one run at a time")
+        names[i.name] = i.path
+    if not infos:
+        raise ConfigError("no checkpoints given")
+    return infos
+
+
+def _fingerprint(path: Path) -> dict[str, Any]:
+    """Size and mtime of the weights file(s): a re-saved checkpoint is evaluated again."""
+    files = sorted(path.glob("*.safetensors"))
+    return {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.name != "extra.safetensors" and f.is_file()}
+
+
+# --- the cache ----------------------------------------------------------------------------------------
+def _cache_path(out_dir: Path, name: str) -> Path:
+    return out_dir / PER_CHECKPOINT / f"{name}.json"
+
+
+def _read_cache(path: Path, info: CheckpointInfo) -> dict[str, Any]:
+    """The cached results of ``info`` (parts whose checkpoint changed are dropped); {} if none."""
+    if not path.is_file():
+        return {}
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict) or doc.get("format") != CACHE_FORMAT:
+            raise ValueError("not a per-checkpoint results file of this lmforge")
+    except (OSError, ValueError) as e:
+        msg = e.msg if isinstance(e, json.JSONDecodeError) else str(e)
+        warnings.warn(f"{path}: unreadable cached results ({msg}); evaluating {info.name} again", stacklevel=3)
+        return {}
+    if doc.get("fingerprint") != _fingerprint(info.path):
+        warnings.warn(f"{path}: {info.path} changed since it was evaluated; evaluating it again", stacklevel=3)
+        return {}
+    return doc
+
+
+def _write_cache(path: Path, doc: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(doc, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def _ppl_settings(data: list[Path], max_documents: int | None, split: str, max_seq_len: int | None) -> dict[str, Any]:
+    return {"data": [str(p) for p in data], "max_documents": max_documents, "split": split, "max_seq_len": max_seq_len}
+
+
+def _ds_settings(formulation: str, limit: int | None, version: Any) -> dict[str, Any]:
+    return {"formulation": formulation, "limit": limit, "tokenization": "separate", "pmi": PMI, "version": version}
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_clean(v) for v in x]
+    return x
+
+
+# --- evaluation ---------------------------------------------------------------------------------------
+def _chance(tasks: Sequence[str], formulation: str, limit: int | None) -> dict[str, float | None]:
+    """Random-chance accuracy per task: 1 / number of choices, averaged over the evaluated examples."""
+    out: dict[str, float | None] = {}
+    for name, exs in _ds._load_examples(tasks, formulation, limit, pmi=False).items():
+        out[name] = sum(1.0 / len(e.choices) for e in exs) / len(exs) if exs else None
+    return out
+
+
+def _load_tokenizer(tokenizer: Any) -> Any:
+    if tokenizer is None or not isinstance(tokenizer, (str, os.PathLike)):
+        return tokenizer
+    from lmforge.tokenizer import load_tokenizer
+
+    return load_tokenizer(tokenizer)
+
+
+def _say(progress: bool, msg: str) -> None:
+    if progress:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def evaluate_checkpoints(
+    checkpoints: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    tasks: Sequence[str] | str | None = None,
+    formulation: str = "rc_0shot",
+    limit: int | None = None,
+    perplexity_data: Sequence[str | os.PathLike] | str | os.PathLike | None = None,
+    max_documents: int | None = None,
+    batch_size: int = 16,
+    tokenizer: Any = None,
+    progress: bool = True,
+    device: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    split: str = "val",
+    max_seq_len: int | None = None,
+    command: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Evaluate every checkpoint (perplexity suite over ``perplexity_data`` and/or the downstream
+    ``tasks``), write the per-checkpoint cache, ``summary.json``, ``summary.md`` and the plots under
+    ``out_dir``; returns the summary document (``rows``: one per checkpoint, by step).
+
+    ``tokenizer``: a Tokenizer, or a path / known name, for checkpoints that hold none (it then
+    replaces theirs). ``batch_size``: for both the perplexity windows and the downstream requests.
+    ``device``: default ``cuda`` when available. ``dtype``: float32 | bfloat16 | float16.
+    """
+    task_names = _ds._task_list(tasks) if tasks else []
+    if isinstance(perplexity_data, (str, os.PathLike)):
+        perplexity_data = [perplexity_data]
+    data = [Path(p).resolve() for p in (perplexity_data or [])]
+    if not task_names and not data:
+        raise ConfigError("evaluate_checkpoints: nothing to evaluate; give tasks and/or perplexity data")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be positive, got {limit}")
+    if max_documents is not None and max_documents < 1:
+        raise ConfigError(f"--max-documents must be positive, got {max_documents}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be positive, got {batch_size}")
+    for p in data:
+        if not p.exists():
+            raise ConfigError(f"{p}: no such perplexity data file or directory")
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise ConfigError(f"--dtype must be one of float32, bfloat16, float16; got {dtype!r}")
+        dtype = _DTYPES[dtype]
+    infos = find_checkpoints(checkpoints)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    versions = {t: _ds._task_version(t, formulation) for t in task_names}
+    chance = _chance(task_names, formulation, limit) if task_names else {}
+    ppl_key = _ppl_settings(data, max_documents, split, max_seq_len)
+    tok = _load_tokenizer(tokenizer)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+    docs: list[dict[str, Any]] = []
+    for k, info in enumerate(infos, 1):
+        path = _cache_path(out, info.name)
+        doc = _read_cache(path, info)
+        ppl_done = bool(data) and (doc.get("perplexity") or {}).get("settings") == ppl_key
+        cached_tasks = (doc.get("downstream") or {}).get("tasks") or {}
+        todo = [t for t in task_names if (cached_tasks.get(t) or {}).get("settings") != _ds_settings(formulation, limit, versions[t])]
+        if (ppl_done or not data) and not todo:
+            _say(progress, f"[{k}/{len(infos)}] {info.name} (step {info.step}): cached")
+            docs.append(doc)
+            continue
+        _say(progress, f"[{k}/{len(infos)}] {info.name} (step {info.step}): evaluating")
+        if not doc:
+            doc = {"format": CACHE_FORMAT}
+        doc.update(
+            checkpoint=info.name, path=str(info.path), step=info.step, tokens_seen=info.tokens_seen,
+            step_source=info.source, fingerprint=_fingerprint(info.path),
+        )
+        from lmforge.release import load_pretrained
+
+        model, ck_tok = load_pretrained(info.path, device=device, dtype=dtype)
+        model.eval()
+        use_tok = tok if tok is not None else ck_tok
+        if use_tok is None:
+            raise ConfigError(f"{info.path}: holds no tokenizer.json; pass a tokenizer (--tokenizer PATH)")
+        cfg = getattr(model, "config", None)
+        doc["config"] = cfg.to_dict() if hasattr(cfg, "to_dict") else None
+        doc["parameters"] = sum(p.numel() for p in model.parameters())
+        doc["tokenizer"] = str(getattr(use_tok, "source", None) or tokenizer or "checkpoint")
+        doc["dtype"] = str(next(model.parameters()).dtype).replace("torch.", "")
+        try:
+            if data and not ppl_done:
+                res = perplexity_suite(
+                    model, use_tok, data, max_seq_len=max_seq_len, batch_size=batch_size,
+                    max_documents=max_documents, split=split, progress=progress,
+                )
+                doc["perplexity"] = {"settings": ppl_key, "results": _clean(res)}
+                doc["date"] = _now()
+                _write_cache(path, doc)
+            if todo:
+                res = evaluate_tasks(
+                    model, use_tok, todo, formulation=formulation, limit=limit, batch_size=batch_size,
+                    progress=progress, pmi=PMI,
+                )
+                tasks_doc = doc.setdefault("downstream", {}).setdefault("tasks", {})
+                for name, row in res["tasks"].items():
+                    tasks_doc[name] = {"settings": _ds_settings(formulation, limit, versions[name]), **_clean(row)}
+                doc["date"] = _now()
+                _write_cache(path, doc)
+        finally:
+            del model
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()
+        docs.append(doc)
+
+    summary = _summary(infos, docs, task_names, chance, versions, formulation, limit, data, max_documents, split, command)
+    write_summary(summary, out)
+    return summary
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _summary(infos, docs, task_names, chance, versions, formulation, limit, data, max_documents, split, command) -> dict[str, Any]:
+    from lmforge import __version__
+
+    rows = []
+    for info, doc in zip(infos, docs):
+        row: dict[str, Any] = {
+            "checkpoint": info.name, "path": str(info.path), "step": info.step, "tokens_seen": info.tokens_seen,
+        }
+        if data:
+            res = doc["perplexity"]["results"]
+            row["bpb"] = {key: d["bpb"] for key, d in res["domains"].items()}
+            row["ppl"] = {key: d["ppl"] for key, d in res["domains"].items()}
+            row["source_bpb"] = {key: s["macro_bpb"] for key, s in res["sources"].items()}
+            row["macro_bpb"] = res["overall"]["macro_bpb"]
+            row["macro_ppl"] = res["overall"]["macro_ppl"]
+        if task_names:
+            cached = doc["downstream"]["tasks"]
+            row["tasks"] = {
+                t: {"primary_metric": cached[t]["primary_metric"], "primary": cached[t]["primary"], "acc": cached[t]["acc"], "n": cached[t]["n"]}
+                for t in task_names
+            }
+            prim = [r["primary"] for r in row["tasks"].values() if r["primary"] is not None]
+            row["average"] = sum(prim) / len(prim) if prim else None
+        rows.append(row)
+    last = docs[-1] if docs else {}
+    configs = {json.dumps(d.get("config"), sort_keys=True) for d in docs}
+    n_examples = {t: rows[-1]["tasks"][t]["n"] for t in task_names} if rows and task_names else {}
+    return {
+        "kind": "checkpoints",
+        "command": list(command) if command is not None else list(sys.argv),
+        "date": _now(),
+        "lmforge_version": __version__,
+        "checkpoints": [str(i.path) for i in infos],
+        "model_config": last.get("config"),
+        "parameters": last.get("parameters"),
+        "configs_differ": len(configs) > 1,
+        "tokenizer": last.get("tokenizer"),
+        "tasks": list(task_names),
+        "formulation": formulation if task_names else None,
+        "limit": limit,
+        "task_versions": versions,
+        "n_examples": n_examples,
+        "chance": chance,
+        "perplexity_data": [str(p) for p in data],
+        "max_documents": max_documents,
+        "split": split if data else None,
+        "rows": rows,
+    }
+
+
+# --- outputs ------------------------------------------------------------------------------------------
+def _fmt(x: Any, spec: str = ".4f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _tokens_str(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, mult in (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if n >= mult:
+            return f"{n / mult:.3g}{unit}"
+    return str(n)
+
+
+def _bpb_columns(summary: dict[str, Any]) -> tuple[str, list[str]]:
+    """("bpb", domain keys) when there are few domains, else ("source_bpb", source names)."""
+    rows = summary["rows"]
+    if not rows or "bpb" not in rows[0]:
+        return "bpb", []
+    keys = list(dict.fromkeys(k for r in rows for k in r["bpb"]))
+    if len(keys) <= MAX_DOMAIN_LINES:
+        return "bpb", keys
+    return "source_bpb", list(dict.fromkeys(k for r in rows for k in r["source_bpb"]))
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """Markdown: one row per checkpoint; bpb per domain (per source when there are many domains),
+    macro bpb, each task's primary metric, the average of the primary metrics."""
+    field, keys = _bpb_columns(summary)
+    tasks = summary["tasks"]
+    head = ["checkpoint", "step", "tokens"]
+    head += [f"bpb {k}" if field == "bpb" else f"bpb {k} (macro)" for k in keys]
+    if keys:
+        head.append("macro bpb")
+    head += [f"{t} ({summary['rows'][0]['tasks'][t]['primary_metric']})" if summary["rows"] else t for t in tasks]
+    if tasks:
+        head.append("average")
+    lines = ["| " + " | ".join(head) + " |", "|---|---:|---:|" + "---:|" * (len(head) - 3)]
+    for r in summary["rows"]:
+        cells = [r["checkpoint"], str(r["step"]), _tokens_str(r["tokens_seen"])]
+        cells += [_fmt(r[field].get(k)) for k in keys]
+        if keys:
+            cells.append(_fmt(r.get("macro_bpb")))
+        cells += [_fmt(r["tasks"][t]["primary"]) for t in tasks]
+        if tasks:
+            cells.append(_fmt(r.get("average")))
+        lines.append("| " + " | ".join(cells) + " |")
+    if tasks and summary.get("chance"):
+        chance = [summary["chance"].get(t) for t in tasks]
+        known = [c for c in chance if c is not None]
+        cells = ["*chance*", "", ""] + [""] * (len(keys) + (1 if keys else 0))
+        cells += [_fmt(c) for c in chance] + [_fmt(sum(known) / len(known) if known else None)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _x_axis(rows: list[dict[str, Any]]) -> tuple[list[float], str]:
+    if rows and all(r["tokens_seen"] is not None for r in rows):
+        return [float(r["tokens_seen"]) for r in rows], "tokens seen"
+    return [float(r["step"]) for r in rows], "step (tokens seen unknown)"
+
+
+def _set_xscale(ax, xs: list[float]) -> None:
+    pos = [x for x in xs if x > 0]
+    if len(pos) < 2 or max(pos) / min(pos) <= 10:
+        return
+    if len(pos) == len(xs):
+        ax.set_xscale("log")
+    else:  # a step-0 checkpoint: linear near zero, log beyond
+        ax.set_xscale("symlog", linthresh=min(pos))
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_bpb(summary: dict[str, Any], path: str | os.PathLike) -> Path | None:
+    """Bits per byte per domain (or per source, when there are many domains) and the macro average
+    over domains against tokens seen; None when the summary has no perplexity figures."""
+    rows = summary["rows"]
+    field, keys = _bpb_columns(summary)
+    if not rows or not keys:
+        return None
+    plt = _pyplot()
+    xs, xlabel = _x_axis(rows)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for k in keys:
+        ys = [r[field].get(k) for r in rows]
+        ax.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", ms=3, lw=1.2, label=k)
+    ys = [r.get("macro_bpb") for r in rows]
+    ax.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", ms=4, lw=2.4, color="black", label="macro average")
+    _set_xscale(ax, xs)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("bits per byte")
+    what = "domain" if field == "bpb" else "source (macro over its domains)"
+    ax.set_title(f"Bits per byte per {what} across checkpoints")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", ncol=2 if len(keys) > 8 else 1)
+    return _save(fig, Path(path))
+
+
+def plot_downstream(summary: dict[str, Any], path: str | os.PathLike) -> Path | None:
+    """Each task's primary metric against tokens seen, its random-chance level dashed in the same
+    colour; None when the summary has no tasks."""
+    rows, tasks = summary["rows"], summary["tasks"]
+    if not rows or not tasks:
+        return None
+    plt = _pyplot()
+    xs, xlabel = _x_axis(rows)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for i, t in enumerate(tasks):
+        color = f"C{i % 10}"
+        ys = [r["tasks"][t]["primary"] for r in rows]
+        metric = rows[-1]["tasks"][t]["primary_metric"]
+        ax.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", ms=3, lw=1.4, color=color, label=f"{t} ({metric})")
+        c = summary.get("chance", {}).get(t)
+        if c is not None:
+            ax.axhline(c, color=color, ls="--", lw=1, alpha=0.8, label=f"{t} chance ({c:.3f})")
+    _set_xscale(ax, xs)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("primary metric (accuracy)")
+    f = summary.get("formulation")
+    ax.set_title(f"Downstream tasks across checkpoints ({f}" + (f", limit {summary['limit']})" if summary.get("limit") else ")"))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", ncol=2 if len(tasks) > 4 else 1)
+    return _save(fig, Path(path))
+
+
+def write_summary(summary: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Path]:
+    """summary.json, summary.md and the plots (those that have data) under ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"json": out / SUMMARY_JSON, "markdown": out / SUMMARY_MD}
+    for key, fn, name in (("bpb_plot", plot_bpb, BPB_PLOT), ("downstream_plot", plot_downstream, DOWNSTREAM_PLOT)):
+        p = fn(summary, out / name)
+        if p is not None:
+            files[key] = p
+    summary["files"] = {k: str(v) for k, v in files.items()}
+    atomic_write_text(files["json"], json.dumps(_clean(summary), indent=1, ensure_ascii=False, allow_nan=False) + "\n")
+    atomic_write_text(files["markdown"], format_summary(summary) + "\n")
+    return files
+
+
+# --- CLI ----------------------------------------------------------------------------------------------
+def cmd_eval_checkpoints(
+    checkpoints: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    tasks: str | Sequence[str] | None = None,
+    formulation: str = "rc_0shot",
+    limit: int | None = None,
+    data: Sequence[str | os.PathLike] | None = None,
+    max_documents: int | None = None,
+    batch_size: int = 16,
+    tokenizer: str | os.PathLike | None = None,
+    progress: bool = True,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+) -> dict[str, Any]:
+    """``lmforge eval checkpoints RUN/checkpoints/step* --out DIR [--tasks arc_easy,piqa]
+    [--data DOMAIN_DIR ...] [--limit N] [--max-documents N]``: evaluate, write the files, print the
+    markdown table and where the files are; returns the summary."""
+    summary = evaluate_checkpoints(
+        checkpoints, out, tasks=tasks or None, formulation=formulation, limit=limit, perplexity_data=data,
+        max_documents=max_documents, batch_size=batch_size, tokenizer=tokenizer, progress=progress,
+        device=device, dtype=dtype,
+    )
+    print(format_summary(summary))
+    print()
+    print(f"per-checkpoint results: {Path(out) / PER_CHECKPOINT}/")
+    for f in summary["files"].values():
+        print(f"wrote {f}")
+    return summary
