@@ -458,3 +458,31 @@ def test_document_ids_attend_within_a_document_only():
     torch.testing.assert_close(packed[:, s:], second, rtol=0, atol=1e-5)
     assert (unmasked[:, s:] - second).abs().max() > 1e-3  # without document ids, document 2 sees document 1
     torch.testing.assert_close(unmasked[:, :s], first, rtol=0, atol=1e-5)
+
+
+def test_in_loop_downstream_tasks(token_dirs, tmp_path):
+    """eval.downstream plugs the downstream evaluator into the trainer: per-task metrics every N
+    steps, equal to evaluating the saved checkpoint offline on the same examples."""
+    from lmforge.checkpoint import load_model
+    from lmforge.eval.downstream import evaluate_tasks
+    from lmforge.tokenizer import Tokenizer
+
+    run = tmp_path / "run"
+    cfg = _cfg(
+        token_dirs,
+        run,
+        schedule={"total_steps": 4},
+        checkpoint={"every": 2},
+        eval={"every": 2, "downstream": {"tasks": ["arc_easy", "winogrande"], "limit": 6, "pmi": "all"}},
+    )
+    train(cfg, quiet=True)
+    evals = [r for r in read_metrics(run) if "eval/downstream/primary_avg" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    last = evals[-1]
+    model = load_model(run / "checkpoints" / "step0000004")
+    tok = Tokenizer.from_file(token_dirs["tokenizer"], eos_token_id=0, pad_token_id=1)
+    offline = evaluate_tasks(model, tok, ["arc_easy", "winogrande"], limit=6, progress=False, max_length=64)
+    for task in ("arc_easy", "winogrande"):
+        for metric in ("acc", "acc_per_char"):
+            assert last[f"eval/downstream/{task}/{metric}"] == pytest.approx(offline["tasks"][task][metric]), (task, metric)
+        assert last[f"eval/downstream/{task}/bpb"] == pytest.approx(offline["tasks"][task]["bpb"], rel=1e-4)
