@@ -5,6 +5,7 @@
     lmforge tokenizer fetch olmo | train FILES... --vocab-size N --out PATH | info PATH_OR_NAME
     lmforge export --model CKPT --out DIR      lmforge checkpoint -> HF directory
     lmforge import --model HF_DIR --out CKPT   HF directory -> lmforge checkpoint
+    lmforge release RUN --repo DIR [--eval DIR] [--manifest FILE] [--push REPO_ID]
     lmforge generate --model PATH [--prompt TEXT ...] [--max-new-tokens N --temperature T ...]
     lmforge train CONFIG [--resume [CKPT]] [--SECTION.KEY=VALUE ...]   (torchrun -m lmforge train ... for N processes)
     lmforge data inspect --run RUN --step N [--jsonl | --out FILE]
@@ -85,6 +86,18 @@ def cmd_export(args, overrides) -> int:
         raise ConfigError(f"{args.model}: holds no tokenizer.json; pass --tokenizer PATH (an HF export needs the tokenizer)")
     out = export_hf(model, tokenizer, args.out, dtype=_dtype(args.dtype), max_shard_size=args.max_shard_size, overwrite=args.overwrite)
     print(f"exported {args.model} -> {out} (transformers loads it with AutoModelForCausalLM.from_pretrained)")
+    return 0
+
+
+def cmd_release(args, overrides) -> int:
+    _no_overrides(overrides, "'lmforge release'")
+    from lmforge.release.revisions import release_run
+
+    r = release_run(
+        args.run, args.repo, eval_dir=args.eval, manifest=args.manifest, license=args.license, dtype=_dtype(args.dtype),
+        token_unit=args.token_unit, push=args.push, private=not args.public, tokenizer=args.tokenizer, name=args.name,
+    )
+    print(f"released {len(r['revisions'])} revisions into {r['repo']} ({len(r['created'])} new); main = {r['main']['revision']}")
     return 0
 
 
@@ -384,6 +397,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-shard-size", default="5GB")
     e.add_argument("--overwrite", action="store_true")
     e.set_defaults(func=cmd_export)
+
+    rl = sub.add_parser("release", help="export every checkpoint of a run as a revision (git branch stepN-tokensM) + model card")
+    rl.add_argument("run", help="run directory written by `lmforge train`")
+    rl.add_argument("--repo", required=True, help="local model repository (a git repository; created if missing)")
+    rl.add_argument("--eval", default=None, help="directory written by `lmforge eval checkpoints` (tables and plots for the card)")
+    rl.add_argument("--manifest", default=None, help="data manifest.json (from `lmforge data fetch`) for the card")
+    rl.add_argument("--license", default="apache-2.0")
+    rl.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: as trained)")
+    rl.add_argument("--token-unit", default="auto", choices=["auto", "B", "M", "K"])
+    rl.add_argument("--tokenizer", default=None)
+    rl.add_argument("--name", default=None, help="model name for the card")
+    rl.add_argument("--push", default=None, metavar="REPO_ID", help="also upload every revision to the HF Hub (needs a token)")
+    rl.add_argument("--public", action="store_true", help="with --push: create a public repository")
+    rl.set_defaults(func=cmd_release)
 
     i = sub.add_parser("import", help="import an HF Olmo/Olmo2 directory as an lmforge checkpoint")
     i.add_argument("--model", required=True, help="HF model directory (config.json + safetensors)")

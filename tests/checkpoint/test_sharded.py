@@ -199,6 +199,8 @@ def test_prune(tmp_path):
     assert [s for s, _ in list_checkpoints(tmp_path)] == [300, 600, 700]
     assert (root / "step0000050").is_dir()
     assert not [p for p in root.iterdir() if ".tmp" in p.name]
+    assert prune_checkpoints(tmp_path, keep_last=5) == []  # fewer than keep_last: nothing goes
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [300, 600, 700]
     prune_checkpoints(tmp_path, keep_last=1)
     assert [s for s, _ in list_checkpoints(tmp_path)] == [700]
     with pytest.raises(ValueError):

