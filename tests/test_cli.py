@@ -84,18 +84,6 @@ def test_tokenizer_train_export_import_generate(tmp_path):
     assert len(r.stdout.strip().splitlines()) == 2
 
 
-def test_quickstart_runs_and_resumes(tmp_path):
-    r = run("quickstart", "--out", str(tmp_path / "qs"))
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "max |logit difference|" in r.stdout and "same text from both" in r.stdout
-    for sub in ("corpus/stdlib.txt", "tokenizer/tokenizer.json", "checkpoint/model.safetensors", "hf/config.json"):
-        assert (tmp_path / "qs" / sub).exists(), sub
-    mtime = (tmp_path / "qs" / "tokenizer" / "tokenizer.json").stat().st_mtime
-    r = run("quickstart", "--out", str(tmp_path / "qs"))
-    assert r.returncode == 0
-    assert (tmp_path / "qs" / "tokenizer" / "tokenizer.json").stat().st_mtime == mtime  # finished stage reused
-
-
 def test_readme_commands_are_what_ci_runs():
     readme = (ROOT / "README.md").read_text()
     block = re.search(r"```bash\n# 1\..*?\n(.*?)\n# 2\..*?\n(.*?)\n```", readme, re.S)

