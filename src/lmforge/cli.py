@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--ngram", type=int, default=13)
     dt = dsub.add_parser("tokenize", help="documents -> OLMo token files (+ metadata per file)")
     dt.add_argument("--documents", nargs="+", required=True, help="document files, directories or globs")
-    dt.add_argument("--tokenizer", required=True, help="tokenizer JSON path (HF tokenizers format)")
+    dt.add_argument("--tokenizer", required=True, help="tokenizer JSON path (HF tokenizers format), or an OLMo tokenizer name: olmo1, olmo2, gpt-neox-pii")
     dt.add_argument("--out", required=True, help="output directory")
     dt.add_argument("--workers", type=int, default=1)
     dt.add_argument("--dtype", default=None, help="uint16 | uint32 (default: uint16 when the vocabulary fits)")

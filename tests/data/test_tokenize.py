@@ -241,3 +241,20 @@ def test_document_longer_than_file_limit_gets_its_own_file(tok, corpus, tmp_path
     assert len(s["files"]) == len(shards["b.jsonl"]) == s["documents"]
     assert all(f["documents"] == 1 for f in s["files"])
     assert detokenize_check(tmp_path / "out", samples=None)["ok"]
+
+
+def test_cli_accepts_an_olmo_tokenizer_name(corpus, tmp_path, capsys):
+    """`--tokenizer olmo2` resolves to OLMo-2's own file (fetched once) with its registered EOS id."""
+    from lmforge.tokenizer.olmo import load_olmo_tokenizer
+
+    root, shards = corpus
+    assert cmd_tokenize([str(root / "b.jsonl")], "olmo2", str(tmp_path / "o2"), 1, progress=False) == 0
+    olmo2 = load_olmo_tokenizer("olmo2")
+    docs = {d["id"]: d["text"] for d in shards["b.jsonl"]}
+    rows = [(toks, r) for _, toks, rs in _all_rows(tmp_path / "o2") for r in rs]
+    assert rows and read_summary(tmp_path / "o2")["dtype"] == "uint32"  # 100,278 ids do not fit uint16
+    for toks, r in rows:
+        assert toks[r.end - 1] == 100257
+        assert toks[r.start : r.end - 1].tolist() == olmo2.encode(docs[r.id])
+    assert cmd_tokenize([str(root)], "olmo3", str(tmp_path / "x"), 1, progress=False) == 1
+    assert "olmo3" in capsys.readouterr().err

@@ -649,6 +649,14 @@ def cmd_tokenize(
     from lmforge.tokenizer.core import TokenizerError
 
     try:
+        if not Path(tokenizer).exists():
+            from lmforge.tokenizer.olmo import OLMO_TOKENIZERS, fetch_olmo_tokenizers
+
+            spec = OLMO_TOKENIZERS.get(tokenizer)
+            if spec is not None:  # an OLMo tokenizer by name: its file, with its registered ids
+                tokenizer = str(fetch_olmo_tokenizers()[tokenizer])
+                eos_id = spec.eos_token_id if eos_id is None else eos_id
+                pad_id = spec.pad_token_id if pad_id is None else pad_id
         s = tokenize(
             documents,
             tokenizer,

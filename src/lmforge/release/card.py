@@ -312,8 +312,8 @@ def _evaluation(eval_markdown: str | None, plots: Sequence[tuple[str, str]]) -> 
     text = "## Evaluation\n\n"
     if eval_markdown:
         text += (
-            "Bits per byte (lower is better) on held-out text of each domain, and downstream task scores, for every "
-            "checkpoint (`lmforge eval checkpoints`):\n\n" + eval_markdown.strip()
+            "Bits per byte (lower is better) on held-out text of each domain for every checkpoint, and the downstream "
+            "task scores that were run (`lmforge eval checkpoints`):\n\n" + eval_markdown.strip()
         )
     for alt, path in plots:
         text += f"\n\n![{alt}]({path})"
