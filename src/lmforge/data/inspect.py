@@ -56,12 +56,82 @@ def _decoder(data: DataConfig, files: list[str]):
     return lambda ids: tok.decode([int(i) for i in ids], skip_special_tokens=False)
 
 
+def _chat_tokenizer(run: Path, raw: dict[str, Any]):
+    """The SFT/DPO run's tokenizer: chat.tokenizer, else the one saved in its checkpoints or init_from."""
+    from lmforge.tokenizer.core import load_tokenizer
+
+    spec = (raw.get("chat") or {}).get("tokenizer")
+    if spec:
+        return load_tokenizer(spec)
+    candidates = sorted((run / "checkpoints").glob("step*"), reverse=True) if (run / "checkpoints").is_dir() else []
+    init = (raw.get("run") or {}).get("init_from")
+    if init:
+        candidates += sorted((Path(init) / "checkpoints").glob("step*"), reverse=True) + [Path(init)]
+    for c in candidates:
+        if (c / "tokenizer.json").is_file():
+            return load_tokenizer(c)
+    raise DataError(f"{run}: no tokenizer found (no checkpoint with tokenizer.json, no chat.tokenizer); cannot rebuild the SFT/DPO data")
+
+
+def _inspect_chat(run: Path, raw: dict[str, Any], step: int, world_size: int) -> Iterator[dict[str, Any]]:
+    """SFT/DPO runs: the conversations (or pairs) of a step, the loss tokens marked [[...]]."""
+    from lmforge.data.chat import PreferenceDataset, SFTDataset, read_preferences, read_sft
+
+    chat, trainer = raw.get("chat") or {}, raw.get("trainer") or {}
+    seq_len = int(trainer.get("seq_len") or (raw.get("model") or {}).get("max_seq_len"))
+    global_batch = int(trainer["global_batch"])
+    tok = _chat_tokenizer(run, raw)
+    template, paths, seed = chat.get("template", "tulu"), chat.get("paths", []), int(chat.get("seed", 0))
+    if trainer.get("objective") == "sft":
+        examples, _ = read_sft(paths, tok, template, seq_len)
+        ds = SFTDataset(examples, seq_len, pad_id=tok.pad_token_id, seed=seed, packing=bool(chat.get("packing", False)))
+    else:
+        pairs, _ = read_preferences(paths, tok, template, seq_len)
+        ds = PreferenceDataset(pairs, seq_len, pad_id=tok.pad_token_id, seed=seed)
+    recorded = run / "data_order.json"
+    if recorded.is_file():
+        change = fingerprint_change(json.loads(recorded.read_text(encoding="utf-8")), ds.fingerprint())
+        if change is not None:
+            raise DataError(f"{recorded}: {change} changed since the run started; the order rebuilt now would differ")
+
+    def marked(ex) -> str:
+        out, cur, inside = [], [], False
+        for t, m in zip(ex.ids.tolist(), ex.loss_mask.tolist()):
+            if m != inside:
+                out.append(tok.decode(cur))
+                out.append("[[" if m else "]]")
+                cur, inside = [], m
+            cur.append(t)
+        return "".join(out) + tok.decode(cur) + ("]]" if inside else "")
+
+    for rank in range(world_size):
+        for position, i in enumerate(ds.batch_indices(step - 1, global_batch, rank, world_size)):
+            if isinstance(ds, SFTDataset):
+                exs = [ds.examples[j] for j in ds.instances[i]]
+                texts = [marked(e) for e in exs]
+                tokens = [t for e in exs for t in e.ids.tolist()]
+            else:
+                exs = [ds.pairs[i].chosen, ds.pairs[i].rejected]
+                texts = ["CHOSEN: " + marked(exs[0]), "REJECTED: " + marked(exs[1])]
+                tokens = exs[0].ids.tolist()
+            yield {
+                "step": step, "rank": rank, "position": position, "source": trainer.get("objective"),
+                "file": exs[0].where.rsplit(":", 1)[0], "offset": 0, "doc_ids": [e.where for e in exs],
+                "tokens": tokens, "text": "\n---\n".join(texts),
+            }
+
+
 def inspect_step(run: str | os.PathLike, step: int, *, world_size: int = 1) -> Iterator[dict[str, Any]]:
-    """The instances of step ``step`` (1-based), rank by rank, as JSON-able dicts."""
+    """The instances of step ``step`` (1-based), rank by rank, as JSON-able dicts. SFT/DPO runs:
+    conversations, with the tokens the loss counts in [[...]]."""
     run = Path(run)
-    data_cfg, seq_len, global_batch = _run_settings(run)
     if step < 1:
         raise DataError(f"--step must be >= 1 (step 1 is the first update), got {step}")
+    raw = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) if (run / "config.yaml").is_file() else {}
+    if (raw.get("trainer") or {}).get("objective") in ("sft", "dpo"):
+        yield from _inspect_chat(run, raw, step, world_size)
+        return
+    data_cfg, seq_len, global_batch = _run_settings(run)
     mix = data_cfg.build(seq_len)
     recorded = run / "data_order.json"
     if recorded.is_file():

@@ -278,14 +278,15 @@ class Mixture:
 
 def fingerprint_change(old: dict[str, Any], new: dict[str, Any]) -> str | None:
     """What differs between two ``Mixture.fingerprint()`` records in a way that changes the data a
-    step trains on (None when nothing does): the mix, its seed/length, or any token file's size."""
+    step trains on (None when nothing does): the mix, its seed/length, or any token file's size.
+    Conversation datasets (``data.chat``) record ``sha256`` of their token ids instead of files."""
     then_files = {f["path"]: f["bytes"] for f in old.get("files", [])}
     now_files = {f["path"]: f["bytes"] for f in new.get("files", [])}
     changed = sorted(p for p in then_files.keys() | now_files.keys() if then_files.get(p) != now_files.get(p))
     if changed:
         more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
         return f"{changed[0]} ({then_files.get(changed[0], 'absent')} bytes then, {now_files.get(changed[0], 'absent')} now){more}"
-    for key in ("mix_sha256", "seed", "seq_len", "global_batch"):
+    for key in ("mix_sha256", "sha256", "kind", "packing", "seed", "seq_len", "global_batch"):
         if key in old and key in new and old[key] != new[key]:
             return f"{key}: {old[key]!r} then, {new[key]!r} now"
     return None

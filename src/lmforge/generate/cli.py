@@ -25,19 +25,58 @@ def _complete(model: Any, tokenizer: Any, prompt: str, gen: GenerationConfig, st
     out.flush()
 
 
+def _chat(model: Any, tokenizer: Any, prompts: Sequence[str] | None, gen: GenerationConfig, stream: bool, system: str | None, stdin: IO[str], out: IO[str]) -> int:
+    """``--chat``: each ``--prompt`` is its own one-turn conversation; interactively, the turns add up."""
+    from lmforge.generate.chat import render_chat
+
+    opening = [{"role": "system", "content": system}] if system else []
+    if prompts:
+        for prompt in prompts:
+            out.write(f"user: {prompt}\nassistant: ")
+            _complete(model, tokenizer, render_chat(tokenizer, opening + [{"role": "user", "content": prompt}]), gen, stream, out)
+        return 0
+    history = list(opening)
+    interactive = stdin.isatty()
+    while True:
+        if interactive:
+            print("user> ", end="", file=sys.stderr, flush=True)
+        line = stdin.readline()
+        if not line or not line.strip() or line.strip().lower() in EXIT_WORDS:
+            return 0
+        history.append({"role": "user", "content": line.rstrip("\r\n")})
+        text = render_chat(tokenizer, history)
+        if stream:
+            pieces = []
+            for piece in stream_text(model, tokenizer, text, gen):
+                pieces.append(piece)
+                out.write(piece)
+                out.flush()
+            reply = "".join(pieces)
+        else:
+            reply = generate(model, tokenizer, text, gen)
+            out.write(reply)
+        out.write("\n")
+        out.flush()
+        history.append({"role": "assistant", "content": reply})
+
+
 def cmd_generate(
     model_path: str,
     prompts: Sequence[str] | None,
     gen: GenerationConfig,
     stream: bool = True,
     *,
+    chat: bool = False,
+    system: str | None = None,
     stdin: IO[str] | None = None,
     stdout: IO[str] | None = None,
 ) -> int:
     """Load a model (lmforge checkpoint or HF export directory) and complete prompts.
 
     With ``prompts``, print each prompt followed by its completion. Without, read prompts from
-    stdin, one a line, until EOF, an empty line or ``exit``. Returns the process exit code.
+    stdin, one a line, until EOF, an empty line or ``exit``. ``chat``: prompts are user turns of a
+    conversation rendered with the model's chat template (interactively, the conversation goes on).
+    Returns the process exit code.
     """
     from lmforge.release import load_pretrained  # imported here: optional for the rest of generate
 
@@ -50,8 +89,17 @@ def cmd_generate(
         print(f"lmforge generate: {e}", file=sys.stderr)
         return 1
     model.eval()
+    if chat and (tokenizer is None or getattr(tokenizer, "chat_template", None) is None):
+        print(
+            f"lmforge generate: {model_path} has no chat template (tokenizer_config.json 'chat_template'); train it with "
+            "trainer.objective sft/dpo, or drop --chat",
+            file=sys.stderr,
+        )
+        return 1
 
     try:
+        if chat:
+            return _chat(model, tokenizer, prompts, gen, stream, system, stdin, out)
         if prompts:
             if stream:
                 for prompt in prompts:

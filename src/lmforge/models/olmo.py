@@ -36,7 +36,7 @@ from lmforge.config import Config, ConfigError
 from lmforge.nn.attention import Attention
 from lmforge.nn.feed_forward import SwiGLU
 from lmforge.nn.kv_cache import KVCache
-from lmforge.nn.loss import linear_cross_entropy
+from lmforge.nn.loss import linear_cross_entropy, linear_token_cross_entropy
 from lmforge.nn.norms import ParameterFreeLayerNorm, RMSNorm
 from lmforge.nn.rope import RotaryEmbedding
 
@@ -156,7 +156,7 @@ class OLMo(nn.Module):
         labels: torch.Tensor | None = None,  # (B, T) next-token targets, -100 = not counted
         z_loss_coef: float = 0.0,
         document_ids: torch.Tensor | None = None,  # (B, T) packed documents: attend only within one
-        reduction: str = "mean",  # of the loss over label tokens: "mean" or "sum"
+        reduction: str = "mean",  # of the loss over label tokens: "mean", "sum", or "none" (per token)
     ):
         """Return logits (B, T, V) over the padded vocabulary, or the final hidden states (B, T, d)
         with ``return_hidden``, or with ``labels`` the training loss (a LossOutput; the logits are
@@ -196,6 +196,9 @@ class OLMo(nn.Module):
             cache.advance(T)
         if return_hidden:
             return x
+        if labels is not None and reduction == "none":
+            # (B, T) per-token -log p(label), 0 where ignored: for sequence-level losses (DPO).
+            return linear_token_cross_entropy(x, self.head_weight, labels)
         if labels is not None:
             return linear_cross_entropy(x, self.head_weight, labels, z_loss_coef=z_loss_coef, reduction=reduction)
         return self.output(x)

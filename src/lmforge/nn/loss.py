@@ -128,3 +128,38 @@ def linear_cross_entropy(
     elif reduction != "sum":
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     return LossOutput(total, ce, z, n)
+
+
+def _chunk_token_ce(h: torch.Tensor, weight: torch.Tensor, y: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    logits = (h @ weight.t()).float()  # (c, V)
+    keep = y != ignore_index
+    ce = torch.logsumexp(logits, dim=-1) - logits.gather(1, torch.where(keep, y, 0)[:, None]).squeeze(1)
+    return ce * keep
+
+
+def linear_token_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    ignore_index: int = IGNORE_INDEX,
+    chunk_size: int = 1024,
+) -> torch.Tensor:
+    """Per-token cross-entropy (= -log p(label)), shaped like ``labels``, 0 where ignored.
+
+    For losses that weigh sequences differently (DPO needs each sequence's summed log-probability).
+    Each chunk of rows is recomputed in the backward pass (activation checkpointing), so the logits
+    are never all stored at once.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    h = hidden.reshape(-1, hidden.shape[-1])
+    y = labels.reshape(-1)
+    pieces = []
+    for start in range(0, h.shape[0], chunk_size):
+        args = (h[start : start + chunk_size], weight, y[start : start + chunk_size], ignore_index)
+        if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+            pieces.append(checkpoint(_chunk_token_ce, *args, use_reentrant=False))
+        else:
+            pieces.append(_chunk_token_ce(*args))
+    return torch.cat(pieces).reshape(labels.shape)

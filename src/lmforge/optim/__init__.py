@@ -73,8 +73,17 @@ class ScheduleConfig(Config):
     total_steps: int = 1000
     final_lr_ratio: float = 0.1  # lr at the end as a fraction of the peak
     decay_steps: int = 0  # wsd only
+    warmup_ratio: float | None = None  # warmup as a fraction of total_steps (replaces warmup_steps when set)
+
+    def resolved(self, total_steps: int | None = None) -> "ScheduleConfig":
+        """A copy with ``total_steps`` (when given) and ``warmup_ratio`` turned into ``warmup_steps``."""
+        total = total_steps or self.total_steps
+        warmup = self.warmup_steps if self.warmup_ratio is None else int(math.ceil(self.warmup_ratio * total))
+        return dataclasses.replace(self, total_steps=total, warmup_steps=min(warmup, total), warmup_ratio=None)
 
     def validate(self) -> None:
+        if self.warmup_ratio is not None and not 0 <= self.warmup_ratio <= 1:
+            raise ConfigError(f"schedule.warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
         if self.warmup_steps < 0 or self.total_steps <= 0:
             raise ConfigError("schedule.warmup_steps must be >= 0 and schedule.total_steps > 0")
         if self.warmup_steps > self.total_steps:

@@ -12,13 +12,21 @@ from lmforge.release.hf import export_hf, import_hf
 
 
 def load_pretrained(path: str | os.PathLike, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
-    """Load ``(model, tokenizer)`` from an lmforge checkpoint directory or an HF model directory.
+    """Load ``(model, tokenizer)`` from an lmforge checkpoint directory, a run directory (its latest
+    complete checkpoint) or an HF model directory.
 
     The tokenizer is None when the directory holds none.
     """
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"{p}: no such checkpoint or model directory")
+    if p.is_dir() and (p / "checkpoints").is_dir() and not (p / CONFIG).is_file():
+        from lmforge.checkpoint.sharded import latest_checkpoint
+
+        latest = latest_checkpoint(p)  # a run directory: its latest complete checkpoint
+        if latest is None:
+            raise CheckpointError(f"{p}: a run directory without a complete checkpoint in {p / 'checkpoints'}")
+        p = latest
     if p.is_dir() and (p / CONFIG).is_file() and (p / WEIGHTS).is_file():
         model = load_model(p, device=device, dtype=dtype)
         tokenizer = None

@@ -128,6 +128,7 @@ class Tokenizer:
         self.eos_token_id = self._check_id("eos", eos_token_id)
         self.pad_token_id = self._check_id("pad", pad_token_id)
         self.bos_token_id = None if bos_token_id is None else self._check_id("bos", bos_token_id)
+        self.chat_template: str | None = None  # Jinja, written to tokenizer_config.json (see tokenizer.chat)
         self.pii_token_ids: dict[str, int] = {
             tok: tid for tok in PII_TOKENS if (tid := backend.token_to_id(tok)) is not None
         }
@@ -182,7 +183,9 @@ class Tokenizer:
                     "token; re-export the directory with a matching tokenizer_config.json"
                 )
             ids[role] = token_id
-        return cls._with_detected_ids(backend, str(tok_file), ids["eos"], ids["pad"], ids["bos"])
+        tok = cls._with_detected_ids(backend, str(tok_file), ids["eos"], ids["pad"], ids["bos"])
+        tok.chat_template = _chat_template_from_config(directory)
+        return tok
 
     @classmethod
     def _with_detected_ids(
@@ -349,6 +352,8 @@ class Tokenizer:
         }
         if model_max_length is not None:
             config["model_max_length"] = int(model_max_length)
+        if self.chat_template is not None:
+            config["chat_template"] = self.chat_template
         self.save(out_dir / "tokenizer.json")
         _write_text(out_dir / "tokenizer_config.json", json.dumps(config, indent=2, ensure_ascii=False) + "\n")
         special_map = {k: v for k, v in specials.items() if v is not None}
@@ -378,6 +383,21 @@ def _special_tokens_from_config(directory: Path) -> dict[str, str | None]:
             out[role] = value if isinstance(value, str) else None
         return out
     return {}
+
+
+def _chat_template_from_config(directory: Path) -> str | None:
+    """The ``chat_template`` of tokenizer_config.json (or transformers' chat_template.jinja), if any."""
+    jinja = directory / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    path = directory / "tokenizer_config.json"
+    if path.is_file():
+        try:
+            value = json.loads(path.read_text(encoding="utf-8")).get("chat_template")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            return None  # _special_tokens_from_config has already said what is wrong with the file
+        return value if isinstance(value, str) else None
+    return None
 
 
 def load_tokenizer(

@@ -40,6 +40,9 @@ class Callback:
 
     def on_start(self, trainer: Trainer) -> None: ...
 
+    def on_train_begin(self, trainer: Trainer) -> None:
+        """After every callback's ``on_start`` (loggers are open), before the first step."""
+
     def on_step_end(self, trainer: Trainer) -> None: ...
 
     def log(self, trainer: Trainer, record: dict[str, Any]) -> None: ...
@@ -81,6 +84,8 @@ class ConsoleProgress(Callback):
             print(f"[step {step:>{width}}/{total}] eval  {parts}", file=out, flush=True)
             return
         parts = [f"[step {step:>{width}}/{total}]", f"loss {record['loss']:.4f}", f"lr {record['lr']:.2e}", f"gnorm {record['grad_norm']:.3f}"]
+        if "rewards_margin" in record:  # DPO
+            parts.append(f"margin {record['rewards_margin']:.3f}  acc {record['rewards_accuracy']:.2f}")
         if "tokens_per_s" in record:
             parts.append(f"{_fmt_count(record['tokens_per_s'])} tok/s")
         if record.get("mfu") is not None:
@@ -204,9 +209,13 @@ class Evaluation(Callback):
     ``every`` steps and at the end; logs ``{"eval/NAME/METRIC": value}``. Every rank runs them
     (evaluators shard their work and reduce over ranks)."""
 
-    def __init__(self, evaluators: list[Callable[..., dict[str, float]]], every: int | None):
-        self.evaluators, self.every = evaluators, every
+    def __init__(self, evaluators: list[Callable[..., dict[str, float]]], every: int | None, at_start: bool = False):
+        self.evaluators, self.every, self.at_start = evaluators, every, at_start
         self.last: int | None = None
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        if self.at_start and trainer.step == 0:  # the starting point (fine-tuning: the base model's scores)
+            self.run(trainer)
 
     def run(self, trainer: Trainer) -> dict[str, float]:
         record: dict[str, Any] = {"step": trainer.step, "tokens_seen": trainer.tokens_seen}

@@ -9,6 +9,11 @@
     checkpoint: how often, how many to keep
     logging:    console, JSONL, W&B, plot
     eval:       in-loop evaluation (perplexity on held-out token files)
+    chat:       SFT/DPO data: JSONL conversations or preference pairs, chat template, packing
+    dpo:        DPO loss and beta
+
+``trainer.objective`` picks the train module: ``lm`` (pretraining on ``data``), ``sft`` or ``dpo``
+(adaptation on ``chat``, usually from ``run.init_from``: an lmforge checkpoint or HF directory).
 
 Each section is its own small dataclass; ``TrainConfig`` only holds them and checks how they fit
 together (``validate``). ``configs/train/*.yaml`` are examples.
@@ -33,6 +38,8 @@ __all__ = [
     "LoggingConfig",
     "DownstreamConfig",
     "EvalConfig",
+    "ChatDataConfig",
+    "DPOConfig",
     "TrainConfig",
 ]
 
@@ -43,6 +50,9 @@ class RunConfig(Config):
     dir: str = "runs/run"  # run directory: config, data order, metrics, checkpoints, plots
     seed: int = 0  # model initialisation and torch RNG; the data order has its own data.seed
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Start from these weights (an lmforge checkpoint or HF model directory); the model section is
+    # then the checkpoint's own, and its tokenizer is the run's unless chat.tokenizer says otherwise.
+    init_from: str | None = None
 
 
 @dataclasses.dataclass
@@ -78,8 +88,12 @@ class TrainerConfig(Config):
     activation_checkpointing: bool = False
     peak_tflops: float | None = None  # per device, for MFU; None = known GPUs (H100, A100, ...)
     stability: StabilityConfig = dataclasses.field(default_factory=StabilityConfig)
+    objective: Literal["lm", "sft", "dpo"] = "lm"  # which train module: pretraining, SFT or DPO
+    epochs: float | None = None  # sft/dpo: passes over the data (sets max_steps and schedule.total_steps)
 
     def validate(self) -> None:
+        if self.epochs is not None and self.epochs <= 0:
+            raise ConfigError(f"trainer.epochs must be positive or null, got {self.epochs}")
         if self.global_batch <= 0:
             raise ConfigError(f"trainer.global_batch must be positive, got {self.global_batch}")
         if self.micro_batch is not None and self.micro_batch <= 0:
@@ -156,6 +170,29 @@ class EvalConfig(Config):
 
 
 @dataclasses.dataclass
+class ChatDataConfig(Config):
+    """SFT/DPO data (lmforge.data.chat): JSONL files of {"messages": [...]} or {"chosen", "rejected"}."""
+
+    paths: list[str] = dataclasses.field(default_factory=list)  # files, directories or globs
+    template: str = "tulu"  # lmforge.tokenizer.chat.CHAT_TEMPLATES: tulu (OLMo), chatml, plain
+    packing: bool = False  # sft: pack conversations into rows of trainer.seq_len (no cross-attention)
+    seed: int = 0  # data order: epoch e is shuffled with seed + e
+    tokenizer: str | None = None  # tokenizer file/dir/OLMo name; default: the one saved with run.init_from
+    heldout: list[str] = dataclasses.field(default_factory=list)  # evaluated every eval.every steps (sft: loss; dpo: margin, accuracy)
+
+
+@dataclasses.dataclass
+class DPOConfig(Config):
+    loss: Literal["sigmoid", "dpo_norm", "ipo", "simpo"] = "sigmoid"
+    beta: float = 0.1
+    gamma_beta_ratio: float = 0.3  # simpo only: the target margin gamma, as a multiple of beta
+
+    def validate(self) -> None:
+        if self.beta <= 0:
+            raise ConfigError(f"dpo.beta must be positive, got {self.beta}")
+
+
+@dataclasses.dataclass
 class TrainConfig(Config):
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
@@ -166,8 +203,10 @@ class TrainConfig(Config):
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     logging: LoggingConfig = dataclasses.field(default_factory=LoggingConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    chat: ChatDataConfig = dataclasses.field(default_factory=ChatDataConfig)
+    dpo: DPOConfig = dataclasses.field(default_factory=DPOConfig)
 
-    SECTIONS = ("run", "model", "data", "optim", "schedule", "trainer", "checkpoint", "logging", "eval")
+    SECTIONS = ("run", "model", "data", "optim", "schedule", "trainer", "checkpoint", "logging", "eval", "chat", "dpo")
 
     @property
     def seq_len(self) -> int:
@@ -178,6 +217,12 @@ class TrainConfig(Config):
         return self.trainer.max_steps or self.schedule.total_steps
 
     def validate(self) -> None:
+        if self.trainer.objective != "lm" and not self.chat.paths:
+            raise ConfigError(f"trainer.objective is {self.trainer.objective!r} but chat.paths is empty; give the JSONL files")
+        if self.trainer.objective == "lm" and self.chat.paths:
+            raise ConfigError("chat.paths is set but trainer.objective is 'lm'; set trainer.objective to sft or dpo")
+        if self.run.init_from is not None:
+            return  # the model section comes from the checkpoint; checked when it is loaded
         if self.seq_len > self.model.max_seq_len:
             raise ConfigError(f"trainer.seq_len ({self.seq_len}) exceeds model.max_seq_len ({self.model.max_seq_len})")
         if self.schedule.warmup_steps > self.max_steps and self.trainer.max_steps is None:

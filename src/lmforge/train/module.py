@@ -5,8 +5,9 @@ global batch (this rank's share of it, as a list of micro-batches) into one upda
 
     metrics = module.train_batch(micro_batches, step)
 
-``LMTrainModule`` is next-token prediction (pretraining). SFT and DPO are further train modules on
-the same Trainer: they differ in how a micro-batch becomes a loss (``loss_sum``), nothing else.
+``LMTrainModule`` is next-token prediction (pretraining); ``train.sft.SFTTrainModule`` and
+``train.dpo.DPOTrainModule`` are the others, on the same Trainer: they differ in how a micro-batch
+becomes a loss (``loss_sum``) and what the loss is normalised by (``count``), nothing else.
 
 Loss normalisation: the loss of a step is the mean over every non-masked label token in the
 *global* batch. Each micro-batch contributes its *sum* of token losses divided by the global token
@@ -79,6 +80,8 @@ class TrainModule:
         self.consecutive_skips = 0
         self.world_size = dist.get_world_size() if _dist() else 1
 
+    count_name = "tokens"  # what ``count`` counts, as logged
+
     # --- what subclasses define -----------------------------------------------------------------
     def loss_sum(self, mb: MicroBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Sum (not mean) of the per-token losses of one micro-batch, and sums of extra metrics."""
@@ -87,6 +90,9 @@ class TrainModule:
     def count(self, mb: MicroBatch) -> int:
         """How many loss terms ``loss_sum`` adds up (the normaliser)."""
         return mb.n_label_tokens
+
+    def prepare(self, trainer) -> None:
+        """Called once by ``Trainer.fit`` after resuming, before the first step (DPO: reference log-probs)."""
 
     # --- one step ---------------------------------------------------------------------------------
     def _autocast(self):
@@ -149,7 +155,7 @@ class TrainModule:
         else:
             self.consecutive_skips += 1
         self.optimizer.zero_grad(set_to_none=True)
-        metrics = {"loss": loss, "grad_norm": gnorm, "lr": lr, "tokens": int(total.item())}
+        metrics = {"loss": loss, "grad_norm": gnorm, "lr": lr, self.count_name: int(total.item())}
         metrics.update({k: v for k, v in zip(keys, values[1:])})
         if skip_reason is not None:
             metrics["skipped"] = skip_reason

@@ -19,10 +19,12 @@ from lmforge.config import ConfigError
 from lmforge.distributed import DistInfo, destroy_distributed, init_distributed, parallelize
 from lmforge.train.callbacks import CheckpointSaver, ConsoleProgress, CurvesPlot, Evaluation, MetricsJSONL, WandbLogger
 from lmforge.train.config import TrainConfig
+from lmforge.train.dpo import DPOTrainModule
 from lmforge.train.module import LMTrainModule, TrainModule
+from lmforge.train.sft import SFTTrainModule
 from lmforge.train.trainer import Trainer
 
-__all__ = ["build_trainer", "train", "peak_flops_per_device"]
+__all__ = ["build_trainer", "build_chat_data", "init_model", "train", "peak_flops_per_device"]
 
 # Dense bf16 tensor-core peaks (FLOP/s) per device, for MFU. fp32 runs are reported against these too.
 _PEAK_FLOPS = {"H100": 989.4e12, "H200": 989.4e12, "H800": 989.4e12, "GH200": 989.4e12, "B200": 2250e12, "A100": 312e12, "A800": 312e12, "L40S": 362e12}
@@ -75,6 +77,91 @@ def build_model(cfg: TrainConfig, device: torch.device) -> torch.nn.Module:
     return cfg.model.build(device)
 
 
+def init_model(cfg: TrainConfig, device: torch.device):
+    """The model to train and the tokenizer saved with it (None if none): built from ``cfg.model``
+    with the run's seed, or loaded from ``run.init_from`` (float32), whose architecture then
+    replaces ``cfg.model`` so the run's config and checkpoints describe what was trained."""
+    if cfg.run.init_from is None:
+        return build_model(cfg, device), None
+    from lmforge.checkpoint.sharded import latest_checkpoint
+    from lmforge.release import load_pretrained
+
+    source = Path(cfg.run.init_from)
+    if (source / "checkpoints").is_dir():  # a run directory: its latest complete checkpoint
+        latest = latest_checkpoint(source)
+        if latest is None:
+            raise ConfigError(f"run.init_from {source} is a run directory without a complete checkpoint")
+        source = latest
+    model, tokenizer = load_pretrained(source, device=device, dtype=torch.float32)
+    cfg.model = model.config
+    if cfg.seq_len > cfg.model.max_seq_len:
+        raise ConfigError(f"trainer.seq_len ({cfg.seq_len}) exceeds the max_seq_len ({cfg.model.max_seq_len}) of run.init_from {cfg.run.init_from}")
+    return model, tokenizer
+
+
+def _chat_tokenizer(cfg: TrainConfig, init_tokenizer):
+    from lmforge.tokenizer import load_tokenizer
+    from lmforge.tokenizer.chat import get_chat_template
+
+    tok = load_tokenizer(cfg.chat.tokenizer) if cfg.chat.tokenizer else init_tokenizer
+    if tok is None:
+        raise ConfigError(
+            f"trainer.objective {cfg.trainer.objective!r} needs a tokenizer: run.init_from has none, so set chat.tokenizer "
+            "(a tokenizer.json, a directory, or an OLMo name such as olmo2)"
+        )
+    tok.chat_template = get_chat_template(cfg.chat.template).jinja()  # saved with every checkpoint and export
+    return tok
+
+
+def build_chat_data(cfg: TrainConfig, tokenizer, info: DistInfo, *, quiet: bool = False):
+    """The SFT or DPO dataset of ``cfg.chat``; its accounting is printed and kept in the run dir."""
+    import json
+
+    from lmforge.config import atomic_write_text
+    from lmforge.data.chat import PreferenceDataset, SFTDataset, read_preferences, read_sft
+
+    c = cfg.chat
+    if cfg.trainer.objective == "sft":
+        examples, acct = read_sft(c.paths, tokenizer, c.template, cfg.seq_len)
+        data = SFTDataset(examples, cfg.seq_len, pad_id=tokenizer.pad_token_id, seed=c.seed, packing=c.packing, accounting=acct)
+        what = f"{len(examples):,} conversations ({data.loss_tokens:,} assistant tokens, {sum(e.truncated for e in examples):,} truncated)" + (
+            f" packed into {data.n:,} rows of <= {cfg.seq_len} tokens" if c.packing else ""
+        )
+    else:
+        pairs, acct = read_preferences(c.paths, tokenizer, c.template, cfg.seq_len)
+        data = PreferenceDataset(pairs, cfg.seq_len, pad_id=tokenizer.pad_token_id, seed=c.seed, accounting=acct)
+        what = f"{len(pairs):,} preference pairs"
+    if info.is_main:
+        Path(cfg.run.dir).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(cfg.run.dir) / "data_accounting.json", json.dumps(acct.to_json(), indent=1) + "\n")
+        if not quiet:
+            print(f"{cfg.trainer.objective} data: {what}; {acct.summary_line()}", flush=True)
+            for e in acct.errors:
+                print(f"warning: {e}", flush=True)
+    if data.n == 0:
+        raise ConfigError(f"chat.paths has no usable {cfg.trainer.objective} examples ({acct.summary_line()}); see {Path(cfg.run.dir) / 'data_accounting.json'}")
+    return data
+
+
+def _heldout_evaluator(cfg: TrainConfig, tokenizer, module, info: DistInfo):
+    """Held-out SFT loss or DPO margin/accuracy on ``chat.heldout`` (built before any checkpoint is
+    loaded, so DPO's held-out reference log-probs come from the starting weights)."""
+    from lmforge.data.chat import PreferenceDataset, SFTDataset, read_preferences, read_sft
+    from lmforge.train.dpo import DPOHeldout
+    from lmforge.train.sft import SFTHeldout
+
+    if cfg.eval.every is None:
+        raise ConfigError("chat.heldout is set but eval.every is null; set eval.every to the steps between evaluations")
+    c = cfg.chat
+    if cfg.trainer.objective == "sft":
+        examples, _ = read_sft(c.heldout, tokenizer, c.template, cfg.seq_len)
+        data = SFTDataset(examples, cfg.seq_len, pad_id=tokenizer.pad_token_id)
+        return SFTHeldout("heldout", data, module, cfg.eval.batch_size, info.rank, info.world_size)
+    pairs, _ = read_preferences(c.heldout, tokenizer, c.template, cfg.seq_len)
+    data = PreferenceDataset(pairs, cfg.seq_len, pad_id=tokenizer.pad_token_id)
+    return DPOHeldout("heldout", data, module, cfg.eval.batch_size, info.rank, info.world_size)
+
+
 def build_trainer(
     cfg: TrainConfig,
     info: DistInfo | None = None,
@@ -92,9 +179,29 @@ def build_trainer(
     micro = cfg.micro_batch(info.world_size)
     mode = _parallel_mode(cfg, info.world_size)
     amp = _precision(cfg, device)
-    model = build_model(cfg, device)
-    flops = model.num_flops_per_token(cfg.seq_len)
+    model, init_tokenizer = init_model(cfg, device)
     t = cfg.trainer
+    if t.objective == "lm":
+        data = cfg.data.build(cfg.seq_len)
+        tokenizer = init_tokenizer
+        spec = data.tokenizer_spec()
+        if spec is not None:
+            from lmforge.tokenizer import Tokenizer
+
+            tokenizer = Tokenizer.from_file(
+                spec["path"], eos_token_id=spec["eos_token_id"], pad_token_id=spec["pad_token_id"], bos_token_id=spec["bos_token_id"]
+            )
+    else:
+        tokenizer = _chat_tokenizer(cfg, init_tokenizer)
+        data = build_chat_data(cfg, tokenizer, info, quiet=quiet)
+    if t.epochs is not None:
+        if t.objective == "lm":
+            raise ConfigError("trainer.epochs is for sft/dpo data; pretraining runs set trainer.max_steps or schedule.total_steps")
+        t.max_steps = data.steps_for_epochs(t.epochs, t.global_batch)
+        cfg.schedule = cfg.schedule.resolved(t.max_steps)
+    else:
+        cfg.schedule = cfg.schedule.resolved()
+    flops = model.num_flops_per_token(cfg.seq_len)
     wrapped = parallelize(
         model,
         mode,
@@ -104,22 +211,21 @@ def build_trainer(
     )
     optimizer = cfg.optim.build(wrapped)
     autocast = amp if (amp is not None and mode != "fsdp") else None  # FSDP2 casts through its policy
-    module: TrainModule = LMTrainModule(
-        wrapped,
-        optimizer,
-        cfg.schedule,
-        peak_lr=cfg.optim.lr,
-        grad_clip=t.grad_clip,
-        autocast_dtype=autocast,
-        stability=t.stability,
-        device=device,
-        z_loss=t.z_loss,
-    )
-    data = cfg.data.build(cfg.seq_len)
+    common = dict(peak_lr=cfg.optim.lr, grad_clip=t.grad_clip, autocast_dtype=autocast, stability=t.stability, device=device)
+    module: TrainModule
+    if t.objective == "lm":
+        module = LMTrainModule(wrapped, optimizer, cfg.schedule, z_loss=t.z_loss, **common)
+    elif t.objective == "sft":
+        module = SFTTrainModule(wrapped, optimizer, cfg.schedule, **common)
+    else:
+        d = cfg.dpo
+        module = DPOTrainModule(wrapped, optimizer, cfg.schedule, loss_type=d.loss, beta=d.beta, gamma_beta_ratio=d.gamma_beta_ratio, **common)
     run_dir = Path(cfg.run.dir)
     extra_callbacks = list(callbacks or [])
     callbacks = [CheckpointSaver(cfg.checkpoint.every, cfg.checkpoint.keep_last, cfg.checkpoint.keep_every, cfg.checkpoint.at_end)]
     evaluators = list(evaluators or [])
+    if t.objective != "lm" and cfg.chat.heldout:
+        evaluators.append(_heldout_evaluator(cfg, tokenizer, module, info))
     if cfg.eval.every is not None and cfg.eval.perplexity:
         from lmforge.eval.token_loss import TokenLoss
 
@@ -138,16 +244,13 @@ def build_trainer(
     if cfg.eval.every is not None and cfg.eval.downstream.tasks:
         from lmforge.eval.downstream import DownstreamEvaluator
 
-        spec = data.tokenizer_spec()
-        if spec is None:
+        if tokenizer is None:
             raise ConfigError("eval.downstream needs the tokenizer: set data.tokenizer (no tokenize_summary.json names one)")
-        from lmforge.tokenizer import Tokenizer
-
         d = cfg.eval.downstream
         evaluators.append(
             DownstreamEvaluator(
                 d.tasks,
-                Tokenizer.from_file(spec["path"], eos_token_id=spec["eos_token_id"], pad_token_id=spec["pad_token_id"], bos_token_id=spec["bos_token_id"]),
+                tokenizer,
                 d.formulation,
                 d.limit,
                 d.batch_size,
@@ -159,7 +262,7 @@ def build_trainer(
     if evaluators:
         if cfg.eval.every is None:
             raise ConfigError("evaluators were given but eval.every is null; set eval.every to the steps between evaluations")
-        callbacks.append(Evaluation(evaluators, cfg.eval.every))
+        callbacks.append(Evaluation(evaluators, cfg.eval.every, at_start=t.objective != "lm"))
     callbacks.append(MetricsJSONL(run_dir))
     if cfg.logging.progress and not quiet:
         callbacks.append(ConsoleProgress())
@@ -171,14 +274,6 @@ def build_trainer(
     callbacks += extra_callbacks
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = None
-    spec = data.tokenizer_spec()
-    if spec is not None:
-        from lmforge.tokenizer import Tokenizer
-
-        tokenizer = Tokenizer.from_file(
-            spec["path"], eos_token_id=spec["eos_token_id"], pad_token_id=spec["pad_token_id"], bos_token_id=spec["bos_token_id"]
-        )
     return Trainer(
         module,
         data,
@@ -189,7 +284,7 @@ def build_trainer(
         dist=info,
         callbacks=callbacks,
         config=cfg.to_dict(),
-        document_masking=cfg.data.document_masking,
+        document_masking=cfg.data.document_masking and t.objective == "lm",
         vocab_size=cfg.model.vocab_size,
         flops_per_token=flops,
         peak_flops=peak_flops_per_device(device, t.peak_tflops),

@@ -88,6 +88,7 @@ class Trainer:
         self.tokenizer = tokenizer  # saved into every checkpoint, so `lmforge export` needs nothing else
         self.device_name = _device_name(module.device, dist.world_size)
         self.step = 0  # completed optimizer steps
+        self.tokens_seen = 0  # real (non-padding) tokens of the completed steps, all ranks
         self._step_times: list[float] = []
 
     # --- small helpers ----------------------------------------------------------------------------
@@ -95,9 +96,12 @@ class Trainer:
         if self.dist.is_main and not self.quiet:
             print(*args, flush=True)
 
-    @property
-    def tokens_seen(self) -> int:
-        return self.step * self.global_batch * self.seq_len
+    def batch_tokens(self, step: int) -> int:
+        """Tokens in global batch ``step`` (0-based): fixed-length for token files; conversation
+        data (SFT/DPO) counts its real tokens, padding excluded."""
+        if hasattr(self.data, "batch_tokens"):
+            return self.data.batch_tokens(step, self.global_batch)
+        return self.global_batch * self.seq_len
 
     def eta_seconds(self) -> float:
         recent = self._step_times[-20:]
@@ -115,6 +119,15 @@ class Trainer:
     # --- data -------------------------------------------------------------------------------------
     def micro_batches(self, step: int) -> list[MicroBatch]:
         """This rank's share of batch ``step`` (0-based), cut into micro-batches."""
+        if hasattr(self.data, "micro_batches"):  # conversation data: numpy micro-batches from the dataset
+            out = []
+            for a in self.data.micro_batches(step, self.global_batch, self.micro_batch, self.dist.rank, self.dist.world_size):
+                if self.vocab_size is not None and int(a["input_ids"].max()) >= self.vocab_size:
+                    raise TrainingError(f"token id {int(a['input_ids'].max())} in batch {step} is outside the model's vocabulary ({self.vocab_size}); use the model's tokenizer")
+                t = {k: torch.from_numpy(v) for k, v in a.items()}
+                docs = t.pop("document_ids", None)
+                out.append(MicroBatch(t.pop("input_ids"), t.pop("labels"), docs, t))
+            return out
         instances = self.data.batch(step, self.global_batch, rank=self.dist.rank, world_size=self.dist.world_size)
         if self.vocab_size is not None:
             self.data.check_ids(instances, self.vocab_size)
@@ -161,6 +174,7 @@ class Trainer:
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         extra = load_checkpoint(path, model=self.module.model, optimizer=self.module.optimizer)
         self.step = int(extra["step"])
+        self.tokens_seen = int(extra.get("tokens_seen", self.step * self.global_batch * self.seq_len))
         self.module.load_extra_state(extra.get("module", {}))
         set_rng_state(extra["rng"])
         self.print(f"resumed from {path} at step {self.step}")
@@ -186,14 +200,18 @@ class Trainer:
     def fit(self, resume: bool | str | os.PathLike | None = None) -> dict[str, Any]:
         self.resume(resume)
         self._record_data_order()
+        self.module.prepare(self)
         for cb in self.callbacks:
             cb.on_start(self)
         last: dict[str, Any] = {}
         try:
+            for cb in self.callbacks:
+                cb.on_train_begin(self)
             while self.step < self.max_steps:
                 t0 = time.perf_counter()
                 mbs = self.micro_batches(self.step)
                 metrics = self.module.train_batch(mbs, self.step)
+                self.tokens_seen += self.batch_tokens(self.step)
                 self.step += 1
                 dt = time.perf_counter() - t0
                 self._step_times.append(dt)
@@ -214,8 +232,10 @@ class Trainer:
         return last
 
     def _step_record(self, metrics: dict[str, Any], dt: float) -> dict[str, Any]:
-        tokens = self.global_batch * self.seq_len
+        tokens = self.batch_tokens(self.step - 1)
         record = {"step": self.step, **metrics, "tokens_seen": self.tokens_seen, "step_time": dt, "tokens_per_s": tokens / dt}
+        if hasattr(self.data, "epoch_of"):
+            record["epoch"] = self.data.epoch_of(self.step, self.global_batch)
         record["tokens_per_s_per_device"] = record["tokens_per_s"] / self.dist.world_size
         if not self._step_times[:-1]:  # the first step of this process: say what it ran on
             record["device"] = self.device_name
