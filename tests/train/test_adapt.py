@@ -330,3 +330,29 @@ def test_adaptation_config_trains_one_step(path, chat, tmp_path):
     last = train(cfg, quiet=True)
     assert last["step"] == 1 and math.isfinite(last["loss"]) and last["lr"] > 0
     assert cfg.schedule.kind == shipped.schedule.kind and cfg.dpo == shipped.dpo and cfg.chat.template == shipped.chat.template
+
+
+@pytest.mark.parametrize("objective", ["sft", "dpo"])
+def test_data_inspect_shows_the_step_with_loss_tokens_marked(chat, tmp_path, capsys, objective):
+    from lmforge.cli import main
+    from lmforge.data.inspect import inspect_step
+
+    run = tmp_path / objective
+    cfg = _cfg(chat, run, objective, trainer={"epochs": None, "max_steps": 2})
+    trainer = build_trainer(cfg, quiet=True)
+    cfg.save(run / "config.yaml")
+    trainer.fit()
+    rows = list(inspect_step(run, 2))
+    assert [r["rank"] for r in rows] == [0] * 8
+    # The same sequences step 2 trained on (0-based batch 1), in order: conversations, or chosen responses.
+    trained = []
+    for mb in trainer.micro_batches(1):
+        trained += list(mb.input_ids if objective == "sft" else mb.input_ids[: mb.input_ids.shape[0] // 2])
+    assert [t[: len(r["tokens"])].tolist() for t, r in zip(trained, rows)] == [r["tokens"] for r in rows]
+    for r in rows:
+        assert "[[" in r["text"] and r["doc_ids"][0].startswith(str(chat[objective]))
+        for span in r["text"].split("[[")[1:]:
+            assert "<|user|>" not in span.split("]]")[0]
+    assert main(["data", "inspect", "--run", str(run), "--step", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "=== step 1 instance 0" in out and ("CHOSEN: " in out) == (objective == "dpo")
