@@ -255,7 +255,7 @@ def test_export_carries_the_chat_template(chat, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     run = tmp_path / "sft"
     train(_cfg(chat, run, "sft", trainer={"epochs": 2}), quiet=True)
-    model, tok = load_pretrained(latest_checkpoint(run))
+    model, tok = load_pretrained(run)  # a run directory: its latest checkpoint
     assert tok.chat_template is not None
     export_hf(model, tok, tmp_path / "hf")
     hf_tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))

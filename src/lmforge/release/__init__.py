@@ -20,7 +20,7 @@ def load_pretrained(path: str | os.PathLike, *, device: str | torch.device = "cp
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"{p}: no such checkpoint or model directory")
-    if p.is_dir() and (p / "checkpoints").is_dir() and not (p / CONFIG).is_file():
+    if p.is_dir() and (p / "checkpoints").is_dir() and not (p / WEIGHTS).is_file():
         from lmforge.checkpoint.sharded import latest_checkpoint
 
         latest = latest_checkpoint(p)  # a run directory: its latest complete checkpoint
