@@ -17,3 +17,17 @@ def test_benchmark_quick_mode(script):
     r = subprocess.run([sys.executable, str(BENCH / script), "--quick"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "ratio lmforge/HF" in r.stdout and "machine:" in r.stdout
+
+
+def test_gpu_training_benchmark_tiny(tmp_path):
+    """bench/train_speed_gpu.py --tiny on the CPU: lmforge's real trainer path runs and reports."""
+    import json
+
+    r = subprocess.run(
+        [sys.executable, str(BENCH / "train_speed_gpu.py"), "--tiny", "--only", "lmforge", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    res = json.loads((tmp_path / "train_speed_gpu.json").read_text())
+    assert res["lmforge"]["tokens_per_s"] > 0 and res["lmforge"]["loss_last"] > 0
+    assert res["lmforge"]["mfu_lmforge_convention"] > res["lmforge"]["mfu_olmo_core_convention"]
