@@ -25,14 +25,14 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _config(tmp_path, name: str, objective: str, parallel: str, data: dict) -> str:
+def _config(tmp_path, name: str, objective: str, parallel: str, data: dict, background: bool = False) -> str:
     cfg = {
         "run": {"name": name, "dir": str(tmp_path / name), "seed": 1, "device": "cpu", "init_from": str(data["base"])},
         "chat": {"paths": [str(data[objective])], "template": "tulu", "packing": objective == "sft"},
         "optim": {"lr": 2e-3, "weight_decay": 0.0},
         "schedule": {"kind": "linear", "warmup_ratio": 0.1, "final_lr_ratio": 0.0},
         "trainer": {"objective": objective, "max_steps": 6, "seq_len": 128, "global_batch": 8, "micro_batch": 2, "parallel": parallel},
-        "checkpoint": {"every": None},
+        "checkpoint": {"every": 3, "keep_last": 2, "background": background},
         "logging": {"progress": False, "plot": False},
     }
     if objective == "dpo":
@@ -55,7 +55,8 @@ def test_two_processes_train_like_one(tmp_path, bpe_tokenizer):
     }
     runs = {
         ("dpo", 1): Job(["train", _config(tmp_path, "dpo1", "dpo", "none", data)], tmp_path / "dpo1.log"),
-        ("dpo", 2): Job(["train", _config(tmp_path, "dpo2", "dpo", "fsdp", data)], tmp_path / "dpo2.log", nproc=2),
+        # ... with checkpoints written in the background (FSDP shards, then rank 0 consolidates them)
+        ("dpo", 2): Job(["train", _config(tmp_path, "dpo2", "dpo", "fsdp", data, background=True)], tmp_path / "dpo2.log", nproc=2),
         ("sft", 1): Job(["train", _config(tmp_path, "sft1", "sft", "none", data)], tmp_path / "sft1.log"),
         ("sft", 2): Job(["train", _config(tmp_path, "sft2", "sft", "ddp", data)], tmp_path / "sft2.log", nproc=2),
     }
@@ -85,3 +86,12 @@ def test_two_processes_train_like_one(tmp_path, bpe_tokenizer):
     e1, e2 = evals("dpo1"), evals("dpo2")
     assert [s for s, _ in e1] == [s for s, _ in e2] == [0, 3, 6]
     torch.testing.assert_close(torch.tensor([m for _, m in e2]), torch.tensor([m for _, m in e1]), rtol=1e-4, atol=1e-5)
+    # The background FSDP checkpoints are complete and hold the same weights as the 1-process ones.
+    from lmforge.checkpoint.sharded import list_checkpoints
+    from lmforge.checkpoint.unsharded import load_model
+
+    for run in ("dpo1", "dpo2", "sft1", "sft2"):
+        assert [s for s, _ in list_checkpoints(tmp_path / run)] == [3, 6], run
+    a, b = load_model(tmp_path / "dpo1" / "checkpoints" / "step0000006"), load_model(tmp_path / "dpo2" / "checkpoints" / "step0000006")
+    for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(y, x, rtol=1e-4, atol=1e-6, msg=lambda m, k=k: f"{k}: {m}")

@@ -486,3 +486,36 @@ def test_in_loop_downstream_tasks(token_dirs, tmp_path):
         for metric in ("acc", "acc_per_char"):
             assert last[f"eval/downstream/{task}/{metric}"] == pytest.approx(offline["tasks"][task][metric]), (task, metric)
         assert last[f"eval/downstream/{task}/bpb"] == pytest.approx(offline["tasks"][task]["bpb"], rel=1e-4)
+
+
+def test_background_checkpoints_equal_synchronous_ones_and_resume_exactly(token_dirs, tmp_path):
+    """checkpoint.background: the same files as a synchronous save (weights, optimizer, RNG, step),
+    written while training goes on; pruning after completion; resuming from one is exact."""
+    from lmforge.checkpoint.sharded import COMPLETE, checkpoint_dir
+    from lmforge.checkpoint.unsharded import load_model
+
+    runs = {}
+    for bg in (False, True):
+        run = tmp_path / f"bg-{bg}"
+        cfg = TrainConfig.from_dict(run_config(token_dirs, run, checkpoint={"every": 4, "keep_last": 2, "background": bg}))
+        train(cfg, quiet=True)
+        runs[bg] = run
+    sync, bg = runs[False], runs[True]
+    assert [s for s, _ in list_checkpoints(bg)] == [8, 10] == [s for s, _ in list_checkpoints(sync)]  # pruned to keep_last
+    assert not [p for p in (bg / "checkpoints").iterdir() if p.name.startswith(".")]  # no temporary leftovers
+    for step in (8, 10):
+        a, b = load_model(checkpoint_dir(sync, step)), load_model(checkpoint_dir(bg, step))
+        for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.equal(x, y), k
+        assert (checkpoint_dir(bg, step) / COMPLETE).is_file()
+    # Optimizer state and RNG restored from the background checkpoint: the continuation is exact.
+    resumed = tmp_path / "resumed"
+    import shutil
+
+    shutil.copytree(bg, resumed)
+    shutil.rmtree(checkpoint_dir(resumed, 10))
+    cfg = TrainConfig.from_dict(run_config(token_dirs, resumed, checkpoint={"every": 4, "keep_last": 2, "background": True}))
+    train(cfg, quiet=True, resume=checkpoint_dir(resumed, 8))
+    want = [(r["step"], r["loss"], r["grad_norm"]) for r in read_metrics(sync) if "loss" in r]
+    got = [(r["step"], r["loss"], r["grad_norm"]) for r in read_metrics(resumed) if "loss" in r]
+    assert got == want

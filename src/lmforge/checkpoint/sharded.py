@@ -30,6 +30,7 @@ only accepts DCP's own metadata classes, torch dtypes/sizes and builtin containe
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import os
@@ -38,6 +39,8 @@ import random
 import re
 import shutil
 import tempfile
+import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
@@ -85,6 +88,11 @@ def _dist() -> bool:
 
 def _rank() -> int:
     return dist.get_rank() if _dist() else 0
+
+
+# DCP says this for every single-process save/load, including on the background writer's thread
+# (where a catch_warnings() of the main thread no longer applies): single process is the intent.
+warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
 
 
 @contextlib.contextmanager
@@ -284,7 +292,8 @@ def save_checkpoint(
     config: dict[str, Any] | None = None,
     tokenizer: Any | None = None,
 ) -> Path:
-    """Write ``run_dir/checkpoints/step{step:07d}`` atomically; every rank must call this."""
+    """Write ``run_dir/checkpoints/step{step:07d}`` atomically; every rank must call this.
+    (:func:`save_checkpoint_background` writes the same directory without blocking training.)"""
     if step < 0:
         raise ValueError(f"step must be >= 0, got {step}")
     final = checkpoint_dir(run_dir, step)
@@ -309,20 +318,8 @@ def save_checkpoint(
                 cfg = _model_config(model)
                 if cfg is None:
                     raise CheckpointError("save_checkpoint: the model has no .config; cannot write model.safetensors")
-                save_model(tmp, _FullModel(full, cfg), config=config, tokenizer=tokenizer)
-                _write_json(tmp, OPTIM_GROUPS, GROUP_TENSORS, osd["param_groups"])
-                _write_json(tmp, EXTRA_JSON, EXTRA_TENSORS, dict(extra or {}))
                 world = dist.get_world_size() if _dist() else 1
-                atomic_write_text(tmp / COMPLETE, json.dumps({"step": step, "world_size": world}) + "\n")
-                _fsync_dir(tmp)
-                old = None
-                if final.exists():  # re-saving a step: move the old one aside, then swap in
-                    old = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-old-", dir=final.parent))
-                    os.replace(final, old / final.name)
-                os.replace(tmp, final)
-                _fsync_dir(final.parent)
-                if old is not None:
-                    shutil.rmtree(old, ignore_errors=True)
+                _finish_on_rank0(tmp, final, step, full, cfg, config, tokenizer, osd["param_groups"], dict(extra or {}), world)
             except Exception as e:  # report to the other ranks instead of leaving them in a barrier
                 error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
                 cause = e
@@ -333,6 +330,144 @@ def save_checkpoint(
     if error is not None:
         raise CheckpointError(f"{final}: save failed on rank 0 ({error})") from cause
     return final
+
+
+def _finish_on_rank0(tmp: Path, final: Path, step: int, full: dict[str, torch.Tensor], cfg, config, tokenizer, param_groups, extra, world: int) -> None:
+    """Rank 0, after every shard is written: the unsharded weights and the small files, the COMPLETE
+    marker, then the rename that makes the checkpoint visible."""
+    save_model(tmp, _FullModel(full, cfg), config=config, tokenizer=tokenizer)
+    _write_json(tmp, OPTIM_GROUPS, GROUP_TENSORS, param_groups)
+    _write_json(tmp, EXTRA_JSON, EXTRA_TENSORS, extra)
+    atomic_write_text(tmp / COMPLETE, json.dumps({"step": step, "world_size": world}) + "\n")
+    _fsync_dir(tmp)
+    old = None
+    if final.exists():  # re-saving a step: move the old one aside, then swap in
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-old-", dir=final.parent))
+        os.replace(final, old / final.name)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class PendingSave:
+    """A checkpoint being written in the background. ``wait()`` (every rank) returns its path once
+    it is complete, or raises :class:`CheckpointError` naming what failed; until then the directory
+    is a hidden temporary one that ``latest_checkpoint`` never returns."""
+
+    def __init__(self, final: Path, tmp: Path, future, finisher, blocking_s: float):
+        self.final, self.tmp, self.future, self.finisher = final, tmp, future, finisher
+        self.blocking_s = blocking_s  # how long the training loop was stopped (staging to host memory)
+        self._error: BaseException | None = None
+        self._done = False
+
+    def done(self) -> bool:
+        return self.future.done() and (self.finisher is None or not self.finisher.is_alive())
+
+    def wait(self) -> Path:
+        if self._done:
+            return self.final
+        error: str | None = None
+        cause: BaseException | None = None
+        try:
+            self.future.result()
+            if self.finisher is not None:
+                self.finisher.join()
+                if self.finisher.error is not None:
+                    raise self.finisher.error
+        except Exception as e:  # noqa: BLE001 - reported on every rank below
+            error, cause = f"{type(e).__name__}: {_last_error_line(e)}", e
+        finally:
+            if _rank() == 0 and self.tmp.exists() and not self.final.exists():
+                shutil.rmtree(self.tmp, ignore_errors=True)
+        # Every rank learns whether any rank failed (a rank's own write error, or rank 0's finish).
+        errors = [error]
+        if _dist():
+            errors = [None] * dist.get_world_size()
+            dist.all_gather_object(errors, error)
+        self._done = True
+        bad = next((e for e in errors if e is not None), None)
+        if bad is not None:
+            raise CheckpointError(f"{self.final}: background save failed ({bad})") from cause
+        return self.final
+
+
+class _Finisher(threading.Thread):
+    def __init__(self, future, work):
+        super().__init__(daemon=False, name="lmforge-checkpoint-finish")
+        self.future, self.work, self.error = future, work, None
+
+    def run(self) -> None:
+        try:
+            self.future.result()  # rank 0's future ends after every rank's shards and the metadata are written
+            self.work()
+        except BaseException as e:  # noqa: BLE001 - handed to wait()
+            self.error = e
+
+
+_BACKGROUND_GROUP = None
+
+
+def _background_group():
+    """A gloo process group for the background writer's collectives, so they never interleave with
+    training's (NCCL) collectives on the default group. Created once, collectively."""
+    global _BACKGROUND_GROUP
+    if _dist() and _BACKGROUND_GROUP is None:
+        _BACKGROUND_GROUP = dist.new_group(backend="gloo")
+    return _BACKGROUND_GROUP
+
+
+def save_checkpoint_background(
+    run_dir: str | os.PathLike,
+    step: int,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    extra: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+    tokenizer: Any | None = None,
+) -> PendingSave:
+    """:func:`save_checkpoint` without stopping training: the training state is copied to host
+    memory (the only blocking part), then written by a background thread; rank 0 then builds the
+    unsharded ``model.safetensors`` from the written shards (no collective) and renames the
+    directory into place. Call ``.wait()`` on every rank before the next save and before exiting."""
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    t0 = time.perf_counter()
+    final = checkpoint_dir(run_dir, step)
+    extra = dict(extra or {})
+    _encode(extra, {}, "")
+    rank = _rank()
+    group = _background_group()
+    tmp_name = None
+    if rank == 0:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp_name = tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent)
+        os.chmod(tmp_name, 0o777 & ~_umask())
+    tmp = Path(_broadcast(tmp_name))
+    osd = get_optimizer_state_dict(model, optimizer)
+    model_sd = get_model_state_dict(model)
+    state = {"model": model_sd, "optim": {"state": osd["state"]}}
+    shapes = {k: (tuple(v.shape), v.dtype) for k, v in model_sd.items()}  # global shapes, DTensors included
+    param_groups = copy.deepcopy(osd["param_groups"])
+    cfg = _model_config(model)
+    world = dist.get_world_size() if _dist() else 1
+    with _single_process_quiet():
+        future = dcp.async_save(state, storage_writer=dcp.FileSystemWriter(str(tmp)), process_group=group, no_dist=not _dist())
+    finisher = None
+    if rank == 0:
+        if cfg is None:
+            raise CheckpointError("save_checkpoint: the model has no .config; cannot write model.safetensors")
+
+        def work() -> None:
+            full = {k: torch.empty(shape, dtype=dtype) for k, (shape, dtype) in shapes.items()}
+            with _single_process_quiet():
+                dcp.load({"model": full}, storage_reader=dcp.FileSystemReader(str(tmp)), no_dist=True)
+            _finish_on_rank0(tmp, final, step, full, cfg, config, tokenizer, param_groups, extra, world)
+
+        finisher = _Finisher(future, work)
+        finisher.start()
+    return PendingSave(final, tmp, future, finisher, time.perf_counter() - t0)
 
 
 def _last_error_line(e: BaseException) -> str:

@@ -184,16 +184,27 @@ class WandbLogger(Callback):
 
 
 class CheckpointSaver(Callback):
-    def __init__(self, every: int | None, keep_last: int, keep_every: int | None, at_end: bool = True):
+    """Saves every ``every`` steps and at the end, then prunes. ``background``: the save only stops
+    training to copy the state to host memory; it completes while the next steps run, and is
+    waited for at the next save and at the end (pruning happens once a save is complete)."""
+
+    def __init__(self, every: int | None, keep_last: int, keep_every: int | None, at_end: bool = True, background: bool = False):
         self.every, self.keep_last, self.keep_every, self.at_end = every, keep_last, keep_every, at_end
+        self.background = background
         self.last_saved: int | None = None
 
-    def _save(self, trainer: Trainer) -> None:
+    def _prune(self, trainer: Trainer) -> None:
         from lmforge.checkpoint.sharded import prune_checkpoints
 
-        trainer.save_checkpoint()
-        self.last_saved = trainer.step
         prune_checkpoints(trainer.run_dir, self.keep_last, self.keep_every)
+
+    def _save(self, trainer: Trainer) -> None:
+        if trainer.finish_checkpoint() is not None:
+            self._prune(trainer)
+        trainer.save_checkpoint(background=self.background)
+        self.last_saved = trainer.step
+        if not self.background:
+            self._prune(trainer)
 
     def on_step_end(self, trainer: Trainer) -> None:
         if self.every and trainer.step % self.every == 0:
@@ -202,6 +213,8 @@ class CheckpointSaver(Callback):
     def on_end(self, trainer: Trainer) -> None:
         if self.at_end and self.last_saved != trainer.step and not trainer.has_checkpoint(trainer.step):
             self._save(trainer)
+        if trainer.finish_checkpoint() is not None:
+            self._prune(trainer)
 
 
 class Evaluation(Callback):

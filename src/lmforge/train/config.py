@@ -112,6 +112,9 @@ class CheckpointConfig(Config):
     keep_last: int = 3  # newest checkpoints kept ...
     keep_every: int | None = None  # ... plus every step divisible by this (None: none)
     at_end: bool = True
+    # Write checkpoints on a background thread: training stops only to copy the state to host
+    # memory; the save completes during the next steps (and is waited for before the next one).
+    background: bool = False
 
     def validate(self) -> None:
         if self.every is not None and self.every <= 0:

@@ -222,7 +222,7 @@ def build_trainer(
         module = DPOTrainModule(wrapped, optimizer, cfg.schedule, loss_type=d.loss, beta=d.beta, gamma_beta_ratio=d.gamma_beta_ratio, **common)
     run_dir = Path(cfg.run.dir)
     extra_callbacks = list(callbacks or [])
-    callbacks = [CheckpointSaver(cfg.checkpoint.every, cfg.checkpoint.keep_last, cfg.checkpoint.keep_every, cfg.checkpoint.at_end)]
+    callbacks = [CheckpointSaver(cfg.checkpoint.every, cfg.checkpoint.keep_last, cfg.checkpoint.keep_every, cfg.checkpoint.at_end, cfg.checkpoint.background)]
     evaluators = list(evaluators or [])
     if t.objective != "lm" and cfg.chat.heldout:
         evaluators.append(_heldout_evaluator(cfg, tokenizer, module, info))

@@ -22,6 +22,7 @@ import torch
 
 from lmforge.checkpoint.sharded import (
     checkpoint_dir,
+    save_checkpoint_background,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -89,6 +90,8 @@ class Trainer:
         self.device_name = _device_name(module.device, dist.world_size)
         self.step = 0  # completed optimizer steps
         self.tokens_seen = 0  # real (non-padding) tokens of the completed steps, all ranks
+        self._pending = None  # a checkpoint being written in the background (checkpoint.background)
+        self._pending_t0 = 0.0
         self._step_times: list[float] = []
 
     # --- small helpers ----------------------------------------------------------------------------
@@ -158,7 +161,11 @@ class Trainer:
             atomic_write_text(path, json.dumps(fp, indent=1) + "\n")
 
     # --- checkpoints ------------------------------------------------------------------------------
-    def save_checkpoint(self) -> Path:
+    def save_checkpoint(self, background: bool = False) -> Path | None:
+        """Save the state after step ``self.step`` (every rank). ``background``: stop training only
+        to copy the state to host memory, write it on a thread, and return None; the save is
+        finished (and a failure raised) by :meth:`finish_checkpoint`, which the next save calls."""
+        self.finish_checkpoint()
         t0 = time.perf_counter()
         extra = {
             "step": self.step,
@@ -167,8 +174,23 @@ class Trainer:
             "module": self.module.extra_state(),
             "world_size": self.dist.world_size,
         }
-        path = save_checkpoint(self.run_dir, self.step, model=self.module.model, optimizer=self.module.optimizer, extra=extra, config=self.config, tokenizer=self.tokenizer)
+        kw = dict(model=self.module.model, optimizer=self.module.optimizer, extra=extra, config=self.config, tokenizer=self.tokenizer)
+        if background:
+            self._pending = save_checkpoint_background(self.run_dir, self.step, **kw)
+            self._pending_t0 = t0
+            self.print(f"checkpoint: step {self.step} writing in the background (training stopped {self._pending.blocking_s:.2f}s)")
+            return None
+        path = save_checkpoint(self.run_dir, self.step, **kw)
         self.print(f"checkpoint: {path} ({time.perf_counter() - t0:.1f}s)")
+        return path
+
+    def finish_checkpoint(self) -> Path | None:
+        """Wait for a background save to complete (every rank); its path, or None if none was pending."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return None
+        path = pending.wait()
+        self.print(f"checkpoint: {path} ({time.perf_counter() - self._pending_t0:.1f}s since it started, in the background)")
         return path
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
@@ -221,6 +243,14 @@ class Trainer:
                 for cb in self.callbacks:
                     cb.on_step_end(self)
         except BaseException as e:
+            pending = self._pending
+            if pending is not None:  # a checkpoint of an earlier, good step still completes
+                try:
+                    pending.future.result()
+                    if pending.finisher is not None:
+                        pending.finisher.join()
+                except Exception:  # noqa: BLE001 - never mask the original error
+                    pass
             for cb in self.callbacks:  # loggers flush and close; nothing is saved from a failed step
                 try:
                     cb.on_error(self, e)
