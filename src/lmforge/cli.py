@@ -125,6 +125,7 @@ def cmd_generate(args, overrides) -> int:
         repetition_penalty=args.repetition_penalty,
         stop_strings=args.stop or [],
         seed=args.seed,
+        compile=args.compile,
     )
     check_sections(overrides, ["gen"], "'lmforge generate'")
     gen = GenerationConfig.from_dict(fields).merged(overrides.get("gen", {}), prefix="gen.")
@@ -468,6 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--no-stream", action="store_true")
+    g.add_argument("--compile", action="store_true", help="static KV cache + compiled decode step (CUDA graphs on a GPU); same greedy tokens, faster after a one-off compile")
     g.add_argument("--chat", action="store_true", help="talk to a chat model: prompts become user turns, rendered with the model's chat template")
     g.add_argument("--system", default=None, help="with --chat: a system message opening the conversation")
     g.set_defaults(func=cmd_generate)

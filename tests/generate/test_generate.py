@@ -413,3 +413,41 @@ def test_cmd_generate(tmp_path, text_model, tokenizer):
     assert out.getvalue() == "".join(f"{e}\n" for e in expected)
 
     assert cmd_generate(str(tmp_path / "nowhere"), ["x"], gen) == 1
+
+
+# --- the static-cache, compiled fast path (GenerationConfig.compile) ------------------------------
+@pytest.mark.parametrize("compiled", [False, True], ids=["static-eager", "static-compiled"])
+def test_static_cache_path_gives_the_plain_paths_tokens(compiled, monkeypatch):
+    """compile=True: same greedy tokens as the dynamic-cache path, for batch 1 and a left-padded
+    batch, with rows finishing at EOS at different steps (they stay in the static batch, their
+    tokens are discarded). ``static-eager`` runs the same static step uncompiled."""
+    import lmforge.generate.decode as decode
+
+    if not compiled:
+        monkeypatch.setitem(decode._COMPILED, "cpu", decode._static_step)
+    model = tiny_model("olmo2", kv=2)
+    prompts = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 16]]
+    plain = generate_ids(model, prompts, GenerationConfig(max_new_tokens=16, stop_at_eos=False), pad_token_id=1, eos_token_id=None)
+    eos = plain[1][5]  # an id row 1 emits at step 6: it (and maybe others) stop there
+    for batch in ([prompts[0]], prompts):
+        for stop in (None, eos):
+            want = generate_ids(model, batch, GenerationConfig(max_new_tokens=16), pad_token_id=1, eos_token_id=stop)
+            got = generate_ids(model, batch, GenerationConfig(max_new_tokens=16, compile=True), pad_token_id=1, eos_token_id=stop)
+            assert got == want, (batch, stop)
+    assert any(len(t) < 16 for t in want)  # some row really stopped early
+
+
+def test_static_cache_keeps_its_batch():
+    from lmforge.nn.kv_cache import KVCache
+
+    c = KVCache(1, 2, 1, 8, 4)
+    c.advance(3)
+    c.make_static()
+    assert int(c.static_pos) == 3
+    k = torch.ones(2, 1, 1, 4)
+    keys, _ = c.update(0, k, k)
+    assert keys.shape == (2, 1, 8, 4) and keys[:, :, 3].eq(1).all() and keys[:, :, 4:].eq(0).all()
+    c.advance(1)
+    assert int(c.static_pos) == 4 and c.length == 4
+    with pytest.raises(RuntimeError, match="static KV cache keeps its batch"):
+        c.reorder(torch.tensor([0]))

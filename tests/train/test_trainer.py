@@ -519,3 +519,33 @@ def test_background_checkpoints_equal_synchronous_ones_and_resume_exactly(token_
     want = [(r["step"], r["loss"], r["grad_norm"]) for r in read_metrics(sync) if "loss" in r]
     got = [(r["step"], r["loss"], r["grad_norm"]) for r in read_metrics(resumed) if "loss" in r]
     assert got == want
+
+
+def test_fast_path_gives_the_plain_paths_losses(token_dirs, tmp_path):
+    """The speed levers (per-block torch.compile, background checkpoints) on the CPU in float32 over
+    20 steps: the same losses and grad norms as the plain path. Not bit for bit: inductor fuses the
+    norm/SwiGLU element-wise ops and sums float32 in another order, so they agree to ~1e-6; every
+    block compiles to one graph (no graph breaks) and nothing recompiles after the first step."""
+    import torch._dynamo
+
+    curves = {}
+    for fast in (False, True):
+        run = tmp_path / f"fast-{fast}"
+        cfg = TrainConfig.from_dict(
+            run_config(
+                token_dirs, run,
+                trainer={"compile": fast, "max_steps": 20}, schedule={"total_steps": 20},
+                checkpoint={"every": 10, "background": fast},
+            )
+        )  # fmt: skip
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
+        train(cfg, quiet=True)
+        if fast:
+            c = torch._dynamo.utils.counters
+            assert sum(c["graph_break"].values()) == 0, dict(c["graph_break"])
+            assert c["stats"]["unique_graphs"] <= 2, dict(c["stats"])  # one graph per block (train + eval modes at most)
+        curves[fast] = [(r["loss"], r["grad_norm"]) for r in read_metrics(run) if "loss" in r]
+    plain, fast = torch.tensor(curves[False], dtype=torch.float64), torch.tensor(curves[True], dtype=torch.float64)
+    assert plain.shape == (20, 2)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)

@@ -26,6 +26,10 @@ class GenerationConfig(Config):
     stop_strings: list[str] = dataclasses.field(default_factory=list)  # text APIs cut the output here
     stop_at_eos: bool = True  # a row finishes when it emits the tokenizer's EOS id
     seed: int | None = None  # seeds sampling (reproducible); None = torch's global generator
+    # Static KV cache + one compiled single-token step (CUDA graphs on a GPU): the fast path for
+    # batch 1 and small batches. Same tokens as the plain path under greedy decoding; the first
+    # call compiles (seconds), later calls with the same batch size and length reuse it.
+    compile: bool = False
 
     def __post_init__(self) -> None:
         # Validate on construction too, so GenerationConfig(temperature=0) fails where it is written.

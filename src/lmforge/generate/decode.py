@@ -100,8 +100,11 @@ class BatchDecoder:
             yield out
             if step == n_new - 1 or all(self.done[r] for r in self.rows):
                 return
-            next_tokens = self._drop_finished_rows(next_tokens)
-            next_tokens = self._decode_one(next_tokens)
+            if self.gen.compile:  # static shapes: finished rows stay in the batch
+                next_tokens = self._decode_one_static(next_tokens)
+            else:
+                next_tokens = self._drop_finished_rows(next_tokens)
+                next_tokens = self._decode_one(next_tokens)
 
     @torch.inference_mode()
     def _prefill(self) -> torch.Tensor:
@@ -129,7 +132,18 @@ class BatchDecoder:
         h = self.model(
             ids, attention_mask=self.mask[:, :L] if self.padded else None, cache=self.cache, return_hidden=True
         )  # (B, L, d)
+        if self.gen.compile:
+            self.cache.key_mask.copy_(self.mask)  # the whole key mask up front: static steps read all of it
+            self.cache.make_static()
         return self._choose(self.model.output(h[:, -1:])[:, 0])  # logits (B, V) -> (B,)
+
+    @torch.inference_mode()
+    def _decode_one_static(self, tokens: torch.Tensor) -> torch.Tensor:
+        """:meth:`_decode_one` through the compiled static step (shapes never change)."""
+        logits = _compiled_step(self.device)(self.model, tokens[:, None], self.positions[:, None], self.cache)
+        self.cache.advance(1)
+        self.positions = self.positions + 1
+        return self._choose(logits)
 
     @torch.inference_mode()
     def _decode_one(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -173,6 +187,23 @@ class BatchDecoder:
             self.seen = self.seen[index]
         self.rows = [self.rows[j] for j in keep]
         return next_tokens[index]
+
+
+_COMPILED: dict[str, object] = {}
+
+
+def _static_step(model, input_ids, position_ids, cache):
+    return model.decode_step(input_ids, position_ids, cache)
+
+
+def _compiled_step(device: torch.device):
+    """``model.decode_step`` compiled once per device type: CUDA graphs on a GPU ("reduce-overhead"),
+    inductor's fused kernels on a CPU. Recompiled only for a new batch size or cache length."""
+    key = device.type
+    if key not in _COMPILED:
+        mode = "reduce-overhead" if key == "cuda" else None
+        _COMPILED[key] = torch.compile(_static_step, mode=mode, fullgraph=True, dynamic=False)
+    return _COMPILED[key]
 
 
 def generate_ids(

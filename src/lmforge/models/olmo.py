@@ -203,6 +203,25 @@ class OLMo(nn.Module):
             return linear_cross_entropy(x, self.head_weight, labels, z_loss_coef=z_loss_coef, reduction=reduction)
         return self.output(x)
 
+    def decode_step(
+        self,
+        input_ids: torch.Tensor,  # (B, 1): each row's latest token
+        position_ids: torch.Tensor,  # (B, 1): its RoPE position
+        cache: KVCache,  # in static mode (cache.make_static()), holding everything before it
+    ) -> torch.Tensor:
+        """Logits (B, V) of the next token after one more token per row, against a *static* cache:
+        every tensor has the same shape at every step (attention runs over all ``max_len`` slots,
+        the unwritten ones masked), so the step can be compiled once and replayed as a CUDA graph.
+        The caller then advances the cache (``cache.advance(1)``), outside any compiled region."""
+        slots = torch.arange(cache.max_len, device=input_ids.device)  # (S,)
+        written = slots <= cache.static_pos  # (S,) the slots that hold a token once this one is written
+        mask = (cache.key_mask & written)[:, None, None, :]  # (B, 1, 1, S): no padding, nothing unwritten
+        rope = self.rope(position_ids)
+        x = self.embed(input_ids)  # (B, 1, d)
+        for i, block in enumerate(self.blocks):
+            x = block(x, rope, mask, cache, i)
+        return self.output(self.norm(x))[:, 0]  # (B, V)
+
     @property
     def head_weight(self) -> torch.Tensor:
         """The (V, d) output projection: the embedding itself when tied."""

@@ -30,6 +30,15 @@ class KVCache:
         self.max_len = max_len
         self.length = 0  # number of positions already written (same for every row)
         self.has_padding = False
+        # Static mode (``make_static``): the write position is a 0-dim tensor and ``update`` returns
+        # the whole buffers, so a decode step has the same shapes every time (CUDA graphs need that).
+        self.static_pos: torch.Tensor | None = None
+
+    def make_static(self) -> None:
+        """Switch to static decoding from the current length on (after a prefill)."""
+        self.static_pos = torch.tensor(self.length, dtype=torch.long, device=self.k.device)
+        for t in (self.k, self.v, self.key_mask, self.static_pos):
+            torch._dynamo.mark_static_address(t)  # fixed addresses: CUDA graphs read them in place
 
     @property
     def batch_size(self) -> int:
@@ -45,7 +54,12 @@ class KVCache:
             self.has_padding = self.has_padding or not bool(m.all())
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v (B, nkv, T, hd) at the current position; return all keys/values so far."""
+        """Write k, v (B, nkv, T, hd) at the current position; return all keys/values so far
+        (static mode: the whole (B, nkv, max_len, hd) buffers; the caller masks unwritten slots)."""
+        if self.static_pos is not None:
+            self.k[layer].index_copy_(2, self.static_pos.view(1), k)  # T == 1
+            self.v[layer].index_copy_(2, self.static_pos.view(1), v)
+            return self.k[layer], self.v[layer]
         start, end = self.length, self.length + k.shape[2]
         self.k[layer, :, :, start:end] = k
         self.v[layer, :, :, start:end] = v
@@ -53,9 +67,13 @@ class KVCache:
 
     def advance(self, n: int) -> None:
         self.length += n
+        if self.static_pos is not None:
+            self.static_pos.add_(n)  # in place: the address a captured graph reads stays the same
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Keep rows ``index`` (e.g. to drop finished sequences from a batch)."""
+        """Keep rows ``index`` (e.g. to drop finished sequences from a batch). Not in static mode."""
+        if self.static_pos is not None:
+            raise RuntimeError("a static KV cache keeps its batch: finished rows stay (their tokens are discarded)")
         self.k = self.k[:, index]
         self.v = self.v[:, index]
         self.key_mask = self.key_mask[index]
