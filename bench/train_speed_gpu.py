@@ -124,11 +124,14 @@ def run_lmforge(a, trainer, timer: Timer) -> dict:
         mbs = trainer.micro_batches(i)
         timer.sync()
         t = time.perf_counter()
-        metrics = module.train_batch(mbs, i)
+        if trainer.async_metrics:  # as Trainer.fit runs it: no host sync inside the step
+            metrics = module.train_batch(mbs, i, defer=True)
+        else:
+            metrics = module.train_batch(mbs, i)
         timer.sync()
         if i >= a.warmup:
             times.append(time.perf_counter() - t)
-        loss = metrics["loss"]
+        loss = metrics.resolve()["loss"] if trainer.async_metrics else metrics["loss"]
     model = module.model
     n = sum(p.numel() for p in model.parameters()) - model.embed.weight.numel() + (model.embed.weight.numel() if model.lm_head is None else 0)
     return {"times": times, "loss": loss, "matmul_params": n, "batch": trainer.micro_batch}

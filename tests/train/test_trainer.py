@@ -549,3 +549,23 @@ def test_fast_path_gives_the_plain_paths_losses(token_dirs, tmp_path):
     plain, fast = torch.tensor(curves[False], dtype=torch.float64), torch.tensor(curves[True], dtype=torch.float64)
     assert plain.shape == (20, 2)
     torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_async_metrics_give_the_same_run(token_dirs, tmp_path):
+    """trainer.async_metrics: no host sync inside a step (metrics read one step later); the records,
+    checkpoints and weights are those of the synchronous run, bit for bit."""
+    from lmforge.checkpoint.unsharded import load_model
+    from lmforge.checkpoint.sharded import checkpoint_dir
+
+    off = {"skip_nonfinite": False, "spike_k": None}
+    recs = {}
+    for asyn in (False, True):
+        run = tmp_path / f"async-{asyn}"
+        cfg = TrainConfig.from_dict(run_config(token_dirs, run, trainer={"async_metrics": asyn, "stability": off}, logging={"every": 3}))
+        train(cfg, quiet=True)
+        recs[asyn] = [{k: r[k] for k in ("step", "loss", "grad_norm", "lr", "tokens", "tokens_seen")} for r in read_metrics(run) if "loss" in r]
+    assert recs[True] == recs[False] and [r["step"] for r in recs[True]] == [3, 6, 9, 10]
+    a, b = load_model(checkpoint_dir(tmp_path / "async-False", 10)), load_model(checkpoint_dir(tmp_path / "async-True", 10))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    with pytest.raises(ConfigError, match="async_metrics reads the loss after the update"):
+        TrainConfig.from_dict(run_config(token_dirs, tmp_path / "x", trainer={"async_metrics": True}))

@@ -88,10 +88,19 @@ class TrainerConfig(Config):
     activation_checkpointing: bool = False
     peak_tflops: float | None = None  # per device, for MFU; None = known GPUs (H100, A100, ...)
     stability: StabilityConfig = dataclasses.field(default_factory=StabilityConfig)
+    # No host-device sync inside a step: step N's metrics are read while step N+1 runs. Updates are
+    # then never skipped (stability checks need the loss before the update): set
+    # stability.skip_nonfinite false and stability.spike_k null to use it.
+    async_metrics: bool = False
     objective: Literal["lm", "sft", "dpo"] = "lm"  # which train module: pretraining, SFT or DPO
     epochs: float | None = None  # sft/dpo: passes over the data (sets max_steps and schedule.total_steps)
 
     def validate(self) -> None:
+        if self.async_metrics and (self.stability.skip_nonfinite or self.stability.spike_k is not None):
+            raise ConfigError(
+                "trainer.async_metrics reads the loss after the update, so it cannot skip bad updates: set "
+                "trainer.stability.skip_nonfinite=false and trainer.stability.spike_k=null, or async_metrics=false"
+            )
         if self.epochs is not None and self.epochs <= 0:
             raise ConfigError(f"trainer.epochs must be positive or null, got {self.epochs}")
         if self.global_batch <= 0:

@@ -29,7 +29,7 @@ from torch import nn
 from lmforge.nn.loss import IGNORE_INDEX
 from lmforge.optim import ScheduleConfig, clip_grad_norm, set_lr
 
-__all__ = ["MicroBatch", "TrainModule", "LMTrainModule", "TrainingError"]
+__all__ = ["MicroBatch", "TrainModule", "LMTrainModule", "TrainingError", "DeferredMetrics"]
 
 
 class TrainingError(RuntimeError):
@@ -50,6 +50,25 @@ class MicroBatch:
     @property
     def n_label_tokens(self) -> int:
         return int((self.labels != IGNORE_INDEX).sum())
+
+
+@dataclasses.dataclass
+class DeferredMetrics:
+    """A step's metrics still on the device (``TrainModule.train_batch(defer=True)``): ``resolve()``
+    reads them (waiting for that step only), giving what ``train_batch`` returns without ``defer``."""
+
+    values: torch.Tensor  # (1 + len(keys),) loss, then the extra metrics, already normalised
+    grad_norm: torch.Tensor
+    total: torch.Tensor
+    keys: list[str]
+    lr: float
+    count_name: str
+
+    def resolve(self) -> dict[str, Any]:
+        values = self.values.tolist()
+        metrics = {"loss": values[0], "grad_norm": float(self.grad_norm), "lr": self.lr, self.count_name: int(self.total.item())}
+        metrics.update(zip(self.keys, values[1:]))
+        return metrics
 
 
 def _dist() -> bool:
@@ -119,8 +138,13 @@ class TrainModule:
             dist.all_reduce(n)
         return n
 
-    def train_batch(self, micro_batches: list[MicroBatch], step: int) -> dict[str, float]:
-        """One optimizer update (``step`` is 0-based: the LR schedule's step). Returns metrics."""
+    def train_batch(self, micro_batches: list[MicroBatch], step: int, *, defer: bool = False) -> dict[str, float] | DeferredMetrics:
+        """One optimizer update (``step`` is 0-based: the LR schedule's step). Returns metrics.
+
+        ``defer``: no host-device synchronisation at all: the update is applied unconditionally
+        (stability checks need the loss on the host *before* the update, so they are off), and the
+        metrics come back as :class:`DeferredMetrics`, read later (the Trainer reads step N's while
+        step N+1 runs). The numbers are the same as without ``defer``."""
         self.model.train()
         lr = self.schedule.lr(step, self.peak_lr)
         set_lr(self.optimizer, lr)
@@ -144,6 +168,10 @@ class TrainModule:
         packed = torch.stack([loss_sum] + [extras[k] for k in keys])
         if _dist():
             dist.all_reduce(packed)
+        if defer:
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            return DeferredMetrics(packed / total.clamp(min=1), grad_norm, total, keys, lr, self.count_name)
         values = (packed / total.clamp(min=1)).tolist()  # the one host sync of the step
         loss = values[0]
         gnorm = float(grad_norm)

@@ -291,6 +291,7 @@ def build_trainer(
         log_every=cfg.logging.every,
         quiet=quiet,
         tokenizer=tokenizer,
+        async_metrics=t.async_metrics,
     )
 
 

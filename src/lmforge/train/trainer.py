@@ -73,6 +73,7 @@ class Trainer:
         log_every: int = 1,
         quiet: bool = False,
         tokenizer: Any | None = None,
+        async_metrics: bool = False,
     ):
         self.module, self.data, self.dist = module, data, dist
         self.run_dir = Path(run_dir)
@@ -89,6 +90,8 @@ class Trainer:
         self.tokenizer = tokenizer  # saved into every checkpoint, so `lmforge export` needs nothing else
         self.device_name = _device_name(module.device, dist.world_size)
         self.step = 0  # completed optimizer steps
+        self.async_metrics = async_metrics  # read step N's metrics while step N+1 runs (no sync in a step)
+        self._device_logged = False
         self.tokens_seen = 0  # real (non-padding) tokens of the completed steps, all ranks
         self._pending = None  # a checkpoint being written in the background (checkpoint.background)
         self._pending_t0 = 0.0
@@ -226,23 +229,36 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_start(self)
         last: dict[str, Any] = {}
+        deferred = None  # async_metrics: (DeferredMetrics, dt, step, tokens_seen) of the previous step
         try:
             for cb in self.callbacks:
                 cb.on_train_begin(self)
             while self.step < self.max_steps:
                 t0 = time.perf_counter()
                 mbs = self.micro_batches(self.step)
-                metrics = self.module.train_batch(mbs, self.step)
+                out = self.module.train_batch(mbs, self.step, defer=True) if self.async_metrics else self.module.train_batch(mbs, self.step)
                 self.tokens_seen += self.batch_tokens(self.step)
                 self.step += 1
+                if deferred is not None:  # the previous step's metrics, read while this step runs
+                    last = self._emit(deferred[0].resolve(), *deferred[1:])
+                    deferred = None
                 dt = time.perf_counter() - t0
                 self._step_times.append(dt)
-                last = self._step_record(metrics, dt)
-                if self.step % self.log_every == 0 or self.step == self.max_steps or "skipped" in metrics:
-                    self.log(last)
+                if self.async_metrics:
+                    deferred = (out, dt, self.step, self.tokens_seen)
+                else:
+                    last = self._emit(out, dt, self.step, self.tokens_seen)
                 for cb in self.callbacks:
                     cb.on_step_end(self)
+            if deferred is not None:
+                last = self._emit(deferred[0].resolve(), *deferred[1:])
+                deferred = None
         except BaseException as e:
+            if deferred is not None:  # the last completed step's metrics still reach the logs
+                try:
+                    self._emit(deferred[0].resolve(), *deferred[1:])
+                except Exception:  # noqa: BLE001 - never mask the original error
+                    pass
             pending = self._pending
             if pending is not None:  # a checkpoint of an earlier, good step still completes
                 try:
@@ -261,14 +277,22 @@ class Trainer:
             cb.on_end(self)
         return last
 
-    def _step_record(self, metrics: dict[str, Any], dt: float) -> dict[str, Any]:
-        tokens = self.batch_tokens(self.step - 1)
-        record = {"step": self.step, **metrics, "tokens_seen": self.tokens_seen, "step_time": dt, "tokens_per_s": tokens / dt}
+    def _emit(self, metrics: dict[str, Any], dt: float, step: int, tokens_seen: int) -> dict[str, Any]:
+        """The record of step ``step`` (1-based); logged on the logging cadence."""
+        record = self._step_record(metrics, dt, step, tokens_seen)
+        if step % self.log_every == 0 or step == self.max_steps or "skipped" in metrics:
+            self.log(record)
+        return record
+
+    def _step_record(self, metrics: dict[str, Any], dt: float, step: int, tokens_seen: int) -> dict[str, Any]:
+        tokens = self.batch_tokens(step - 1)
+        record = {"step": step, **metrics, "tokens_seen": tokens_seen, "step_time": dt, "tokens_per_s": tokens / dt}
         if hasattr(self.data, "epoch_of"):
-            record["epoch"] = self.data.epoch_of(self.step, self.global_batch)
+            record["epoch"] = self.data.epoch_of(step, self.global_batch)
         record["tokens_per_s_per_device"] = record["tokens_per_s"] / self.dist.world_size
-        if not self._step_times[:-1]:  # the first step of this process: say what it ran on
+        if not self._device_logged:  # the first record of this process: say what it ran on
             record["device"] = self.device_name
+            self._device_logged = True
         if self.flops_per_token and self.peak_flops:
             record["mfu"] = record["tokens_per_s_per_device"] * self.flops_per_token / self.peak_flops
         return record
