@@ -35,7 +35,7 @@ import numpy as np
 from lmforge.data.documents import Accounting, DataError, TruncatedFileError, iter_lines, list_shards
 from lmforge.tokenizer.chat import ChatTemplate, encode_chat, get_chat_template, validate_messages
 
-__all__ = ["ChatExample", "PreferenceExample", "read_sft", "read_preferences", "SFTDataset", "PreferenceDataset", "IGNORE_INDEX"]
+__all__ = ["ChatExample", "PreferenceExample", "mark_loss_tokens", "read_sft", "read_preferences", "SFTDataset", "PreferenceDataset", "IGNORE_INDEX"]
 
 IGNORE_INDEX = -100  # = lmforge.nn.loss.IGNORE_INDEX (data does not import nn)
 
@@ -148,6 +148,18 @@ def read_preferences(
     return out, acct
 
 
+def mark_loss_tokens(tokenizer, ex: ChatExample) -> str:
+    """``ex`` decoded, with the tokens the loss counts inside ``[[...]]``."""
+    out, cur, inside = [], [], False
+    for t, m in zip(ex.ids.tolist(), ex.loss_mask.tolist()):
+        if m != inside:
+            out.append(tokenizer.decode(cur))
+            out.append("[[" if m else "]]")
+            cur, inside = [], m
+        cur.append(t)
+    return "".join(out) + tokenizer.decode(cur) + ("]]" if inside else "")
+
+
 def _labels(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Next-token targets: label[t] = ids[t+1] where token t+1 is a loss token, else IGNORE_INDEX."""
     labels = np.full(ids.shape, IGNORE_INDEX, dtype=np.int64)
@@ -257,19 +269,6 @@ class SFTDataset(_Ordered):
 
     def fingerprint(self) -> dict[str, Any]:
         return _fingerprint("sft", [e.ids for e in self.examples], {"seed": self.seed, "packing": self.packing, "seq_len": self.seq_len})
-
-    def describe(self, tokenizer, index: int) -> str:
-        """An example decoded, with the loss tokens in [[...]] (for `lmforge data inspect`-style checks)."""
-        ex = self.examples[index]
-        out, cur, inside = [], [], False
-        for t, m in zip(ex.ids.tolist(), ex.loss_mask.tolist()):
-            if m != inside:
-                out.append(tokenizer.decode(cur))
-                out.append("[[" if m else "]]")
-                cur, inside = [], m
-            cur.append(t)
-        out.append(tokenizer.decode(cur) + ("]]" if inside else ""))
-        return "".join(out)
 
 
 class PreferenceDataset(_Ordered):

@@ -75,7 +75,7 @@ def _chat_tokenizer(run: Path, raw: dict[str, Any]):
 
 def _inspect_chat(run: Path, raw: dict[str, Any], step: int, world_size: int) -> Iterator[dict[str, Any]]:
     """SFT/DPO runs: the conversations (or pairs) of a step, the loss tokens marked [[...]]."""
-    from lmforge.data.chat import PreferenceDataset, SFTDataset, read_preferences, read_sft
+    from lmforge.data.chat import PreferenceDataset, SFTDataset, mark_loss_tokens, read_preferences, read_sft
 
     chat, trainer = raw.get("chat") or {}, raw.get("trainer") or {}
     seq_len = int(trainer.get("seq_len") or (raw.get("model") or {}).get("max_seq_len"))
@@ -95,14 +95,7 @@ def _inspect_chat(run: Path, raw: dict[str, Any], step: int, world_size: int) ->
             raise DataError(f"{recorded}: {change} changed since the run started; the order rebuilt now would differ")
 
     def marked(ex) -> str:
-        out, cur, inside = [], [], False
-        for t, m in zip(ex.ids.tolist(), ex.loss_mask.tolist()):
-            if m != inside:
-                out.append(tok.decode(cur))
-                out.append("[[" if m else "]]")
-                cur, inside = [], m
-            cur.append(t)
-        return "".join(out) + tok.decode(cur) + ("]]" if inside else "")
+        return mark_loss_tokens(tok, ex)
 
     for rank in range(world_size):
         for position, i in enumerate(ds.batch_indices(step - 1, global_batch, rank, world_size)):
