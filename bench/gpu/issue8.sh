@@ -14,14 +14,16 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 run() { local name=$1 limit=$2; shift 2; echo "== $name"; timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log" | grep -v "^\[step" | tail -20; }
 # 1. speed: lmforge's trainer path vs OLMo-core vs HF+compile (OLMo-2-1B, seq 4096); then the
 #    lmforge variants worth trying (bigger micro-batch without activation checkpointing)
-run train_speed 180 python bench/train_speed_gpu.py --out "$OUT"
-run train_speed_mb8 70 python bench/train_speed_gpu.py --only lmforge --lmforge-micro-batch 8 --out "$OUT/mb8"
-run train_speed_async 60 python bench/train_speed_gpu.py --only lmforge --lmforge trainer.async_metrics=true \
+run train_speed 170 python bench/train_speed_gpu.py --out "$OUT"
+run train_speed_mb8 60 python bench/train_speed_gpu.py --only lmforge --lmforge-micro-batch 8 --out "$OUT/mb8"
+run train_speed_async 50 python bench/train_speed_gpu.py --only lmforge --lmforge trainer.async_metrics=true \
     --lmforge trainer.stability.skip_nonfinite=false --lmforge trainer.stability.spike_k=null --out "$OUT/async"
+run train_speed_fsdp1 60 python bench/train_speed_gpu.py --only lmforge --lmforge trainer.parallel=fsdp \
+    --lmforge trainer.fsdp_single_process=true --out "$OUT/fsdp1"
 # 2. same numbers, faster: 50 bf16 steps, fast path vs plain path
-run fast_vs_plain 90 python bench/fast_vs_plain.py --preset olmo2-150m --steps 50 --out "$OUT"
+run fast_vs_plain 80 python bench/fast_vs_plain.py --preset olmo2-150m --steps 50 --out "$OUT"
 # 3. decode: compiled static cache vs HF generate at batch 1, 16, 64
-run decode 110 python bench/decode_gpu.py --out "$OUT"
+run decode 100 python bench/decode_gpu.py --out "$OUT"
 # 4. checkpoint stall of the 1B model
-run checkpoint_stall 60 python bench/checkpoint_stall.py --out "$OUT"
+run checkpoint_stall 50 python bench/checkpoint_stall.py --out "$OUT"
 ls -la "$OUT"

@@ -569,3 +569,31 @@ def test_async_metrics_give_the_same_run(token_dirs, tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     with pytest.raises(ConfigError, match="async_metrics reads the loss after the update"):
         TrainConfig.from_dict(run_config(token_dirs, tmp_path / "x", trainer={"async_metrics": True}))
+
+
+def test_fsdp_in_one_process(token_dirs, tmp_path):
+    """trainer.fsdp_single_process: one process wrapped by FSDP2 on a 1-rank in-memory group. In
+    float32 it trains exactly like the plain model; with bf16 its mixed-precision policy (bf16
+    parameters in compute, float32 master weights) stays within bf16 tolerance of autocast."""
+    import torch.distributed as dist
+
+    from lmforge.checkpoint.unsharded import load_model
+    from lmforge.checkpoint.sharded import checkpoint_dir
+
+    curves = {}
+    for name, trainer in {
+        "plain": {"parallel": "none"},
+        "fsdp1": {"parallel": "fsdp", "fsdp_single_process": True},
+        "autocast-bf16": {"parallel": "none", "precision": "bf16"},
+        "fsdp1-bf16": {"parallel": "fsdp", "fsdp_single_process": True, "precision": "bf16"},
+    }.items():
+        run = tmp_path / name
+        train(TrainConfig.from_dict(run_config(token_dirs, run, trainer=trainer)), quiet=True)
+        assert not dist.is_initialized()  # the 1-rank group is torn down with the run
+        curves[name] = torch.tensor([r["loss"] for r in read_metrics(run) if "loss" in r], dtype=torch.float64)
+    torch.testing.assert_close(curves["fsdp1"], curves["plain"], rtol=1e-5, atol=1e-6)
+    a, b = load_model(checkpoint_dir(tmp_path / "plain", 10)), load_model(checkpoint_dir(tmp_path / "fsdp1", 10))
+    for x, y in zip(a.state_dict().values(), b.state_dict().values()):
+        torch.testing.assert_close(y, x, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(curves["fsdp1-bf16"], curves["autocast-bf16"], rtol=3e-2, atol=3e-2)
+    torch.testing.assert_close(curves["fsdp1-bf16"], curves["plain"], rtol=3e-2, atol=3e-2)

@@ -85,6 +85,9 @@ class TrainerConfig(Config):
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     parallel: Literal["auto", "none", "ddp", "fsdp"] = "auto"  # auto: fsdp with >1 process
     compile: bool = False  # torch.compile each block
+    # One process with parallel: fsdp: still wrap with FSDP2 (a 1-rank group) to use its bf16 policy
+    # (bf16 parameters in compute, float32 master weights and gradient reduction) instead of autocast.
+    fsdp_single_process: bool = False
     activation_checkpointing: bool = False
     peak_tflops: float | None = None  # per device, for MFU; None = known GPUs (H100, A100, ...)
     stability: StabilityConfig = dataclasses.field(default_factory=StabilityConfig)

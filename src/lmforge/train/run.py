@@ -55,6 +55,8 @@ def _parallel_mode(cfg: TrainConfig, world_size: int) -> str:
     mode = cfg.trainer.parallel
     if mode == "auto":
         return "fsdp" if world_size > 1 else "none"
+    if mode == "fsdp" and world_size == 1 and cfg.trainer.fsdp_single_process:
+        return "fsdp"  # a 1-rank FSDP2: for its bf16 mixed-precision policy, nothing is sharded
     if mode != "none" and world_size == 1:
         return "none"  # one process: nothing to shard or replicate
     if mode == "none" and world_size > 1:
@@ -178,6 +180,10 @@ def build_trainer(
     device = _resolve_device(cfg, info)
     micro = cfg.micro_batch(info.world_size)
     mode = _parallel_mode(cfg, info.world_size)
+    if mode == "fsdp" and info.world_size == 1 and not torch.distributed.is_initialized():
+        # One process without torchrun: a 1-rank group in memory (no ports), so FSDP2 can wrap.
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend, store=torch.distributed.HashStore(), rank=0, world_size=1)
     amp = _precision(cfg, device)
     model, init_tokenizer = init_model(cfg, device)
     t = cfg.trainer
