@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import sys
 import time
 
 # No torch import at module level: data benchmarks import this file, and their spawned worker
@@ -65,6 +66,18 @@ def machine_line() -> str:
         f"torch {torch.__version__}, transformers {transformers.__version__}, python {platform.python_version()}, "
         f"date {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d}"
     )
+
+
+def report(args, busy: str, **record) -> None:
+    """The last lines of every CPU benchmark: the machine and the contention; with ``--json FILE``,
+    ``record`` plus both (and the command line) as JSON."""
+    import json
+
+    print(machine_line())
+    print(busy)
+    if getattr(args, "json", None):
+        with open(args.json, "w") as f:
+            json.dump({**record, "machine": machine_line(), "contention": busy, "argv": sys.argv}, f, indent=2)
 
 
 def model_pair(cfg, dtype, seed: int, *, eos_token_id, pad_token_id):

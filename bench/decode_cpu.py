@@ -21,7 +21,6 @@ the median call time -> new tokens/s (batch x new tokens / time).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -30,7 +29,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Contention, add_common_args, machine_line, model_pair  # noqa: E402
+from _common import Contention, add_common_args, model_pair, report  # noqa: E402
 
 # Token ids of the random-weight models: prompts avoid PAD; EOS is given but never stops decoding
 # (stop_at_eos=False on our side, eos None on HF's), so both sides produce exactly max_new_tokens.
@@ -175,19 +174,11 @@ def main(argv=None) -> int:
             print(f"  {k:8s} median call {med[k] * 1e3:8.1f} ms  ({spread})  {tps[k]:8.1f} new tokens/s")
         print(f"  ratio lmforge/HF (tokens/s), batch {B}: {ratio:.3f}")
     busy = contention.report()
-    print(machine_line())
-    print(busy)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                dict(
-                    benchmark="decode_cpu", preset=args.preset, prompt_len=args.prompt_len, new_tokens=args.new_tokens,
-                    dtype=str(args.dtype), reps=args.reps, warmup=args.warmup, results=results,
-                    machine=machine_line(), contention=busy, argv=sys.argv,
-                ),
-                f,
-                indent=2,
-            )
+    report(
+        args, busy,
+        benchmark="decode_cpu", preset=args.preset, prompt_len=args.prompt_len, new_tokens=args.new_tokens,
+        dtype=str(args.dtype), reps=args.reps, warmup=args.warmup, results=results,
+    )  # fmt: skip
     if args.profile:
         prompts = [torch.randint(lo, cfg.vocab_size, (args.prompt_len,), generator=g).tolist()]
         for name, fn in runners.items():

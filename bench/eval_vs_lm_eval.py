@@ -37,7 +37,6 @@ acc_per_token, acc_per_char (and acc_pmi with ``--pmi``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -45,7 +44,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Contention, machine_line  # noqa: E402
+from _common import Contention, report  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local: the export, the task data
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -202,22 +201,14 @@ def main(argv=None) -> int:
     print(f"ratio lmforge/lm-eval (examples/s): {ratio:.3f}")
     if args.adapter:
         print(f"ratio lmforge-adapter/lm-eval (examples/s): {eps['lmforge-adapter'] / eps['lm-eval']:.3f}")
-    print(machine_line())
-    print(busy)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                dict(
-                    benchmark="eval_vs_lm_eval", preset=args.preset, tokenizer=args.tokenizer, vocab_size=cfg.vocab_size,
-                    tasks=args.tasks, formulation=args.formulation, limit=args.limit, pmi=args.pmi, batch_size=args.batch_size,
-                    lm_eval_batch_size=args.lm_eval_batch_size,
-                    dtype=dtype_name, reps=args.reps, warmup=args.warmup, questions=len(examples), requests=len(reqs),
-                    median_pass_s=med, examples_per_s=eps, ratio=ratio, agreement=agree,
-                    machine=machine_line(), contention=busy, argv=sys.argv,
-                ),  # fmt: skip
-                f,
-                indent=2,
-            )
+    report(
+        args, busy,
+        benchmark="eval_vs_lm_eval", preset=args.preset, tokenizer=args.tokenizer, vocab_size=cfg.vocab_size,
+        tasks=args.tasks, formulation=args.formulation, limit=args.limit, pmi=args.pmi, batch_size=args.batch_size,
+        lm_eval_batch_size=args.lm_eval_batch_size,
+        dtype=dtype_name, reps=args.reps, warmup=args.warmup, questions=len(examples), requests=len(reqs),
+        median_pass_s=med, examples_per_s=eps, ratio=ratio, agreement=agree,
+    )  # fmt: skip
     return 0
 
 

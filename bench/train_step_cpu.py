@@ -23,7 +23,6 @@ so clock/thermal drift hits both equally; the figure is the median step time -> 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -32,7 +31,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Contention, add_common_args, machine_line, model_pair  # noqa: E402
+from _common import Contention, add_common_args, model_pair, report  # noqa: E402
 import torch.nn.functional as F
 
 
@@ -184,20 +183,12 @@ def main(argv=None) -> int:
     print(f"  max |loss lmforge - loss HF| over {len(losses['HF'])} steps: {drift:.2e}")
     print(f"ratio lmforge/HF (tokens/s): {ratio:.3f}")
     print(f"ratio lmforge-trainer/HF (tokens/s; the trainer also clips and checks the loss): {ratio_trainer:.3f}")
-    print(machine_line())
-    print(busy)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                dict(
-                    benchmark="train_step_cpu", preset=args.preset, batch=args.batch, seq=args.seq,
-                    dtype=str(args.dtype), reps=args.reps, warmup=args.warmup,
-                    median_step_s=med, tokens_per_s=tps, ratio=ratio, ratio_trainer=ratio_trainer, initial_loss=dict(lmforge=l_ours, HF=l_hf),
-                    machine=machine_line(), contention=busy, argv=sys.argv,
-                ),
-                f,
-                indent=2,
-            )
+    report(
+        args, busy,
+        benchmark="train_step_cpu", preset=args.preset, batch=args.batch, seq=args.seq,
+        dtype=str(args.dtype), reps=args.reps, warmup=args.warmup,
+        median_step_s=med, tokens_per_s=tps, ratio=ratio, ratio_trainer=ratio_trainer, initial_loss=dict(lmforge=l_ours, HF=l_hf),
+    )  # fmt: skip
     if args.profile:
         for name, step in steps.items():
             profile_side(name, step, x, y)

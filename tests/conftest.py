@@ -1,4 +1,5 @@
-"""Shared fixtures: a small real BPE tokenizer trained on generated text, and tiny model configs."""
+"""Shared fixtures: a small real BPE tokenizer trained on generated text, tiny model configs, and
+``one_thread`` (modules of tiny-model tests use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,17 @@ _WORDS = (
     "tokenizer bytes merge pairs vocabulary training evaluation release checkpoint weights python "
     "science history river mountain city language music number table chair window garden light"
 ).split()
+
+
+@pytest.fixture()
+def one_thread():
+    """Tiny models run fastest on one intra-op thread, and far faster when other test runs share the CPUs."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def corpus_lines(n: int = 400, seed: int = 0) -> list[str]:

@@ -62,13 +62,7 @@ def _use_fakes(target=downstream):
     target._tasks_module = lambda: FAKE_TASKS
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls are fastest on one thread, and much faster when other test runs share the CPUs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -24,13 +24,7 @@ from lmforge.generate.sampling import choose_next
 from lmforge.models import OLMo, ModelConfig
 from lmforge.models.hf import to_hf_config, to_hf_state_dict
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models are fastest on one thread; several threads on a busy CI machine crawl."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 VOCAB = 300  # real vocabulary of the token-level tests; the embedding is padded to 384

@@ -33,6 +33,8 @@ from tests.train.chat_data import HELDOUT_OBJECTS, TRAIN_OBJECTS, dpo_rows, sft_
 
 ADAPT_DIR = Path(__file__).resolve().parents[2] / "configs" / "adapt"
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
 def chat(tmp_path_factory, bpe_tokenizer) -> dict[str, Path]:

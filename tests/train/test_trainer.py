@@ -31,13 +31,7 @@ from tests.train.conftest import run_config, write_run_config
 TRAIN_KEYS = {"step", "loss", "ce", "grad_norm", "lr", "tokens", "tokens_seen", "step_time", "tokens_per_s", "tokens_per_s_per_device"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is faster than two (and far faster on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(token_dirs, run_dir, **sections) -> TrainConfig:

@@ -282,6 +282,21 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _begin_save(run_dir: str | os.PathLike, step: int, extra: dict[str, Any] | None) -> tuple[Path, Path]:
+    """Checks, then the final path and a fresh hidden temporary directory beside it (made by rank 0,
+    its name shared with every rank)."""
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    final = checkpoint_dir(run_dir, step)
+    _encode(dict(extra or {}), {}, "")  # unstorable extra: TypeError on every rank, before writing anything
+    tmp_name = None
+    if _rank() == 0:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp_name = tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent)
+        os.chmod(tmp_name, 0o777 & ~_umask())  # mkdtemp makes it 0700
+    return final, Path(_broadcast(tmp_name))
+
+
 def save_checkpoint(
     run_dir: str | os.PathLike,
     step: int,
@@ -294,17 +309,8 @@ def save_checkpoint(
 ) -> Path:
     """Write ``run_dir/checkpoints/step{step:07d}`` atomically; every rank must call this.
     (:func:`save_checkpoint_background` writes the same directory without blocking training.)"""
-    if step < 0:
-        raise ValueError(f"step must be >= 0, got {step}")
-    final = checkpoint_dir(run_dir, step)
-    _encode(dict(extra or {}), {}, "")  # unstorable extra: TypeError on every rank, before writing anything
+    final, tmp = _begin_save(run_dir, step, extra)
     rank = _rank()
-    tmp_name = None
-    if rank == 0:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp_name = tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent)
-        os.chmod(tmp_name, 0o777 & ~_umask())  # mkdtemp makes it 0700
-    tmp = Path(_broadcast(tmp_name))
     error: str | None = None
     cause: BaseException | None = None
     try:
@@ -431,20 +437,11 @@ def save_checkpoint_background(
     memory (the only blocking part), then written by a background thread; rank 0 then builds the
     unsharded ``model.safetensors`` from the written shards (no collective) and renames the
     directory into place. Call ``.wait()`` on every rank before the next save and before exiting."""
-    if step < 0:
-        raise ValueError(f"step must be >= 0, got {step}")
     t0 = time.perf_counter()
-    final = checkpoint_dir(run_dir, step)
+    final, tmp = _begin_save(run_dir, step, extra)
     extra = dict(extra or {})
-    _encode(extra, {}, "")
     rank = _rank()
     group = _background_group()
-    tmp_name = None
-    if rank == 0:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp_name = tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent)
-        os.chmod(tmp_name, 0o777 & ~_umask())
-    tmp = Path(_broadcast(tmp_name))
     osd = get_optimizer_state_dict(model, optimizer)
     model_sd = get_model_state_dict(model)
     state = {"model": model_sd, "optim": {"state": osd["state"]}}

@@ -69,7 +69,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
-from lmforge.config import Config, ConfigError, atomic_write_text
+from lmforge.config import Config, ConfigError, atomic_write_text, sha256_file
 from lmforge.data.documents import AtomicWriter, DataError
 from lmforge.data.extractors import Piece, SkipFile, get_extractor
 
@@ -460,12 +460,6 @@ def _walk_dir(root: Path, strip: int = 0) -> Iterator[tuple[str, Path]]:
 
 
 # --- clients ----------------------------------------------------------------------------------------
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _last_error(text: str) -> str:
@@ -625,7 +619,7 @@ class _Docs:
         for split, w in self.writers.items():
             path = w.close()
             outputs.append({"split": split, "path": path.relative_to(self.out).as_posix(), "documents": self.counts[split][0],
-                            "text_bytes": self.counts[split][1], "file_bytes": path.stat().st_size, "sha256": _sha256_file(path)})
+                            "text_bytes": self.counts[split][1], "file_bytes": path.stat().st_size, "sha256": sha256_file(path)})
         return outputs
 
     def abort(self) -> None:
@@ -719,7 +713,7 @@ def process_source(task: dict[str, Any]) -> dict[str, Any]:
         if archives:
             unpacked = work / "unpacked"
             for a in archives:
-                entry["downloads"].append({"file": a.name, "bytes": a.stat().st_size, "sha256": _sha256_file(a)})
+                entry["downloads"].append({"file": a.name, "bytes": a.stat().st_size, "sha256": sha256_file(a)})
                 written, info = unpack(a, unpacked, lambda r: selected(r) or companions(r), strip=src.strip)
                 members += info["members"]
                 sample += info["sample"]
@@ -807,7 +801,7 @@ def process_source(task: dict[str, Any]) -> dict[str, Any]:
 def _intact(out: Path, entry: dict[str, Any]) -> bool:
     for o in entry.get("outputs", []):
         p = out / o["path"]
-        if not p.is_file() or p.stat().st_size != o["file_bytes"] or _sha256_file(p) != o["sha256"]:
+        if not p.is_file() or p.stat().st_size != o["file_bytes"] or sha256_file(p) != o["sha256"]:
             return False
     return bool(entry.get("outputs"))
 

@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -79,7 +78,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from lmforge.config import atomic_write_text, temp_path_beside
+from lmforge.config import atomic_write_text, sha256_file, temp_path_beside
 from lmforge.data.documents import Accounting, DataError, iter_lines, list_shards, parse_document
 from lmforge.data.parallel import run_parallel
 
@@ -147,12 +146,6 @@ def output_name(shard_index: int, file_index: int) -> str:
     return f"part-{shard_index:05d}-{file_index:05d}"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _cpus() -> int:
@@ -410,7 +403,7 @@ def tokenize(
         raise DataError(f"max_tokens_per_file must be >= 2, got {max_tokens_per_file}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sha = _sha256(tokenizer_path)
+    sha = sha256_file(tokenizer_path)
     workers = max(1, int(workers))
     nthreads = threads or max(1, _cpus() // min(workers, len(shards)))
 

@@ -46,6 +46,7 @@ import torch
 from lmforge.config import ConfigError, atomic_write_bytes, atomic_write_text
 from lmforge.eval import downstream as _ds
 from lmforge.eval.downstream import evaluate_tasks
+from lmforge.eval.loading import parse_dtype
 from lmforge.eval.perplexity import perplexity_suite
 
 __all__ = ["CheckpointInfo", "checkpoint_info", "find_checkpoints", "evaluate_checkpoints", "format_summary", "cmd_eval_checkpoints"]
@@ -60,9 +61,6 @@ PMI = "primary"  # unconditional requests only where the primary metric needs th
 _STEP = re.compile(r"step(\d+)")
 _TOKENS = re.compile(r"tokens(\d+(?:\.\d+)?)([KMBT]?)(?![A-Za-z0-9])", re.IGNORECASE)
 _UNITS = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-
-
 # --- which checkpoints ------------------------------------------------------------------------------
 class CheckpointInfo:
     """A checkpoint directory with its ``name`` (cache key), ``step`` and ``tokens_seen`` (or None)."""
@@ -260,10 +258,7 @@ def evaluate_checkpoints(
     for p in data:
         if not p.exists():
             raise ConfigError(f"{p}: no such perplexity data file or directory")
-    if isinstance(dtype, str):
-        if dtype not in _DTYPES:
-            raise ConfigError(f"--dtype must be one of float32, bfloat16, float16; got {dtype!r}")
-        dtype = _DTYPES[dtype]
+    dtype = parse_dtype(dtype)
     infos = find_checkpoints(checkpoints)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

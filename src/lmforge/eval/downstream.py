@@ -449,9 +449,6 @@ class DownstreamEvaluator:
 
 
 # --- CLI ----------------------------------------------------------------------------------------
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-
-
 def _task_list(tasks: str | Sequence[str]) -> list[str]:
     """"arc_easy,hellaswag" or ["arc_easy", "hellaswag"] or "all" (the headline tasks) -> names."""
     names = [t.strip() for part in ([tasks] if isinstance(tasks, str) else tasks) for t in part.split(",") if t.strip()]
@@ -483,25 +480,15 @@ def cmd_eval_downstream(
     """``lmforge eval downstream MODEL --tasks arc_easy,hellaswag [--formulation rc_0shot] [--limit N]
     [--batch-size 32] [--tokenization separate|joint] [--out FILE]``: load, evaluate, print the
     markdown table, write the results JSON (when ``out``); returns the results document."""
-    from lmforge.release import load_pretrained
+    from lmforge.eval.loading import load_for_eval, parse_dtype
 
     names = _task_list(tasks)
-    if isinstance(dtype, str):
-        if dtype not in _DTYPES:
-            raise ConfigError(f"--dtype must be one of float32, bfloat16, float16; got {dtype!r}")
-        dtype = _DTYPES[dtype]
+    dtype = parse_dtype(dtype)
     if tokenization not in ("separate", "joint"):
         raise ConfigError(f"--tokenization must be 'separate' or 'joint', got {tokenization!r}")
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be positive, got {limit}")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tok = load_pretrained(model_path, device=device, dtype=dtype)
-    if tokenizer is not None:
-        from lmforge.tokenizer import load_tokenizer
-
-        tok = load_tokenizer(tokenizer)
-    if tok is None:
-        raise ConfigError(f"{model_path}: holds no tokenizer.json; pass --tokenizer PATH")
+    model, tok, device = load_for_eval(model_path, tokenizer=tokenizer, device=device, dtype=dtype)
     results = evaluate_tasks(
         model,
         tok,

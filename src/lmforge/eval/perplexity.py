@@ -480,9 +480,6 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-
-
 def cmd_perplexity(
     model_path: str | os.PathLike,
     data_path: str | os.PathLike | Sequence[str | os.PathLike],
@@ -505,20 +502,10 @@ def cmd_perplexity(
     ``device``: default ``cuda`` when available, else ``cpu``. ``dtype``: float32 | bfloat16 | float16.
     """
     from lmforge import __version__
-    from lmforge.release import load_pretrained
+    from lmforge.eval.loading import load_for_eval, parse_dtype
 
-    if isinstance(dtype, str):
-        if dtype not in _DTYPES:
-            raise ConfigError(f"--dtype must be one of float32, bfloat16, float16; got {dtype!r}")
-        dtype = _DTYPES[dtype]
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tok = load_pretrained(model_path, device=device, dtype=dtype)
-    if tokenizer is not None:
-        from lmforge.tokenizer import load_tokenizer
-
-        tok = load_tokenizer(tokenizer)
-    if tok is None:
-        raise ConfigError(f"{model_path}: holds no tokenizer.json; pass --tokenizer PATH")
+    dtype = parse_dtype(dtype)
+    model, tok, device = load_for_eval(model_path, tokenizer=tokenizer, device=device, dtype=dtype)
     paths = [data_path] if isinstance(data_path, (str, os.PathLike)) else list(data_path)
     results = perplexity_suite(
         model, tok, paths, max_seq_len=max_seq_len, batch_size=batch_size, max_documents=max_documents, split=split, progress=progress

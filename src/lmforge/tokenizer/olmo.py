@@ -24,7 +24,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from lmforge.config import atomic_write_bytes
+from lmforge.config import atomic_write_bytes, sha256_file
 from lmforge.tokenizer.core import Tokenizer, TokenizerError
 
 __all__ = [
@@ -97,8 +97,6 @@ def default_cache_dir() -> Path:
     return Path(root).expanduser() / "tokenizers"
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _cached(cache_dir: Path, version: str) -> dict[str, Path] | None:
@@ -114,7 +112,7 @@ def _cached(cache_dir: Path, version: str) -> dict[str, Path] | None:
     for spec in OLMO_TOKENIZERS.values():
         path = cache_dir / spec.filename
         entry = files.get(spec.name, {})
-        if not path.is_file() or entry.get("sha256") != _sha256(path):
+        if not path.is_file() or entry.get("sha256") != sha256_file(path):
             return None
         out[spec.name] = path
     return out

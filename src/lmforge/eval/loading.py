@@ -1,0 +1,40 @@
+"""What every ``lmforge eval`` command does first: read ``--dtype`` and load a model with its tokenizer."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from lmforge.config import ConfigError
+
+__all__ = ["DTYPES", "parse_dtype", "load_for_eval"]
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """``"bf16"`` -> ``torch.bfloat16``; a torch dtype or None passes through."""
+    if not isinstance(dtype, str):
+        return dtype
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype must be one of float32, bfloat16, float16; got {dtype!r}")
+    return DTYPES[dtype]
+
+
+def load_for_eval(model_path: str | os.PathLike, *, tokenizer: Any = None, device: str | None = None, dtype: Any = None):
+    """``(model, tokenizer, device)`` for an lmforge checkpoint, run directory or HF directory.
+    ``tokenizer`` (a file, directory or OLMo name) replaces the one saved with the model; a model
+    without one needs it. ``device``: default ``cuda`` when available, else ``cpu``."""
+    from lmforge.release import load_pretrained
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tok = load_pretrained(model_path, device=device, dtype=parse_dtype(dtype))
+    if tokenizer is not None:
+        from lmforge.tokenizer import load_tokenizer
+
+        tok = load_tokenizer(tokenizer)
+    if tok is None:
+        raise ConfigError(f"{model_path}: holds no tokenizer.json; pass --tokenizer PATH")
+    return model, tok, device
