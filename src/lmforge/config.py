@@ -18,13 +18,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import tempfile
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
+
+from lmforge.storage import atomic_write_bytes, atomic_write_text, temp_path_beside  # noqa: F401 - re-exported
 
 __all__ = ["Config", "ConfigError", "atomic_write_bytes", "atomic_write_text", "check_sections", "parse_overrides"]
 
@@ -33,39 +34,6 @@ C = TypeVar("C", bound="Config")
 
 class ConfigError(ValueError):
     """A configuration problem, described in one line that names the key and what to do."""
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def temp_path_beside(path: Path) -> str:
-    """A new temporary file next to ``path`` with normal permissions (mkstemp makes it 0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())
-    return tmp
-
-
-def atomic_write_bytes(path: str | os.PathLike, *chunks: bytes) -> Path:
-    """Write ``chunks`` to ``path`` through a temporary file in the same directory, fsync, rename."""
-    path = Path(path)
-    tmp = temp_path_beside(path)
-    try:
-        with open(tmp, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -77,11 +45,6 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _closest(name: str, options: typing.Iterable[str]) -> str | None:

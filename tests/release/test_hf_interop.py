@@ -146,7 +146,7 @@ def test_shape_mismatch_names_the_tensor(tmp_path, bpe_tokenizer):
     cfg = json.loads((out / "config.json").read_text())
     cfg["intermediate_size"] = 128
     (out / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match=r"mlp.gate.weight. has shape \(96, 64\), the config expects \(128, 64\)"):
+    with pytest.raises(CheckpointError, match=r"'model.layers.0.mlp.gate_proj.weight' has shape \(96, 64\), config.json implies \(128, 64\)"):
         import_hf(out)
 
 

@@ -253,6 +253,26 @@ def test_eval_and_manifest_go_into_main_and_the_card(released, tmp_path):
     assert (repo / "LICENSE").read_text().startswith("MIT License")
 
 
+def test_credentials_in_a_manifest_are_never_released(released, tmp_path):
+    """A manifest written before fetch redacted it (or by hand) may hold an index URL's password;
+    the release (main's files, the card) carries it masked."""
+    run, _, _ = released
+    secret = "s3cr3t-tok3n"
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({
+        "recipe": {"clients": {"pip_args": ["--index-url", f"https://me:{secret}@pypi.example/simple"]}},
+        "sources": [{"name": "x", "kind": "pip_sdist", "domain": "code", "split": "train", "package": "x", "status": "skipped",
+                     "reason": f"download failed: https://me:{secret}@pypi.example/simple/x/ 401", "license": "MIT"}],
+    }))  # fmt: skip
+    repo = tmp_path / "repo"
+    release_run(run, repo, manifest=manifest, progress=False)
+    for path in _git(repo, "ls-tree", "-r", "--name-only", "main").split():
+        blob = subprocess.run(["git", "-C", str(repo), "show", f"main:{path}"], capture_output=True, check=True).stdout
+        assert secret.encode() not in blob, path
+    released_manifest = json.loads(_git(repo, "show", "main:data/manifest.json"))
+    assert released_manifest["recipe"]["clients"]["pip_args"][1] == "https://***@pypi.example/simple"
+
+
 def test_missing_and_incomplete_checkpoints_are_clear(tmp_path, bpe_tokenizer):
     with pytest.raises(ReleaseError, match="no such run directory"):
         release_run(tmp_path / "nope", tmp_path / "repo", progress=False)
@@ -289,6 +309,9 @@ def test_push_uploads_every_branch_then_main(released, monkeypatch):
             calls.append(("create_repo", repo_id, kw["private"]))
             return f"https://hub.example/{repo_id}"
 
+        def repo_exists(self, repo_id, *, repo_type=None):
+            return False  # a new repository: nothing to protect
+
         def list_repo_refs(self, repo_id):
             class Ref:
                 name = EXPECTED[0]  # already on the Hub: no new branch, but uploaded again
@@ -316,6 +339,99 @@ def test_push_uploads_every_branch_then_main(released, monkeypatch):
     assert calls[:2] == [("init", "hf_x"), ("create_repo", "me/tiny", True)]
     assert [c[1] for c in calls if c[0] == "create_branch"] == EXPECTED[1:]
     assert [c[1:] for c in calls if c[0] == "upload"] == [(b, True, True, "*") for b in EXPECTED + ["main"]]
+
+
+def test_check_push_target_with_a_real_release(released, tmp_path):
+    from lmforge.release.revisions import check_push_target
+
+    _, repo, _ = released
+    local_revs = [r["name"] for r in list_revisions(repo)]
+    main_files = _git(repo, "ls-tree", "-r", "--name-only", "main").splitlines()
+    rev_json = _git(repo, "show", "main:revisions.json")
+    assert "revisions.json" in main_files and "training/metrics.jsonl" in main_files
+    # A repository that does not exist yet, or one the Hub has just created (only its .gitattributes).
+    check_push_target(None, None, local_revs, False)
+    check_push_target([".gitattributes"], None, local_revs, False)
+    # An earlier push of this repository: main as the Hub has it.
+    check_push_target(main_files + [".gitattributes"], rev_json, local_revs, False, local_files=main_files)
+    # An earlier push with fewer revisions, sharded weights the new release no longer has, an eval plot.
+    older = json.loads(rev_json)
+    older["revisions"] = older["revisions"][:1]
+    stale = [f for f in main_files if f != "model.safetensors"] + ["model-00001-of-00002.safetensors", "model.safetensors.index.json", "eval/bpb_vs_tokens.png"]
+    check_push_target(stale, json.dumps(older), local_revs, False, local_files=main_files)
+
+    # An unrelated model: what transformers' save_pretrained writes, plus the Hub's README and .gitattributes.
+    hf = transformers.AutoModelForCausalLM.from_config(transformers.OlmoConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2))
+    hf.save_pretrained(tmp_path / "theirs")
+    theirs = sorted(p.name for p in (tmp_path / "theirs").iterdir()) + ["README.md", ".gitattributes"]
+    with pytest.raises(ReleaseError) as err:
+        check_push_target(theirs, None, local_revs, False, repo_id="someone/model", local_files=main_files)
+    msg = str(err.value)
+    assert "\n" not in msg and "someone/model" in msg and "config.json" in msg and "no revisions.json" in msg and "--force" in msg
+    check_push_target(theirs, None, local_revs, True, repo_id="someone/model")  # --force: replaced as asked
+
+    # Another run's release: revisions this repository does not have.
+    other = {"main": "step9-tokens18K", "revisions": [{"name": "step9-tokens18K", "step": 9, "tokens_seen": 18432}]}
+    with pytest.raises(ReleaseError, match=r"another repository.*step9-tokens18K.*--force"):
+        check_push_target(main_files, json.dumps(other), local_revs, False)
+    # This release with a file someone added on the Hub: pushing would delete it.
+    with pytest.raises(ReleaseError, match=r"notes/todo\.txt.*--force"):
+        check_push_target(main_files + ["notes/todo.txt"], rev_json, local_revs, False, local_files=main_files)
+    # A revisions.json that is not a release's.
+    for text in ("{oops", '{"revisions": [1]}', '{"revisions": [{"name": 5}]}', "[]"):
+        with pytest.raises(ReleaseError, match="is not an lmforge release's"):
+            check_push_target(main_files, text, local_revs, False)
+
+
+def test_push_refuses_an_unrelated_hub_repository_before_touching_it(released, monkeypatch):
+    # The Hub is unreachable from the tests: a stand-in answers the few calls push_to_hub makes.
+    import huggingface_hub
+
+    _, repo, _ = released
+    calls = []
+
+    class UnrelatedRepo:
+        def __init__(self, token=None):
+            pass
+
+        def repo_exists(self, repo_id, *, repo_type=None):
+            calls.append("repo_exists")
+            return True
+
+        def list_repo_files(self, repo_id, *, revision=None, repo_type=None):
+            return [".gitattributes", "README.md", "config.json", "model.safetensors"]
+
+        def create_repo(self, repo_id, **kw):
+            calls.append("create_repo")
+            return f"https://hub.example/{repo_id}"
+
+        def list_repo_refs(self, repo_id):
+            return type("Refs", (), {"branches": []})()
+
+        def create_branch(self, repo_id, *, branch, exist_ok):
+            calls.append("create_branch")
+
+        def upload_folder(self, **kw):
+            calls.append("upload")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", UnrelatedRepo)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_x")
+    from lmforge.release.revisions import push_to_hub
+
+    with pytest.raises(ReleaseError, match=r"me/theirs exists.*no revisions\.json.*--force"):
+        push_to_hub(repo, "me/theirs", progress=False)
+    assert calls == ["repo_exists"]
+    calls.clear()
+    out = push_to_hub(repo, "me/theirs", progress=False, force=True)
+    assert out["branches"] == EXPECTED + ["main"] and "repo_exists" not in calls and calls.count("upload") == 4
+
+
+def test_release_command_has_force():
+    from lmforge.cli import build_parser
+
+    args = build_parser().parse_args(["release", "run", "--repo", "r", "--push", "me/x", "--force"])
+    assert args.force is True and args.push == "me/x"
+    assert build_parser().parse_args(["release", "run", "--repo", "r"]).force is False
 
 
 def test_model_card_without_optional_parts():

@@ -22,9 +22,11 @@ Works in one process without a process group and with N processes (every rank ca
 function except ``prune_checkpoints``, which only rank 0 acts on); the run directory must be on a
 filesystem all ranks share.
 
-Nothing here unpickles arbitrary objects: the DCP shards hold tensors only (so DCP never calls
-``torch.load(weights_only=False)``) and DCP's pickled ``.metadata`` is read with an unpickler that
-only accepts DCP's own metadata classes, torch dtypes/sizes and builtin containers.
+A checkpoint is untrusted input: nothing here runs code from one. DCP's pickled ``.metadata`` is read
+with an unpickler that resolves an exact list of (module, name) pairs (DCP's metadata classes, torch
+dtypes and ``Size``) and refuses dotted names; the metadata must then describe tensors only, stored
+in shard files of the checkpoint directory, so DCP never takes its ``torch.load(weights_only=False)``
+path (the load planner refuses it too); tensors are read with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from lmforge.checkpoint.unsharded import CheckpointError, atomic_save_safetensors, load_state, save_model
-from lmforge.config import _umask, atomic_write_text
+from lmforge.config import atomic_write_text
+from lmforge.storage import crash_point, fsync_dir, umask as _umask
 
 CHECKPOINTS = "checkpoints"
 COMPLETE = "COMPLETE"
@@ -210,27 +213,64 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 # --- a restricted reader for DCP's pickled metadata -----------------------------------------
-class _MetadataUnpickler(pickle.Unpickler):
-    _BUILTINS = {"set", "frozenset", "slice", "list", "dict", "tuple", "bytearray", "complex", "int", "float", "bool", "str"}
+# A checkpoint is untrusted input (they are meant to be shared). DCP's ``.metadata`` is a pickle, so
+# it is read with an unpickler that resolves exactly these (module, name) pairs and nothing else: the
+# classes DCP's metadata is made of, torch's dtypes and ``Size``, the layout lookup, and path/
+# container types. Dotted names (which pickle protocol 4 resolves attribute by attribute, e.g.
+# ``torch.distributed.checkpoint.filesystem`` + ``os.system``) are refused outright.
+_DCP_METADATA = "torch.distributed.checkpoint.metadata"
+_METADATA_GLOBALS = frozenset(
+    {(_DCP_METADATA, n) for n in ("Metadata", "MetadataIndex", "StorageMeta", "TensorProperties", "TensorStorageMetadata", "ChunkStorageMetadata", "_MEM_FORMAT_ENCODING")}
+    | {
+        ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+        ("torch.serialization", "_get_layout"),  # a layout from its name (a dict lookup)
+        ("torch", "Size"),
+        ("pathlib", "PosixPath"),
+        ("pathlib", "PurePosixPath"),
+        ("collections", "OrderedDict"),
+    }
+    | {("torch", n) for n in dir(torch) if isinstance(getattr(torch, n, None), torch.dtype)}
+)
 
+
+class _MetadataUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        if module.startswith("torch.distributed.checkpoint"):
-            obj = super().find_class(module, name)
-            if isinstance(obj, type):
-                return obj
-        elif module == "torch":
-            obj = getattr(torch, name, None)
-            if isinstance(obj, (torch.dtype, torch.layout, torch.memory_format)) or obj is torch.Size:
-                return obj
-        elif module == "torch.serialization" and name == "_get_layout":  # rebuilds torch.strided etc. from a name
-            return super().find_class(module, name)
-        elif module == "pathlib" and name in ("PosixPath", "PurePosixPath", "WindowsPath", "PureWindowsPath", "Path"):
-            return super().find_class(module, name)  # shard file names
-        elif module == "collections" and name in ("OrderedDict", "defaultdict"):
-            return super().find_class(module, name)
-        elif module == "builtins" and name in self._BUILTINS:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from checkpoint metadata")
+        if "." in name or (module, name) not in _METADATA_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from checkpoint metadata (not a DCP metadata type)")
+        return super().find_class(module, name)
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("refusing a persistent id in checkpoint metadata")
+
+
+def _check_metadata(metadata: Any, where: str) -> None:
+    """What lmforge's checkpoints hold: tensor entries only (a bytes entry would make DCP call
+    ``torch.load(weights_only=False)`` on its data), stored in plain files of the checkpoint
+    directory, with no stream transforms."""
+    from torch.distributed.checkpoint.filesystem import _StorageInfo
+    from torch.distributed.checkpoint.metadata import Metadata, MetadataIndex, TensorStorageMetadata
+
+    if type(metadata) is not Metadata:
+        raise CheckpointError(f"{where}: not DCP metadata (a {type(metadata).__name__})")
+    entries = metadata.state_dict_metadata
+    if not isinstance(entries, dict):
+        raise CheckpointError(f"{where}: malformed DCP metadata (state_dict_metadata is a {type(entries).__name__})")
+    for key, md in entries.items():
+        if type(md) is not TensorStorageMetadata:
+            raise CheckpointError(f"{where}: entry {key!r} is a {type(md).__name__}; lmforge checkpoints hold tensors only")
+    storage = metadata.storage_data
+    if not isinstance(storage, dict):
+        raise CheckpointError(f"{where}: malformed DCP metadata (storage_data is a {type(storage).__name__})")
+    for index, info in storage.items():
+        if type(index) is not MetadataIndex or type(info) is not _StorageInfo:
+            raise CheckpointError(f"{where}: malformed DCP metadata (storage entry {type(index).__name__} -> {type(info).__name__})")
+        rel = info.relative_path
+        if not isinstance(rel, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+\.distcp", rel) or rel.startswith("."):
+            raise CheckpointError(f"{where}: storage file {rel!r} is not a shard file of the checkpoint directory")
+        if getattr(info, "transform_descriptors", None):
+            raise CheckpointError(f"{where}: stream transforms {list(info.transform_descriptors)} are not used by lmforge checkpoints; refusing")
+        if not isinstance(info.offset, int) or not isinstance(info.length, int) or info.offset < 0 or info.length < 0:
+            raise CheckpointError(f"{where}: storage entry for {index.fqn!r} has a bad offset/length")
 
 
 class _SafeReader(dcp.FileSystemReader):
@@ -238,13 +278,27 @@ class _SafeReader(dcp.FileSystemReader):
         rank = kwargs.get("rank")
         path = self._get_metadata_path(rank)
         with self.fs.create_stream(path, "rb") as f:
-            metadata = _MetadataUnpickler(io.BytesIO(f.read())).load()
+            try:
+                metadata = _MetadataUnpickler(io.BytesIO(f.read())).load()
+            except pickle.UnpicklingError as e:
+                raise CheckpointError(f"{path}: {e}") from None
+            except Exception as e:  # noqa: BLE001 - a damaged file: any error of the unpickler
+                raise CheckpointError(f"{path}: unreadable DCP metadata ({type(e).__name__}: {str(e)[:100]})") from None
+        _check_metadata(metadata, str(path))
         from torch.distributed.checkpoint.metadata import StorageMeta
 
         if getattr(metadata, "storage_meta", None) is None:
             metadata.storage_meta = StorageMeta()
         metadata.storage_meta.load_id = self.load_id
         return metadata
+
+
+class _TensorOnlyPlanner(dcp.DefaultLoadPlanner):
+    """DCP's load planner without its one unpickling path (bytes entries, read with
+    ``torch.load(weights_only=False)``); tensors are read with ``weights_only=True`` by DCP."""
+
+    def load_bytes(self, read_item: Any, value: Any) -> None:
+        raise CheckpointError(f"checkpoint entry {read_item.dest_index.fqn!r} holds pickled bytes; lmforge checkpoints hold tensors only")
 
 
 # --- save / find / load / prune ---------------------------------------------------------------
@@ -267,19 +321,6 @@ def _model_config(model: torch.nn.Module) -> Any:
     while not hasattr(m, "config") and hasattr(m, "module"):  # DDP and similar wrappers
         m = m.module
     return getattr(m, "config", None)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 def _begin_save(run_dir: str | os.PathLike, step: int, extra: dict[str, Any] | None) -> tuple[Path, Path]:
@@ -316,8 +357,11 @@ def save_checkpoint(
     try:
         osd = get_optimizer_state_dict(model, optimizer)
         state = {"model": get_model_state_dict(model), "optim": {"state": osd["state"]}}
-        with _single_process_quiet():
-            dcp.save(state, storage_writer=dcp.FileSystemWriter(str(tmp)), no_dist=not _dist())
+        try:
+            with _single_process_quiet():
+                dcp.save(state, storage_writer=dcp.FileSystemWriter(str(tmp)), no_dist=not _dist())
+        except (OSError, CheckpointException) as e:  # every rank learns of any rank's write error from DCP
+            raise CheckpointError(_save_error(final, _last_error_line(e))) from None
         full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if rank == 0:
             try:
@@ -334,8 +378,22 @@ def save_checkpoint(
             shutil.rmtree(tmp, ignore_errors=True)
     error = _broadcast(error)
     if error is not None:
-        raise CheckpointError(f"{final}: save failed on rank 0 ({error})") from cause
+        raise CheckpointError(_save_error(final, f"on rank 0: {error}")) from cause
     return final
+
+
+def _save_error(final: Path, why: str) -> str:
+    """One line: what failed, and the checkpoint a resume would start from (untouched by the failure)."""
+    try:  # a full disk often surfaces as some other error of the writer (torch's zip writer: "unexpected pos")
+        free = shutil.disk_usage(final.parent).free
+        if free < 16 << 20 and "space left" not in why:
+            why += f"; no space left on device: {free:,} bytes free under {final.parent}"
+    except OSError:
+        pass
+    previous = [p for _, p in list_checkpoints(final.parent.parent) if p.name < final.name]
+    then = (f"the previous checkpoint {previous[-1]} is intact: fix the cause (e.g. free disk space), then continue with "
+            f"--resume") if previous else "no earlier checkpoint exists"
+    return f"{final}: save failed ({why}); {then}"
 
 
 def _finish_on_rank0(tmp: Path, final: Path, step: int, full: dict[str, torch.Tensor], cfg, config, tokenizer, param_groups, extra, world: int) -> None:
@@ -345,13 +403,15 @@ def _finish_on_rank0(tmp: Path, final: Path, step: int, full: dict[str, torch.Te
     _write_json(tmp, OPTIM_GROUPS, GROUP_TENSORS, param_groups)
     _write_json(tmp, EXTRA_JSON, EXTRA_TENSORS, extra)
     atomic_write_text(tmp / COMPLETE, json.dumps({"step": step, "world_size": world}) + "\n")
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
+    crash_point(f"before publishing checkpoint {final.name}")
     old = None
     if final.exists():  # re-saving a step: move the old one aside, then swap in
         old = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-old-", dir=final.parent))
         os.replace(final, old / final.name)
     os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
+    crash_point(f"after publishing checkpoint {final.name}")
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -394,7 +454,7 @@ class PendingSave:
         self._done = True
         bad = next((e for e in errors if e is not None), None)
         if bad is not None:
-            raise CheckpointError(f"{self.final}: background save failed ({bad})") from cause
+            raise CheckpointError(_save_error(self.final, f"in the background: {bad}")) from cause
         return self.final
 
 
@@ -510,9 +570,15 @@ def load_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimize
     extra = _read_json(ckpt, EXTRA_JSON, EXTRA_TENSORS)
     osd = get_optimizer_state_dict(model, optimizer)
     state = {"model": get_model_state_dict(model), "optim": {"state": osd["state"]}}
+    reader = _SafeReader(str(ckpt))
+    if not (ckpt / ".metadata").is_file():
+        raise CheckpointError(f"{ckpt}: no .metadata; the sharded state is missing (the checkpoint is damaged)")
+    reader.read_metadata()  # checked here, before DCP (which falls back to other files when it fails)
     try:
         with _single_process_quiet():
-            dcp.load(state, storage_reader=_SafeReader(str(ckpt)), no_dist=not _dist())
+            dcp.load(state, storage_reader=reader, planner=_TensorOnlyPlanner(), no_dist=not _dist())
+    except CheckpointError:
+        raise
     except (Exception, CheckpointException) as e:
         first = _last_error_line(e)
         raise CheckpointError(f"{ckpt}: cannot load the sharded state ({first}); does the model/optimizer match the run?") from None

@@ -22,7 +22,8 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from lmforge.config import _umask, ConfigError, atomic_write_text, temp_path_beside
+from lmforge.config import ConfigError, atomic_write_text
+from lmforge.storage import commit_file, temp_path_beside, umask
 from lmforge.models.olmo import OLMo, ModelConfig
 
 WEIGHTS = "model.safetensors"
@@ -38,8 +39,8 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metada
     tmp = temp_path_beside(path)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.chmod(tmp, 0o666 & ~_umask())  # safetensors re-creates the file 0600
-        os.replace(tmp, path)
+        os.chmod(tmp, 0o666 & ~umask())  # safetensors re-creates the file 0600
+        commit_file(tmp, path)  # fsync, rename, fsync the directory: durable before any marker vouches for it
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -27,6 +27,7 @@ import numpy as np
 from lmforge.config import atomic_write_text
 from lmforge.data.documents import Accounting, TruncatedFileError, attributes_path, list_shards, read_attributes, read_documents
 from lmforge.data.parallel import run_parallel
+from lmforge.storage import lock_output
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 LENGTH_BINS = np.arange(0, 8.01, 0.1)  # log10(characters)
@@ -155,15 +156,20 @@ def analyze(
     top_k: int = 20,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Analyse the corpus; write ``report.md``, ``analysis.json`` and PNG plots into ``out_dir``.
+    """Analyse the corpus; write ``report.md``, ``analysis.json`` and PNG plots into ``out_dir``
+    (held for the run: a second analysis into it is refused).
 
     ``near_dup`` is ``EXPERIMENT/ATTRIBUTE_KEY`` of a near-duplicate attribute (documents where the
     key has spans count as near duplicates). ``eval_tasks=[]`` skips contamination.
     """
+    with lock_output(out_dir, "lmforge data analyze"):
+        return _analyze(paths, Path(out_dir), tokenizer=tokenizer, eval_tasks=eval_tasks, near_dup=near_dup, ngram=ngram,
+                        workers=workers, top_k=top_k, progress=progress)
+
+
+def _analyze(paths, out: Path, *, tokenizer, eval_tasks, near_dup, ngram, workers, top_k, progress) -> dict[str, Any]:
     from lmforge.data.evalsets import DOWNSTREAM
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     shards = list_shards(paths)
     tasks_ = list(DOWNSTREAM) if eval_tasks is None else list(eval_tasks)
     eval_by_task, too_short = _eval_ngrams(tasks_, ngram) if tasks_ else ({}, {})

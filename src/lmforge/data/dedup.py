@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import contextlib
 import json
 import math
 import os
@@ -61,6 +62,8 @@ from typing import Any, Iterable, Literal, Sequence
 import numpy as np
 
 from lmforge.config import atomic_write_bytes, atomic_write_text, temp_path_beside
+from lmforge.data.parallel import WorkerPool
+from lmforge.storage import commit_file, lock_output, remove_stale_temporaries
 from lmforge.data.documents import (
     Accounting,
     DataError,
@@ -75,22 +78,23 @@ from lmforge.data.documents import (
 
 class _Workers:
     """One pool of spawned worker processes for both parallel phases (one start-up, not two), fed
-    task by task so the main process can pipeline; ``workers <= 1`` runs each task at submission."""
+    task by task so the main process can pipeline; ``workers <= 1`` runs each task at submission.
+    Leaving the block with an exception (Ctrl-C included) cancels queued tasks and stops running ones."""
 
     def __init__(self, workers: int):
         self.workers, self.pool = workers, None
 
     def __enter__(self) -> "_Workers":
         if self.workers > 1:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
-
-            self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"))
+            self.pool = WorkerPool(self.workers)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any = None, *exc: Any) -> None:
         if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
+            if exc_type is None:
+                self.pool.close()
+            else:
+                self.pool.stop()
 
     def submit(self, fn: Any, task: Any):
         """A future of ``fn(task)``; without a pool it runs now (exceptions surface at ``result()``)."""
@@ -101,7 +105,7 @@ class _Workers:
         fut: Future = Future()
         try:
             fut.set_result(fn(task))
-        except BaseException as e:  # noqa: BLE001 - re-raised by result()
+        except Exception as e:  # noqa: BLE001 - re-raised by result(); Ctrl-C propagates at once
             fut.set_exception(e)
         return fut
 
@@ -771,7 +775,7 @@ def _write_attribute_rows(path: Path, rows: list[tuple[str, dict[str, list]]] | 
         # mtime=0 and no file name in the header (a temporary name would be): same bytes every run
         with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=1, mtime=0) as f:
             f.write(data)
-        os.replace(tmp, path)
+        commit_file(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -887,7 +891,23 @@ def dedup(
         raise DataError(f"no document files found in {paths}")
     outs = [attributes_path(s, name) for s in shards]  # checks the Dolma layout up front
     attr_dirs = sorted({_attr_root(s, name) for s in shards})
-    attr_dirs[0].mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as locks:
+        for d in attr_dirs:  # one dedup at a time writes an attribute set
+            locks.enter_context(lock_output(d, f"lmforge data dedup --mode {mode} --name {name}"))
+        for d in attr_dirs:
+            for stale in d.glob(".dedup-work-*"):  # scratch of a killed run (we hold the lock: nobody else's)
+                shutil.rmtree(stale, ignore_errors=True)
+            remove_stale_temporaries(d, recursive=True)
+        return _dedup_locked(
+            shards, outs, attr_dirs, mode=mode, name=name, attr=attr, bloom_path=bloom_path, expected_items=expected_items,
+            fp_rate=fp_rate, bloom_size_bytes=bloom_size_bytes, read_only=read_only, key=key, ngram=ngram,
+            overlap_threshold=overlap_threshold, bands=bands, rows=rows, threshold=threshold, seed=seed, workers=workers,
+            progress=progress, t0=t0,
+        )
+
+
+def _dedup_locked(shards, outs, attr_dirs, *, mode, name, attr, bloom_path, expected_items, fp_rate, bloom_size_bytes, read_only, key,
+                  ngram, overlap_threshold, bands, rows, threshold, seed, workers, progress, t0) -> Accounting:
     work = Path(tempfile.mkdtemp(prefix=".dedup-work-", dir=attr_dirs[0]))
     # spawning a worker costs ~0.5 s (numpy import): small inputs run in fewer processes (the output
     # never depends on the number of workers)
@@ -897,6 +917,7 @@ def dedup(
 
     pool = _Workers(workers).__enter__()
     bar = tqdm(total=2 * len(shards), desc=f"dedup {mode} ({workers} workers)", unit="step", disable=not progress, dynamic_ncols=True)
+    failed: BaseException | None = None
     try:
         base = {"work": str(work), "mode": mode, "key": key, "ngram": ngram, "bands": bands, "rows": rows, "seed": seed}
         t1 = [dict(base, shard=str(s), index=i) for i, s in enumerate(shards)]
@@ -935,8 +956,6 @@ def dedup(
                 np.save(work / f"{i}.present.npy", present)
                 serial += time.time() - tt
                 futs3.append(pool.submit(_phase3, t3[i]))
-            if bloom_path is not None and not read_only:
-                bf.save(bloom_path)
             summary.update(
                 keys=sum(r["keys"] for r in res1),
                 distinct_keys_per_shard=sum(r["distinct_keys"] for r in res1),
@@ -968,15 +987,21 @@ def dedup(
         for k in ("duplicate_documents", "duplicate_spans", "duplicate_chars", "clustered_documents"):
             if k in res3[0]:
                 summary[k] = sum(r[k] for r in res3)
+    except BaseException as e:
+        failed = e
+        raise
     finally:
         bar.close()
-        pool.__exit__()
+        pool.__exit__(type(failed) if failed is not None else None)
         shutil.rmtree(work, ignore_errors=True)
     acct.check()
     summary["accounting"] = acct.to_json()
     summary["seconds"] = round(time.time() - t0, 3)
     for d in attr_dirs:
         atomic_write_text(d / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
+    if mode != "minhash" and bloom_path is not None and not read_only:
+        # last: a run killed before this point left the filter as it was, so its rerun gives the same marks
+        bf.save(bloom_path)
     return acct
 
 

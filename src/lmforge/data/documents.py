@@ -27,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from lmforge.config import temp_path_beside
+from lmforge.storage import commit_file, temp_path_beside
 
 DOC_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".json.zst", ".json")
 MAX_EXAMPLES = 20  # malformed examples kept per reason (the counts are always complete)
@@ -253,7 +253,7 @@ class AtomicWriter:
 
     def close(self) -> Path:
         self._fh.close()
-        os.replace(self._tmp, self.path)
+        commit_file(self._tmp, self.path)  # fsync, rename, fsync the directory
         return self.path
 
     def abort(self) -> None:

@@ -26,11 +26,12 @@ import dataclasses
 import hashlib
 import json
 import operator
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
-from lmforge.config import Config, ConfigError, atomic_write_text
+from lmforge.config import Config, ConfigError, atomic_write_text, sha256_file
 from lmforge.data.documents import (
     Accounting,
     AtomicWriter,
@@ -43,6 +44,7 @@ from lmforge.data.documents import (
     read_documents,
 )
 from lmforge.data.parallel import run_parallel
+from lmforge.storage import lock_output, remove_stale_temporaries
 
 PII_MASKS = {"email": "|||EMAIL_ADDRESS|||", "phone": "|||PHONE_NUMBER|||", "ip": "|||IP_ADDRESS|||"}
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq, "!=": operator.ne}
@@ -196,13 +198,48 @@ def _joined(doc_path: Path, experiments: list[str], acct: Accounting) -> Iterato
         yield doc, attrs
 
 
+def _shard_fingerprint(task: _ShardTask, cfg: "MixerConfig") -> dict[str, Any]:
+    """What a shard's output depends on: its input files (document and attribute files, by size and
+    mtime) and the settings (not the number of workers)."""
+    settings = {k: v for k, v in task.cfg.items() if k != "workers"}
+    inputs = [task.path] + [str(attributes_path(task.path, exp)) for exp in cfg.attributes]
+    stats = []
+    for p in inputs:
+        try:
+            st = os.stat(p)
+            stats.append([p, st.st_size, st.st_mtime_ns])
+        except OSError:
+            stats.append([p, None, None])
+    return {"inputs": stats, "settings": settings}
+
+
+def _stored_result(marker: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+    """A finished shard's result when its marker matches and every file it lists is intact."""
+    try:
+        stored = json.loads(marker.read_text(encoding="utf-8"))
+        if stored.get("fingerprint") != fingerprint:
+            return None
+        for f, digest in stored["sha256"].items():
+            if sha256_file(f) != digest:
+                return None
+        return stored["result"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def mix_shard(task: _ShardTask) -> dict[str, Any]:
     cfg = MixerConfig.from_dict(task.cfg)
     out_dir = Path(cfg.output) / "documents"
     suffix = {"gz": ".jsonl.gz", "zst": ".jsonl.zst", "none": ".jsonl"}[cfg.compression]
     done_marker = Path(cfg.output) / "_shards" / f"part-{task.index:05d}.json"
-    if done_marker.is_file():  # finished on an earlier run
-        return json.loads(done_marker.read_text())
+    fingerprint = _shard_fingerprint(task, cfg)
+    stored = _stored_result(done_marker, fingerprint)
+    if stored is not None:  # finished on an earlier run, same inputs and settings, files intact
+        return stored
+    done_marker.unlink(missing_ok=True)
+    if out_dir.is_dir():  # an earlier, different or interrupted run of this shard: its files go
+        for p in out_dir.glob(f"part-{task.index:05d}-*"):
+            p.unlink()
 
     acct = Accounting()
     fired: Counter = Counter()  # rule label -> documents it dropped
@@ -277,7 +314,8 @@ def mix_shard(task: _ShardTask) -> dict[str, Any]:
         "written": written,
         "files": files,
     }
-    atomic_write_text(done_marker, json.dumps(result))
+    sha = {f: sha256_file(f) for f in files}  # the marker vouches for these exact bytes
+    atomic_write_text(done_marker, json.dumps({"fingerprint": fingerprint, "sha256": sha, "result": result}))
     return result
 
 
@@ -287,8 +325,16 @@ def mix(cfg: MixerConfig, *, progress: bool = True) -> dict[str, Any]:
     shards = list_shards(cfg.documents)
     if not shards:
         raise DataError(f"no document files found in {cfg.documents}")
-    Path(cfg.output).mkdir(parents=True, exist_ok=True)
-    cfg.save(Path(cfg.output) / "mix_config.yaml")
+    with lock_output(cfg.output, "lmforge data mix"):  # one mix at a time writes an output
+        return _mix_locked(cfg, shards, progress)
+
+
+def _mix_locked(cfg: MixerConfig, shards: list[Path], progress: bool) -> dict[str, Any]:
+    out = Path(cfg.output)
+    for d in (out, out / "documents", out / "_shards"):
+        remove_stale_temporaries(d)  # left by killed runs (we hold the lock: no live run's)
+    _remove_stale_shards(out, len(shards))
+    cfg.save(out / "mix_config.yaml")
     tasks = [_ShardTask(i, str(p), cfg.to_dict()) for i, p in enumerate(shards)]
     results = run_parallel(mix_shard, tasks, workers=cfg.workers, desc="mix", progress=progress)
 
@@ -326,6 +372,19 @@ def mix(cfg: MixerConfig, *, progress: bool = True) -> dict[str, Any]:
     }
     atomic_write_text(Path(cfg.output) / "mix_summary.json", json.dumps(summary, indent=2))
     return summary
+
+
+def _remove_stale_shards(out: Path, n_shards: int) -> None:
+    """Output files and markers of shard indices beyond the current input list (an earlier run on more inputs)."""
+    import re
+
+    for sub, rx in (("documents", r"^part-(\d{5})-\d{4}\."), ("_shards", r"^part-(\d{5})\.json$")):
+        d = out / sub
+        if d.is_dir():
+            for p in d.iterdir():
+                m = re.match(rx, p.name)
+                if m and int(m.group(1)) >= n_shards:
+                    p.unlink()
 
 
 def cmd_mix(config_path: str, overrides: dict[str, Any] | None = None) -> int:

@@ -1,18 +1,105 @@
-"""Run a per-shard function across worker processes, with a progress bar.
+"""Run a per-shard function across worker processes, with a progress bar, and stop at once when told.
 
 Every data stage is a plain function of one input shard (plus settings) that writes its output
 shard atomically and returns a small picklable result (an Accounting, counts). That makes the
 stage trivially parallel here (``--workers N``) and on a cluster (one scheduler task per shard, see
 docs/data.md). Results come back in task order, so outputs never depend on the number of workers.
+
+Interrupting (Ctrl-C, SIGTERM, or any error in the parent) cancels the queued shards and stops the
+running ones at once: workers ignore SIGINT (the parent decides), and the parent's SIGTERM to a
+worker raises inside the shard function, so its ``except BaseException`` clean-up deletes its
+temporary files before the worker exits. Finished shards stay finished; a rerun does the rest.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
-from concurrent.futures import ProcessPoolExecutor
+import os
+import signal
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Callable, Sequence
 
 from tqdm.auto import tqdm
+
+__all__ = ["WorkerPool", "WorkerStopped", "run_parallel"]
+
+
+class WorkerStopped(BaseException):
+    """Raised inside a worker's task when the parent stops the pool (not an ``Exception``, so the
+    task's ordinary error handling does not swallow it)."""
+
+
+_STOPPING = False
+_IN_TASK = False
+
+
+def _on_sigterm(signum, frame) -> None:
+    global _STOPPING
+    if not _IN_TASK:  # idle between tasks: nothing to clean up
+        os._exit(143)
+    if not _STOPPING:
+        _STOPPING = True
+        raise WorkerStopped()
+
+
+def _worker_init(user_init: Callable[[], None] | None) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    if user_init is not None:
+        user_init()
+
+
+def _call(fn: Callable[[Any], Any], task: Any) -> Any:
+    global _IN_TASK
+    _IN_TASK = True
+    try:
+        return fn(task)
+    except BaseException:
+        if _STOPPING:  # the task has cleaned up on the way out; leave without taking another
+            os._exit(143)
+        raise
+    finally:
+        _IN_TASK = False
+
+
+class WorkerPool:
+    """A spawned process pool that can be stopped at once (:meth:`stop`): queued tasks are
+    cancelled and running ones interrupted. ``submit(fn, task)`` returns a Future."""
+
+    def __init__(self, workers: int, initializer: Callable[[], None] | None = None):
+        self.pool = ProcessPoolExecutor(
+            max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_worker_init, initargs=(initializer,)
+        )
+
+    def submit(self, fn: Callable[[Any], Any], task: Any) -> Future:
+        return self.pool.submit(_call, fn, task)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """Cancel what is queued, interrupt what runs (SIGTERM, then SIGKILL after ``grace_s``)."""
+        procs = list(getattr(self.pool, "_processes", {}).values())  # CPython's ProcessPoolExecutor keeps them here
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        deadline = time.monotonic() + grace_s
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+                p.join(1.0)
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.stop()
 
 
 def run_parallel(
@@ -23,25 +110,32 @@ def run_parallel(
     desc: str = "shards",
     unit: str = "shard",
     progress: bool = True,
+    on_result: Callable[[int, Any], None] | None = None,
 ) -> list[Any]:
     """``[fn(t) for t in tasks]`` across ``workers`` processes (spawned: safe with threads and
-    tokenizers); ``workers <= 1`` runs in this process. Exceptions propagate."""
+    tokenizers); ``workers <= 1`` runs in this process. ``on_result(i, result)`` is called in this
+    process as each task finishes. The first exception stops the pool and propagates."""
     bar = tqdm(total=len(tasks), desc=desc, unit=unit, disable=not progress, dynamic_ncols=True)
     try:
         if workers <= 1 or len(tasks) <= 1:
             out = []
-            for t in tasks:
+            for i, t in enumerate(tasks):
                 out.append(fn(t))
                 bar.update()
+                if on_result is not None:
+                    on_result(i, out[-1])
             return out
         results: list[Any] = [None] * len(tasks)
-        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(fn, t): i for i, t in enumerate(tasks)}
-            from concurrent.futures import as_completed
-
-            for fut in as_completed(futures):
-                results[futures[fut]] = fut.result()
-                bar.update()
+        with WorkerPool(min(workers, len(tasks))) as pool:
+            pending = {pool.submit(fn, t): i for i, t in enumerate(tasks)}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    i = pending.pop(fut)
+                    results[i] = fut.result()  # raises: the pool is stopped on the way out
+                    bar.update()
+                    if on_result is not None:
+                        on_result(i, results[i])
         return results
     finally:
         bar.close()

@@ -43,7 +43,8 @@ Differences from ``dolma tokens``, on purpose:
   text`` holds for every document. ``strip_whitespace=True`` reproduces dolma's ids exactly.
 * EOS is always appended (dolma skips it when the text already ends with the EOS token's string).
 * Whitespace-only documents and malformed lines are not tokenized but counted, with reasons, in the
-  summary's accounting (``read == kept + malformed``; ``kept`` = tokenized documents).
+  summary's accounting (``read == kept + dropped + malformed``; ``kept`` = tokenized documents), and
+  so are documents longer than ``max_document_chars`` (dropped: memory per document is bounded).
 
 A damaged (truncated) compressed input stops that shard at the damage: every document before it is
 tokenized, written and counted, the shard is marked done with the error recorded, the other shards
@@ -52,10 +53,12 @@ the file (``cmd_tokenize`` prints it and returns 1). ``tokenize_summary.json`` i
 the error under ``errors``. A rerun skips that shard while the input file is unchanged (and reports
 the error again); replacing the file (new size or mtime) makes the rerun redo it.
 
-Writes are atomic (temporary name, then rename). A shard is complete when its ``_done`` marker
-exists, the files it lists have the recorded sizes and its fingerprint (input size/mtime, tokenizer
-sha256, ids, dtype, settings) matches; a rerun skips complete shards and redoes the others, after
-deleting their partial files. ``part-*`` files of shard indices beyond the current input list are
+Writes are atomic and durable (temporary name, fsync, rename, fsync of the directory), and the
+``_done`` marker is written after the files it lists. A shard is complete when its marker exists,
+the files it lists have the recorded sizes and sha256 (read back on every rerun: a marker never
+vouches for data a crash lost) and its fingerprint (input size/mtime, tokenizer sha256, ids, dtype,
+settings) matches; a rerun skips complete shards and redoes the others, after deleting their partial
+files. One tokenize at a time writes ``OUT`` (a second is refused at once: ``lmforge.storage``). ``part-*`` files of shard indices beyond the current input list are
 removed.
 
 Encoding uses HF ``tokenizers``' ``encode_batch`` on batches of documents (Rust threads); worker
@@ -67,6 +70,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -79,6 +83,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from lmforge.config import atomic_write_text, sha256_file, temp_path_beside
+from lmforge.storage import commit_file, lock_output, remove_stale_temporaries
 from lmforge.data.documents import Accounting, DataError, iter_lines, list_shards, parse_document
 from lmforge.data.parallel import run_parallel
 
@@ -103,6 +108,11 @@ DONE_DIR = "_done"
 DEFAULT_MAX_TOKENS_PER_FILE = 1 << 30
 #: characters of text per ``encode_batch`` call
 DEFAULT_BATCH_CHARS = 1 << 21
+#: longer documents are dropped and counted (``max_document_chars``): HF tokenizers holds ~120 bytes
+#: per character of a document while it encodes it (1.5 GB for a 12 MB document), so this bounds a
+#: worker's memory at about 1 GB more than its batch (8 MiB characters: rarer than one in a million
+#: web documents; raise it for corpora of whole books)
+DEFAULT_MAX_DOCUMENT_CHARS = 1 << 23
 _PART_RE = re.compile(r"^part-(\d{5,})-(\d{5,})\.(npy|csv\.gz)$")
 _DONE_RE = re.compile(r"^part-(\d{5,})\.json$")
 
@@ -175,16 +185,35 @@ def _worker_tokenizer(task: dict[str, Any]):
 
 
 # --- writing one shard ------------------------------------------------------------------------------
+class _HashingFile:
+    """A binary file that hashes what is written to it (sha256 of the final bytes, for the marker)."""
+
+    def __init__(self, path: str):
+        self._f = open(path, "wb")
+        self.sha = hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.sha.update(data)
+        return self._f.write(data)
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
 class _PartWriter:
-    """One ``.npy`` + ``.csv.gz`` pair under temporary names; ``close`` renames both."""
+    """One ``.npy`` + ``.csv.gz`` pair under temporary names; ``close`` makes both durable, then
+    renames them, and returns their sizes and sha256 (what the shard's marker vouches for)."""
 
     def __init__(self, out_dir: Path, name: str, dtype: np.dtype):
         self.npy = out_dir / f"{name}.npy"
         self.csv = out_dir / f"{name}.csv.gz"
         self._npy_tmp = temp_path_beside(self.npy)
         self._csv_tmp = temp_path_beside(self.csv)
-        self._npy_fh = open(self._npy_tmp, "wb")
-        self._csv_raw = open(self._csv_tmp, "wb")
+        self._npy_fh = _HashingFile(self._npy_tmp)
+        self._csv_raw = _HashingFile(self._csv_tmp)
         # mtime=0 and no file name in the header: identical bytes on every run
         self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=self._csv_raw, compresslevel=6, mtime=0)
         self._text = io.TextIOWrapper(self._gz, encoding="utf-8", newline="")
@@ -193,18 +222,19 @@ class _PartWriter:
         self.tokens = 0
         self.documents = 0
 
-    def write(self, flat: np.ndarray, rows: list[tuple[int, int, str, str, int]]) -> None:
-        self._npy_fh.write(flat.tobytes())
+    def write(self, docs: list[np.ndarray], rows: list[tuple[int, int, str, str, int]]) -> None:
+        for a in docs:  # each document's ids as one array (no Python list of every id)
+            self._npy_fh.write(memoryview(a))
+            self.tokens += len(a)
         self._csv.writerows(rows)
         self.documents += len(rows)
-        self.tokens += len(flat)
 
     def close(self) -> dict[str, Any]:
         self._text.close()  # closes the GzipFile, which leaves fileobj open
         self._csv_raw.close()
         self._npy_fh.close()
-        os.replace(self._npy_tmp, self.npy)
-        os.replace(self._csv_tmp, self.csv)
+        commit_file(self._npy_tmp, self.npy)  # fsync, rename, fsync the directory
+        commit_file(self._csv_tmp, self.csv)
         return {
             "npy": self.npy.name,
             "metadata": self.csv.name,
@@ -212,6 +242,8 @@ class _PartWriter:
             "documents": self.documents,
             "npy_bytes": self.npy.stat().st_size,
             "metadata_bytes": self.csv.stat().st_size,
+            "npy_sha256": self._npy_fh.sha.hexdigest(),
+            "metadata_sha256": self._csv_raw.sha.hexdigest(),
         }
 
     def abort(self) -> None:
@@ -232,7 +264,10 @@ def _done_path(out_dir: Path, index: int) -> Path:
 def _fingerprint(task: dict[str, Any]) -> dict[str, Any]:
     st = os.stat(task["shard"])
     keys = ("shard", "index", "tokenizer_sha256", "eos_id", "bos_id", "dtype", "max_tokens_per_file", "strip_whitespace")
-    return {"format": FORMAT, "size": st.st_size, "mtime_ns": st.st_mtime_ns, **{k: task[k] for k in keys}}
+    fp = {"format": FORMAT, "size": st.st_size, "mtime_ns": st.st_mtime_ns, **{k: task[k] for k in keys}}
+    if task.get("max_document_chars", DEFAULT_MAX_DOCUMENT_CHARS) != DEFAULT_MAX_DOCUMENT_CHARS:
+        fp["max_document_chars"] = task["max_document_chars"]
+    return fp
 
 
 def _complete(out_dir: Path, task: dict[str, Any]) -> dict[str, Any] | None:
@@ -242,9 +277,11 @@ def _complete(out_dir: Path, task: dict[str, Any]) -> dict[str, Any] | None:
         marker = json.loads(done.read_text(encoding="utf-8"))
         if marker.get("fingerprint") != _fingerprint(task):
             return None
-        for f in marker["result"]["files"]:
-            if (out_dir / f["npy"]).stat().st_size != f["npy_bytes"] or (out_dir / f["metadata"]).stat().st_size != f["metadata_bytes"]:
-                return None
+        for f in marker["result"]["files"]:  # the content, not just the sizes: a marker never vouches for lost data
+            for name, size, digest in ((f["npy"], f["npy_bytes"], f["npy_sha256"]), (f["metadata"], f["metadata_bytes"], f["metadata_sha256"])):
+                path = out_dir / name
+                if path.stat().st_size != size or sha256_file(path) != digest:
+                    return None
         return marker["result"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -280,6 +317,7 @@ def _tokenize_shard(task: dict[str, Any]) -> dict[str, Any]:
     max_tokens = task["max_tokens_per_file"]
     strip = task["strip_whitespace"]
     batch_chars = task.get("batch_chars", DEFAULT_BATCH_CHARS)
+    max_chars = task.get("max_document_chars", DEFAULT_MAX_DOCUMENT_CHARS)
     src = str(task["shard"])
 
     acct = Accounting()
@@ -293,29 +331,35 @@ def _tokenize_shard(task: dict[str, Any]) -> dict[str, Any]:
         if not texts:
             return
         encs = encode(texts, add_special_tokens=False)
-        flat: list[int] = []
+        texts.clear()  # the caller's list: the text of this batch is no longer needed
+        docs: list[np.ndarray] = []
         rows: list[tuple[int, int, str, str, int]] = []
         start = writer.tokens if writer is not None else 0
-        for enc, (doc_id, loc) in zip(encs, meta):
-            ids = enc.ids
-            n = len(ids) + 1 + (bos is not None)
+        head = 1 if bos is not None else 0
+        for i, (doc_id, loc) in enumerate(meta):
+            ids = encs[i].ids
+            encs[i] = None  # free each encoding as soon as its ids are out
+            n = len(ids) + 1 + head
+            doc = np.empty(n, dtype=dtype)
+            if head:
+                doc[0] = bos
+            doc[head : n - 1] = ids
+            doc[n - 1] = eos
+            del ids
             if writer is None or (start + n > max_tokens and start > 0):
                 if writer is not None:  # roll over to the next file (a document is never split)
-                    if flat:
-                        writer.write(np.array(flat, dtype=dtype), rows)
+                    if docs:
+                        writer.write(docs, rows)
                     files.append(writer.close())
-                    flat, rows = [], []
+                    docs, rows = [], []
                 writer = _PartWriter(out_dir, output_name(task["index"], len(files)), dtype)
                 start = 0
-            if bos is not None:
-                flat.append(bos)
-            flat.extend(ids)
-            flat.append(eos)
+            docs.append(doc)
             rows.append((start, start + n, doc_id, src, loc))
             start += n
             total_tokens += n
-        writer.write(np.array(flat, dtype=dtype), rows)
-        acct.keep(len(texts))
+        writer.write(docs, rows)
+        acct.keep(len(meta))
 
     try:
         texts: list[str] = []
@@ -328,6 +372,9 @@ def _tokenize_shard(task: dict[str, Any]) -> dict[str, Any]:
                     continue
                 # parse_document already refused whitespace-only texts, so a stripped text is never empty
                 text = doc.text.strip() if strip else doc.text
+                if len(text) > max_chars:  # bounded memory per document: counted, not a crash
+                    acct.drop(f"longer than {max_chars:,} characters (max_document_chars)")
+                    continue
                 texts.append(text)
                 meta.append((doc.id, n))
                 chars += len(text)
@@ -377,6 +424,7 @@ def tokenize(
     strip_whitespace: bool = False,
     threads: int | None = None,
     batch_chars: int = DEFAULT_BATCH_CHARS,
+    max_document_chars: int = DEFAULT_MAX_DOCUMENT_CHARS,
     progress: bool = True,
     raise_on_error: bool = True,
 ) -> dict[str, Any]:
@@ -385,7 +433,8 @@ def tokenize(
     ``paths``: files, directories or globs (see :func:`list_shards`). ``tokenizer_path``: a
     tokenizers JSON file; ``eos_id``/``bos_id``/``pad_id`` override the ids found by token string.
     BOS is written only with ``add_bos=True`` (then the tokenizer must have one, or pass ``bos_id``).
-    ``threads``: Rust threads per worker (default: CPUs // workers). Raises :class:`DataError` (one
+    ``threads``: Rust threads per worker (default: CPUs // workers). A document longer than
+    ``max_document_chars`` is not tokenized but counted as dropped (it bounds memory). Raises :class:`DataError` (one
     line, naming the file) after writing everything it could when an input file was damaged
     (``raise_on_error=False`` returns the summary instead, errors under ``"errors"``).
     """
@@ -401,8 +450,20 @@ def tokenize(
     dt = _resolve_dtype(dtype, tok.vocab_size)
     if max_tokens_per_file < 2:
         raise DataError(f"max_tokens_per_file must be >= 2, got {max_tokens_per_file}")
+    if max_document_chars < 1:
+        raise DataError(f"max_document_chars must be >= 1, got {max_document_chars}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with lock_output(out, "lmforge data tokenize"):  # one tokenize at a time writes OUT
+        remove_stale_temporaries(out)  # left by killed runs (we hold the lock: no live run's)
+        remove_stale_temporaries(out / DONE_DIR)
+        return _tokenize_locked(shards, tokenizer_path, tok, out, t0=t0, workers=workers, dt=dt, bos=bos, add_bos=add_bos,
+                                max_tokens_per_file=max_tokens_per_file, strip_whitespace=strip_whitespace, threads=threads,
+                                batch_chars=batch_chars, max_document_chars=max_document_chars, progress=progress,
+                                raise_on_error=raise_on_error)
+
+
+def _tokenize_locked(shards, tokenizer_path, tok, out, *, t0, workers, dt, bos, add_bos, max_tokens_per_file, strip_whitespace,
+                     threads, batch_chars, max_document_chars, progress, raise_on_error) -> dict[str, Any]:
     sha = sha256_file(tokenizer_path)
     workers = max(1, int(workers))
     nthreads = threads or max(1, _cpus() // min(workers, len(shards)))
@@ -422,6 +483,7 @@ def tokenize(
             "strip_whitespace": bool(strip_whitespace),
             "threads": nthreads if workers > 1 and len(shards) > 1 else threads,
             "batch_chars": int(batch_chars),
+            "max_document_chars": int(max_document_chars),
         }
         for i, s in enumerate(shards)
     ]
@@ -455,6 +517,7 @@ def tokenize(
         "bos_written": bos,
         "strip_whitespace": bool(strip_whitespace),
         "max_tokens_per_file": int(max_tokens_per_file),
+        "max_document_chars": int(max_document_chars),
         "metadata_columns": list(MetadataRow._fields),
         "documents": acct.kept,
         "tokens": total,
@@ -635,6 +698,7 @@ def cmd_tokenize(
     bos_id: int | None = None,
     pad_id: int | None = None,
     strip_whitespace: bool = False,
+    max_document_chars: int = DEFAULT_MAX_DOCUMENT_CHARS,
     progress: bool = True,
 ) -> int:
     """``lmforge data tokenize --documents ... --tokenizer TOK.json --out DIR --workers N``; returns
@@ -662,6 +726,7 @@ def cmd_tokenize(
             bos_id=bos_id,
             pad_id=pad_id,
             strip_whitespace=strip_whitespace,
+            max_document_chars=max_document_chars,
             progress=progress,
         )
     except (DataError, TokenizerError) as e:

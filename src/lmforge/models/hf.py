@@ -22,7 +22,7 @@ OLMo-1 in HF has no norm weights at all (its LayerNorms are parameter-free), lik
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator, Mapping
 
 import torch
 
@@ -48,20 +48,95 @@ _TOP_MAP: dict[str, tuple[str, ...]] = {
 }
 
 
-def key_map(cfg: ModelConfig) -> dict[str, tuple[str, ...]]:
-    """Every lmforge parameter name of a model with config ``cfg`` -> its HF parameter names."""
+def iter_key_map(cfg: ModelConfig) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """:func:`key_map` one entry at a time, in file order (embedding, layer 0, 1, ..., norm, head):
+    a caller that stops at the first problem never walks the layers of an absurd config."""
     olmo2 = cfg.arch == "olmo2"
-    out: dict[str, tuple[str, ...]] = {"embed.weight": _TOP_MAP["embed.weight"]}
+    yield "embed.weight", _TOP_MAP["embed.weight"]
     for i in range(cfg.n_layers):
         for ours, theirs in _LAYER_MAP.items():
             if "norm" in ours and not olmo2:
                 continue
-            out[f"blocks.{i}.{ours}"] = tuple(f"model.layers.{i}.{t}" for t in theirs)
+            yield f"blocks.{i}.{ours}", tuple(f"model.layers.{i}.{t}" for t in theirs)
     if olmo2:
-        out["norm.weight"] = _TOP_MAP["norm.weight"]
+        yield "norm.weight", _TOP_MAP["norm.weight"]
     if not cfg.tie_embeddings:
-        out["lm_head.weight"] = _TOP_MAP["lm_head.weight"]
-    return out
+        yield "lm_head.weight", _TOP_MAP["lm_head.weight"]
+
+
+def key_map(cfg: ModelConfig) -> dict[str, tuple[str, ...]]:
+    """Every lmforge parameter name of a model with config ``cfg`` -> its HF parameter names."""
+    return dict(iter_key_map(cfg))
+
+
+def _hf_shape(cfg: ModelConfig, hf_name: str) -> tuple[int, ...]:
+    """The shape stock transformers gives the HF tensor ``hf_name`` of a model with config ``cfg``."""
+    d, q, kv, ff, v = cfg.d_model, cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim, cfg.mlp_hidden, cfg.padded_vocab_size
+    leaf = hf_name.split(".", 3)[-1] if hf_name.startswith("model.layers.") else hf_name
+    shapes = {
+        "model.embed_tokens.weight": (v, d),
+        "lm_head.weight": (v, d),
+        "model.norm.weight": (d,),
+        "self_attn.q_proj.weight": (q, d),
+        "self_attn.k_proj.weight": (kv, d),
+        "self_attn.v_proj.weight": (kv, d),
+        "self_attn.o_proj.weight": (d, q),
+        "self_attn.q_norm.weight": (q,),
+        "self_attn.k_norm.weight": (kv,),
+        "mlp.gate_proj.weight": (ff, d),
+        "mlp.up_proj.weight": (ff, d),
+        "mlp.down_proj.weight": (d, ff),
+        "post_attention_layernorm.weight": (d,),
+        "post_feedforward_layernorm.weight": (d,),
+    }
+    return shapes[leaf]
+
+
+_FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
+
+
+def expected_shapes(cfg: ModelConfig, names: str = "hf") -> Iterator[tuple[str, tuple[int, ...]]]:
+    """(tensor name, shape) of every weight a model with config ``cfg`` has, in file order, computed
+    from the config alone (nothing is built). ``names``: "hf" (transformers' names, q/k/v apart) or
+    "lmforge" (this package's state dict, q/k/v fused)."""
+    for ours, theirs in iter_key_map(cfg):
+        shapes = [_hf_shape(cfg, t) for t in theirs]
+        if names == "hf":
+            yield from zip(theirs, shapes)
+        else:
+            yield ours, (sum(sh[0] for sh in shapes), *shapes[0][1:])
+
+
+def check_hf_header(
+    cfg: ModelConfig,
+    header: Mapping[str, tuple[tuple[int, ...], str]],
+    source: str,
+    config_name: str = "config.json",
+    names: str = "hf",
+) -> None:
+    """Compare the tensors a model with config ``cfg`` needs with a safetensors header (tensor name
+    -> (shape, dtype), read without the data) and raise a one-line ConfigError naming the first
+    missing or mismatching tensor. ``names`` as in :func:`expected_shapes`.
+
+    Called before anything is loaded or built, so a config that promises absurd shapes (a hidden
+    size of ten million, a billion-row vocabulary, 100,000 layers) is refused at the first tensor
+    that disagrees: the walk stops there, and nothing of the config's size is ever allocated.
+    Tensors the header has beyond those (e.g. a tied ``lm_head.weight``) are left to the loader.
+    """
+    for name, want in expected_shapes(cfg, names):
+        if name not in header:
+            raise ConfigError(
+                f"{source} has no tensor '{name}', which {config_name} implies ({cfg.arch}, {cfg.n_layers} layers); "
+                "the config does not describe these weights"
+            )
+        shape, dtype = header[name]
+        if tuple(shape) != want:
+            raise ConfigError(
+                f"{source}: tensor '{name}' has shape {tuple(shape)}, {config_name} implies {want}; "
+                "the config does not describe these weights"
+            )
+        if dtype not in _FLOAT_DTYPES:
+            raise ConfigError(f"{source}: tensor '{name}' has dtype {dtype}; model weights must be floating point ({', '.join(_FLOAT_DTYPES)})")
 
 
 def _split_sizes(cfg: ModelConfig, key: str) -> list[int]:
@@ -131,47 +206,83 @@ def to_hf_config(cfg: ModelConfig, *, eos_token_id: int, pad_token_id: int, bos_
     return d
 
 
-def from_hf_config(d: dict[str, Any], *, vocab_size: int | None = None, source: str = "config.json") -> ModelConfig:
+_MISSING = object()
+
+
+def _get(d: Mapping[str, Any], key: str, kind: str, source: str, default: Any = _MISSING) -> Any:
+    """``d[key]`` checked to be of ``kind`` ('int' (> 0), 'number', 'bool', 'str', 'mapping'), or
+    ``default`` when the key is absent or null; a one-line ConfigError naming the file and the key."""
+    value = d.get(key)
+    if value is None:
+        if default is _MISSING:
+            raise ConfigError(f"{source} is missing the key {key!r}" + (" (it is null)" if key in d else ""))
+        return default
+    if kind == "int":
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{source}: {key!r} must be a positive integer, got {value!r}")
+    elif kind == "number":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}: {key!r} must be a number, got {value!r}")
+        value = float(value)
+    elif kind == "bool" and not isinstance(value, bool):
+        raise ConfigError(f"{source}: {key!r} must be true or false, got {value!r}")
+    elif kind == "str" and not isinstance(value, str):
+        raise ConfigError(f"{source}: {key!r} must be a string, got {value!r}")
+    elif kind == "mapping" and not isinstance(value, Mapping):
+        raise ConfigError(f"{source}: {key!r} must be a JSON object or null, got {value!r}")
+    return value
+
+
+def from_hf_config(d: Any, *, vocab_size: int | None = None, source: str = "config.json") -> ModelConfig:
     """Read an HF Olmo/Olmo2 config.json dict into a ModelConfig.
 
     ``vocab_size`` is the tokenizer's vocabulary when known; HF stores only the padded embedding
-    size, which lmforge then keeps as is (padding to a multiple that it already is).
+    size, which lmforge then keeps as is (padding to a multiple that it already is). Every key is
+    type-checked: a malformed file gives one ConfigError line naming ``source`` and the key.
     """
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"{source}: must hold a JSON object (the model's config), got {type(d).__name__}")
     model_type = d.get("model_type")
     if model_type not in ("olmo", "olmo2"):
         raise ConfigError(f"{source}: model_type {model_type!r} is not an OLMo model (expected 'olmo' or 'olmo2')")
-    if model_type == "olmo" and d.get("attention_bias"):
+    if model_type == "olmo" and _get(d, "attention_bias", "bool", source, False):
         raise ConfigError(f"{source}: attention_bias=true is not supported (the OLMo family has no biases)")
-    try:
-        rope = d.get("rope_parameters") or {}
-        theta = rope.get("rope_theta", d.get("rope_theta", 10_000.0))
-        if (rope.get("rope_type") or "default") != "default" or d.get("rope_scaling"):
-            raise ConfigError(f"{source}: RoPE scaling {rope or d.get('rope_scaling')} is not supported")
-        hf_vocab = int(d["vocab_size"])
-        n_heads = int(d["num_attention_heads"])
-        fields = dict(
-            arch="olmo2" if model_type == "olmo2" else "olmo1",
-            d_model=int(d["hidden_size"]),
-            n_layers=int(d["num_hidden_layers"]),
-            n_heads=n_heads,
-            n_kv_heads=int(d.get("num_key_value_heads") or n_heads),
-            mlp_hidden=int(d["intermediate_size"]),
-            max_seq_len=int(d.get("max_position_embeddings", 2048)),
-            rope_theta=float(theta),
-            tie_embeddings=bool(d.get("tie_word_embeddings", False)),
-            init_std=float(d.get("initializer_range", 0.02)),
-        )
-    except KeyError as e:
-        raise ConfigError(f"{source} is missing the key {e.args[0]!r}") from None
+    rope = _get(d, "rope_parameters", "mapping", source, {})
+    scaling = _get(d, "rope_scaling", "mapping", source, None)
+    rope_type = _get(rope, "rope_type", "str", f"{source}: rope_parameters", "default")
+    if rope_type != "default" or scaling:
+        raise ConfigError(f"{source}: RoPE scaling {scaling or dict(rope)} is not supported")
+    theta = _get(rope, "rope_theta", "number", f"{source}: rope_parameters", None)
+    if theta is None:
+        theta = _get(d, "rope_theta", "number", source, 10_000.0)
+    hf_vocab = _get(d, "vocab_size", "int", source)
+    n_heads = _get(d, "num_attention_heads", "int", source)
+    fields: dict[str, Any] = dict(
+        arch="olmo2" if model_type == "olmo2" else "olmo1",
+        d_model=_get(d, "hidden_size", "int", source),
+        n_layers=_get(d, "num_hidden_layers", "int", source),
+        n_heads=n_heads,
+        n_kv_heads=_get(d, "num_key_value_heads", "int", source, n_heads),
+        mlp_hidden=_get(d, "intermediate_size", "int", source),
+        max_seq_len=_get(d, "max_position_embeddings", "int", source, 2048),
+        rope_theta=theta,
+        tie_embeddings=_get(d, "tie_word_embeddings", "bool", source, False),
+        init_std=_get(d, "initializer_range", "number", source, 0.02),
+    )
     if fields["n_kv_heads"] == n_heads:
         fields["n_kv_heads"] = None
     if model_type == "olmo2":
-        fields["norm_eps"] = float(d.get("rms_norm_eps", 1e-6))
+        fields["norm_eps"] = _get(d, "rms_norm_eps", "number", source, 1e-6)
     else:
-        fields["clip_qkv"] = d.get("clip_qkv")
+        fields["clip_qkv"] = _get(d, "clip_qkv", "number", source, None)
     # Keep HF's embedding size exactly; remember the tokenizer's vocabulary when it explains it.
     if vocab_size is not None and -(-vocab_size // 128) * 128 == hf_vocab:
         fields.update(vocab_size=vocab_size, vocab_multiple=128)
     else:
         fields.update(vocab_size=hf_vocab, vocab_multiple=128 if hf_vocab % 128 == 0 else 1)
-    return ModelConfig.from_dict(fields)
+    try:
+        return ModelConfig.from_dict(fields)
+    except ConfigError as e:  # e.g. hidden_size not divisible by num_attention_heads
+        raise ConfigError(f"{source}: {e}") from None

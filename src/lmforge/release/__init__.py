@@ -1,4 +1,4 @@
-"""Release: HF export/import, loading any model path (revisions and model cards: quickstart issue)."""
+"""Release: HF export/import, loading any model path (revisions and model cards: lmforge.release.revisions, lmforge.release.card)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from pathlib import Path
 
 import torch
 
-from lmforge.checkpoint.unsharded import CONFIG, WEIGHTS, CheckpointError, load_model
-from lmforge.release.hf import export_hf, import_hf
+from lmforge.checkpoint.unsharded import CONFIG, WEIGHTS, CheckpointError, load_model, read_model_config
+from lmforge.config import ConfigError
+from lmforge.models.hf import check_hf_header
+from lmforge.release.hf import export_hf, import_hf, read_header
 
 
 def load_pretrained(path: str | os.PathLike, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
@@ -28,6 +30,7 @@ def load_pretrained(path: str | os.PathLike, *, device: str | torch.device = "cp
             raise CheckpointError(f"{p}: a run directory without a complete checkpoint in {p / 'checkpoints'}")
         p = latest
     if p.is_dir() and (p / CONFIG).is_file() and (p / WEIGHTS).is_file():
+        _check_checkpoint_header(p)
         model = load_model(p, device=device, dtype=dtype)
         tokenizer = None
         if (p / "tokenizer.json").is_file():
@@ -40,6 +43,17 @@ def load_pretrained(path: str | os.PathLike, *, device: str | torch.device = "cp
     raise CheckpointError(
         f"{p}: not an lmforge checkpoint ({CONFIG} + {WEIGHTS}) or an HF model directory (config.json + safetensors)"
     )
+
+
+def _check_checkpoint_header(ckpt: Path) -> None:
+    """Refuse an lmforge checkpoint whose config.yaml disagrees with its weights' safetensors header
+    before anything is loaded or built (a config claiming 100,000 layers over a tiny file would
+    otherwise have the loader build 100,000 layers first)."""
+    cfg = read_model_config(ckpt)
+    try:
+        check_hf_header(cfg, read_header([ckpt / WEIGHTS]), str(ckpt / WEIGHTS), config_name=CONFIG, names="lmforge")
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
 
 
 __all__ = ["export_hf", "import_hf", "load_pretrained"]

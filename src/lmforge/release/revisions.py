@@ -69,6 +69,8 @@ from lmforge.checkpoint.sharded import CHECKPOINTS, COMPLETE, EXTRA_JSON, list_c
 from lmforge.checkpoint.unsharded import CONFIG, CheckpointError
 from lmforge.config import ConfigError, atomic_write_text
 from lmforge.release.card import license_text, model_card, revision_card
+from lmforge.redact import redact_secrets
+from lmforge.storage import crash_point, lock_output
 
 __all__ = [
     "ReleaseError",
@@ -80,6 +82,7 @@ __all__ = [
     "export_revision",
     "release_run",
     "push_to_hub",
+    "check_push_target",
 ]
 
 TOKEN_UNITS = {"B": 10**9, "M": 10**6, "K": 10**3}
@@ -441,11 +444,16 @@ def _main_extras(
                 files[key] = f"eval/{n}"
     if manifest_data is not None:
         (stage / "data").mkdir()
-        if manifest_path is not None:
+        clean = manifest_data  # (redacted when it was loaded)
+        if manifest_path is not None and clean == _load_manifest(manifest_path)[0]:
             shutil.copyfile(manifest_path, stage / "data" / manifest_path.name)
             files["manifest"] = f"data/{manifest_path.name}"
+        elif manifest_path is not None:
+            text = json.dumps(clean, indent=1, ensure_ascii=False) + "\n" if manifest_path.suffix == ".json" else yaml.safe_dump(clean, sort_keys=False)
+            atomic_write_text(stage / "data" / manifest_path.name, text)
+            files["manifest"] = f"data/{manifest_path.name}"
         else:
-            atomic_write_text(stage / "data" / "manifest.json", json.dumps(manifest_data, indent=1, ensure_ascii=False) + "\n")
+            atomic_write_text(stage / "data" / "manifest.json", json.dumps(clean, indent=1, ensure_ascii=False) + "\n")
             files["manifest"] = "data/manifest.json"
     atomic_write_text(stage / "LICENSE", license_text(license))
     files["license"] = "LICENSE"
@@ -497,6 +505,7 @@ def release_run(
     datasets: Sequence[str] | None = None,
     reproduce: str | None = None,
     progress: bool = True,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Export every complete checkpoint of ``run_dir`` to a revision branch of the git repository
     ``repo_dir`` and make ``main`` the final checkpoint plus the model card and release files.
@@ -520,6 +529,7 @@ def release_run(
     ckpts = _checkpoints(run, say)
     unit = auto_token_unit(ckpts[-1]["tokens_seen"]) if token_unit == "auto" else token_unit.upper()
     manifest_data, manifest_path = _load_manifest(manifest)
+    manifest_data = redact_secrets(manifest_data)  # a manifest may hold credentials (an index URL's): never released
     eval_path = Path(eval_dir) if eval_dir is not None else None
     dtype = _as_dtype(dtype)
     tok = _load_tokenizer(tokenizer)
@@ -529,7 +539,18 @@ def release_run(
 
     git = _open_repo(repo)
     git_dir = git.git_dir
-    _clean_stale(git_dir)
+    with lock_output(git_dir, f"lmforge release {run}"):  # one release at a time writes a repository
+        _clean_stale(git_dir)  # scratch of a killed release (we hold the lock: nobody else's)
+        return _release_locked(git, run, repo, ckpts=ckpts, unit=unit, manifest=manifest, manifest_data=manifest_data,
+                               manifest_path=manifest_path, eval_dir=eval_dir, eval_path=eval_path, dtype=dtype, tok=tok,
+                               train_cfg=train_cfg, run_name=run_name, license=license, push=push, private=private,
+                               datasets=datasets, reproduce=reproduce, say=say, t0=t0, run_dir=run_dir, repo_dir=repo_dir,
+                               progress=progress, force=force)
+
+
+def _release_locked(git, run, repo, *, ckpts, unit, manifest, manifest_data, manifest_path, eval_dir, eval_path, dtype, tok, train_cfg,
+                    run_name, license, push, private, datasets, reproduce, say, t0, run_dir, repo_dir, progress, force) -> dict[str, Any]:
+    git_dir = git.git_dir
     existing = {r["step"]: r["name"] for r in list_revisions(repo)}
     created, skipped, revisions = [], [], []
     tmp_root = Path(tempfile.mkdtemp(dir=git_dir, prefix=_TMP_PREFIX))
@@ -545,6 +566,7 @@ def release_run(
                 t1 = time.perf_counter()
                 commit = _export_revision_commit(git, ck, rname, run_name, license, final, tmp_root, tok, dtype)
                 git("update-ref", f"refs/heads/{rname}", commit, _NEW)  # fails if the branch appeared meanwhile
+                crash_point(f"after branch {rname}")
                 created.append(rname)
                 say(f"release: {rname} <- {ck['path']} ({time.perf_counter() - t1:.1f}s)")
             revisions.append({"name": rname, "step": ck["step"], "tokens_seen": ck["tokens_seen"]})
@@ -597,6 +619,7 @@ def release_run(
             msg = f"release {final_rev}: {run_name}, {len(revisions)} revision(s)"
             main_commit = git("commit-tree", tree, "-m", msg, *(["-p", old] if old else []))
             git("update-ref", "refs/heads/main", main_commit, old or _NEW)
+            crash_point("after branch main")
             _sync_checkout(git, old, main_commit, say)
             say(f"release: main <- {final_rev} + model card and release files")
         else:
@@ -606,7 +629,7 @@ def release_run(
 
     pushed = None
     if push:
-        pushed = push_to_hub(repo, push, private=private, progress=progress)
+        pushed = push_to_hub(repo, push, private=private, progress=progress, force=force)
     say(
         f"release: {repo}: {len(revisions)} revision(s) ({len(created)} new), main = {final_rev} "
         f"({time.perf_counter() - t0:.1f}s). Load: transformers.pipeline('text-generation', model='{repo}') "
@@ -657,8 +680,79 @@ def _count_params(cfg) -> tuple[int, int]:
 
 
 # --- the Hub -------------------------------------------------------------------------------------------
+# Files a release of lmforge puts on main (and on revision branches), and the Hub's own .gitattributes.
+_RELEASE_FILE = re.compile(
+    r"^(\.gitattributes|README\.md|LICENSE|revisions?\.json|config\.json|generation_config\.json|lmforge\.yaml"
+    r"|model\.safetensors|model\.safetensors\.index\.json|model-\d{5}-of-\d{5}\.safetensors"
+    r"|tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|chat_template\.jinja"
+    r"|(training|eval|data)/[^/]+)$"
+)
+_MAX_REVISIONS_JSON = 16 << 20  # bytes of a remote revisions.json read at most
+
+
+def check_push_target(
+    remote_files: Sequence[str] | None,
+    remote_revisions_json: str | None,
+    local_revisions: Sequence[str],
+    force: bool,
+    *,
+    repo_id: str = "the Hub repository",
+    local_files: Sequence[str] = (),
+) -> None:
+    """Decide whether :func:`push_to_hub` may replace what the Hub repository ``repo_id`` holds on main
+    (every upload deletes the files the release does not have); raise a ReleaseError if not.
+
+    ``remote_files``: the files of the remote main, or None when the repository does not exist;
+    ``remote_revisions_json``: the text of its revisions.json (None when it has none);
+    ``local_revisions``: the revision branches of the local repository; ``local_files``: the files of
+    the local main (they may be replaced whatever they are). Allowed without ``force``: a new or empty
+    repository (only the Hub's .gitattributes), or an lmforge release of this repository: a
+    revisions.json whose revisions the local repository all has, and no files but those a release
+    writes. Anything else, e.g. an unrelated model, needs ``force``.
+    """
+    if force or remote_files is None:
+        return
+    present = sorted(f for f in remote_files if f != ".gitattributes")
+    if not present:
+        return
+    again = "pass --force (force=True) to replace them anyway, or push to a new repository"
+    if remote_revisions_json is None or REVISIONS_JSON not in present:
+        shown = ", ".join(present[:5]) + (f" and {len(present) - 5} more" if len(present) > 5 else "")
+        raise ReleaseError(
+            f"{repo_id} exists and its main holds {len(present)} file(s) ({shown}) but no {REVISIONS_JSON}: it is not an "
+            f"lmforge release, and pushing would replace its files; {again}"
+        )
+    try:
+        doc = json.loads(remote_revisions_json)
+        remote_revs = [r["name"] for r in doc["revisions"]]
+        if not all(isinstance(r, str) for r in remote_revs):
+            raise TypeError("revision names must be strings")
+    except (ValueError, KeyError, TypeError) as e:
+        raise ReleaseError(
+            f"{repo_id}: its {REVISIONS_JSON} is not an lmforge release's ({type(e).__name__}: {str(e)[:80]}); {again}"
+        ) from None
+    foreign = [r for r in remote_revs if r not in set(local_revisions)]
+    if foreign:
+        raise ReleaseError(
+            f"{repo_id} is the release of another repository: its {REVISIONS_JSON} lists revision(s) "
+            f"{', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''} that this repository does not have; {again}"
+        )
+    unknown = [f for f in present if not _RELEASE_FILE.match(f) and f not in set(local_files)]
+    if unknown:
+        raise ReleaseError(
+            f"{repo_id}: main holds file(s) lmforge did not write ({', '.join(unknown[:5])}"
+            f"{' ...' if len(unknown) > 5 else ''}), which pushing would delete; {again}"
+        )
+
+
 def push_to_hub(
-    repo_dir: str | os.PathLike, repo_id: str, *, private: bool = True, token: str | None = None, progress: bool = True
+    repo_dir: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool = True,
+    token: str | None = None,
+    progress: bool = True,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Upload every revision branch and ``main`` of a model repository to the Hugging Face Hub.
 
@@ -667,7 +761,8 @@ def push_to_hub(
     to it, deleting whatever else the branch holds (a new Hub branch starts as a copy of main);
     ``main`` last. Every branch is uploaded on every push: files the Hub already has are not sent
     again, and a branch with nothing new gets no commit, so an interrupted push is finished by
-    pushing again."""
+    pushing again. An existing repository that is not an lmforge release of this repository is left
+    alone unless ``force`` (see :func:`check_push_target`)."""
     import huggingface_hub as hf
 
     say: Callable[[str], None] = (lambda m: print(m, flush=True)) if progress else (lambda m: None)
@@ -679,6 +774,8 @@ def push_to_hub(
     if _Git(repo).ref("refs/heads/main") is None:
         raise ReleaseError(f"{repo}: no main branch; release the run first")
     api = hf.HfApi(token=token)
+    if not force:
+        check_push_target(*_remote_main(api, repo_id), revisions, force, repo_id=repo_id, local_files=_main_files(repo))
     url = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
     remote = {b.name for b in api.list_repo_refs(repo_id).branches}
     tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX + "push-"))
@@ -701,3 +798,31 @@ def push_to_hub(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"repo_id": repo_id, "url": str(url), "branches": done}
+
+
+def _main_files(repo: Path) -> list[str]:
+    out = _Git(repo)("ls-tree", "-r", "-z", "--name-only", "refs/heads/main") or ""
+    return [f for f in out.split("\0") if f]
+
+
+def _remote_main(api: Any, repo_id: str) -> tuple[list[str] | None, str | None]:
+    """The files on main of the Hub repository ``repo_id`` (None when it does not exist) and the
+    text of its revisions.json (None when it has none): the inputs of :func:`check_push_target`.
+
+    These network calls are not exercised by the tests (the Hub is unreachable from them); the
+    decision they feed, check_push_target, is tested with real inputs."""
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    if not api.repo_exists(repo_id, repo_type="model"):
+        return None, None
+    try:
+        files = list(api.list_repo_files(repo_id, revision="main", repo_type="model"))
+    except RevisionNotFoundError:  # a repository without a main branch yet
+        return [], None
+    if REVISIONS_JSON not in files:
+        return files, None
+    with tempfile.TemporaryDirectory(prefix=_TMP_PREFIX + "check-") as tmp:
+        path = api.hf_hub_download(repo_id, REVISIONS_JSON, revision="main", repo_type="model", local_dir=tmp)
+        with open(path, "rb") as f:
+            text = f.read(_MAX_REVISIONS_JSON).decode("utf-8", "replace")
+    return files, text

@@ -9,7 +9,7 @@ import sys
 
 from lmforge.tokenizer.core import Tokenizer, TokenizerError, load_tokenizer
 from lmforge.tokenizer.olmo import OLMO_TOKENIZERS, fetch_olmo_tokenizers
-from lmforge.tokenizer.train import train_bpe
+from lmforge.tokenizer.train import TrainingTexts, train_bpe
 
 __all__ = ["cmd_fetch", "cmd_info", "cmd_train"]
 
@@ -44,11 +44,17 @@ def cmd_fetch(name: str = "olmo", cache_dir: str | None = None) -> int:
 
 
 def cmd_train(inputs: list[str], vocab_size: int, out: str, min_frequency: int = 2) -> int:
-    """Train byte-level BPE on text files; ``out`` is a ``.json`` file or an HF-style directory."""
+    """Train byte-level BPE on text files, Dolma JSONL document files (``.jsonl``, ``.jsonl.gz``,
+    ``.jsonl.zst``: the ``text`` field of each line) and directories of them (recursively); ``out``
+    is a ``.json`` file or an HF-style directory. Malformed document lines are skipped, counted and
+    reported (on stderr) with where the first of each kind is."""
     try:
-        tok = train_bpe(list(inputs), vocab_size, out, min_frequency=min_frequency)
+        texts = TrainingTexts(list(inputs))
+        tok = train_bpe(texts, vocab_size, out, min_frequency=min_frequency)
     except TokenizerError as e:
         return _fail(e)
+    skipped = bool(texts.malformed or texts.errors)
+    print(f"training data: {texts.summary()}", file=sys.stderr if skipped else sys.stdout)
     print(_describe(tok))
     return 0
 

@@ -377,10 +377,16 @@ def _special_tokens_from_config(directory: Path) -> dict[str, str | None]:
             raise TokenizerError(f"{path} must hold a JSON object; re-export the directory")
         out: dict[str, str | None] = {}
         for role in ("eos", "pad", "bos"):
-            value = doc.get(f"{role}_token")
+            key = f"{role}_token"
+            value = doc.get(key)
             if isinstance(value, dict):  # transformers may write {"content": "<|endoftext|>", ...}
                 value = value.get("content")
-            out[role] = value if isinstance(value, str) else None
+            if value is not None and not isinstance(value, str):
+                raise TokenizerError(
+                    f"{path}: {key!r} must be a token string (or {{\"content\": TOKEN}}), got {doc.get(key)!r:.80}; "
+                    "re-export the directory"
+                )
+            out[role] = value
         return out
     return {}
 
@@ -396,7 +402,15 @@ def _chat_template_from_config(directory: Path) -> str | None:
             value = json.loads(path.read_text(encoding="utf-8")).get("chat_template")
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
             return None  # _special_tokens_from_config has already said what is wrong with the file
-        return value if isinstance(value, str) else None
+        if isinstance(value, list):  # transformers' named templates: [{"name": ..., "template": ...}, ...]
+            named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
+            value = named.get("default")
+        if value is not None and not isinstance(value, str):
+            raise TokenizerError(
+                f"{path}: 'chat_template' must be a Jinja string (or a list of {{\"name\", \"template\"}} with a "
+                f"'default'), got {value!r:.80}; re-export the directory"
+            )
+        return value
     return None
 
 

@@ -27,15 +27,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from lmforge.tokenizer.core import EOS_TOKEN, PII_TOKENS, Tokenizer, TokenizerError
 
-__all__ = ["PAD_TOKEN", "SPECIAL_TOKENS", "train_bpe"]
+__all__ = ["PAD_TOKEN", "SPECIAL_TOKENS", "TrainingTexts", "train_bpe"]
 
 PAD_TOKEN = "<|pad|>"
 #: In id order, starting at 0.
@@ -43,22 +44,125 @@ SPECIAL_TOKENS = (EOS_TOKEN, PAD_TOKEN, *PII_TOKENS)
 _MIN_VOCAB = len(SPECIAL_TOKENS) + 256
 
 
-def _input_files(inputs: str | os.PathLike | Iterable) -> list[str] | None:
-    """A list of paths when the input names files; ``None`` when it is an iterator of texts."""
+#: Files read as Dolma documents (one JSON object a line; the ``text`` field is trained on), as in
+#: ``lmforge.data.documents``; every other file is read as UTF-8 text, line by line.
+DOCUMENT_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".json.zst", ".json")
+#: What a directory contributes (searched recursively): text files and document files (not bare
+#: ``.json``, which in a directory is more often a config or manifest than documents).
+TEXT_SUFFIXES = (".txt",)
+_DIRECTORY_SUFFIXES = TEXT_SUFFIXES + tuple(x for x in DOCUMENT_SUFFIXES if x != ".json")
+_EXAMPLES = 5  # malformed lines quoted per reason (the counts are always complete)
+
+
+class TrainingTexts:
+    """The texts of training inputs, read lazily (an iterable that ``train_from_iterator`` consumes):
+    text files line by line (line endings kept, which is exactly what tokenizers reads from a file),
+    Dolma JSONL document files (plain, ``.gz``, ``.zst``) one ``text`` field per line, and
+    directories (recursively: ``*.txt`` and document files other than bare ``.json``).
+
+    A malformed line (bad JSON, not an object, no string ``text``, not UTF-8) is skipped and counted
+    in ``malformed`` with its first places in ``examples``; a damaged compressed file stops that file
+    and is listed in ``errors``. :meth:`summary` says it all in one line.
+    """
+
+    def __init__(self, inputs: Iterable[str | os.PathLike]):
+        self.files = _expand(inputs)
+        self.texts = 0  # lines of text files + documents
+        self.malformed: Counter = Counter()
+        self.examples: dict[str, list[str]] = {}
+        self.errors: list[str] = []
+
+    def _bad(self, reason: str, where: str) -> None:
+        self.malformed[reason] += 1
+        ex = self.examples.setdefault(reason, [])
+        if len(ex) < _EXAMPLES:
+            ex.append(where)
+
+    def __iter__(self) -> Iterator[str]:
+        from lmforge.data.documents import DataError, iter_lines
+
+        for path in self.files:
+            doc_file = str(path).endswith(DOCUMENT_SUFFIXES)
+            try:
+                for n, raw in iter_lines(path):
+                    where = f"{path}:{n}"
+                    try:
+                        line = raw.decode("utf-8")
+                    except UnicodeDecodeError:
+                        self._bad("invalid UTF-8", where)
+                        continue
+                    if not doc_file:
+                        self.texts += 1
+                        yield line
+                        continue
+                    if not line.strip():
+                        continue
+                    try:
+                        obj = json.loads(line)
+                    except json.JSONDecodeError:
+                        self._bad("bad JSON", where)
+                        continue
+                    if not isinstance(obj, dict):
+                        self._bad("not a JSON object", where)
+                        continue
+                    text = obj.get("text")
+                    if not isinstance(text, str):
+                        self._bad("no string 'text'", where)
+                        continue
+                    self.texts += 1
+                    yield text
+            except DataError as e:  # truncated or corrupt compressed file: what came before was read
+                self.errors.append(str(e))
+
+    def summary(self) -> str:
+        """One line: files, texts read, malformed lines by reason with where, damaged files."""
+        parts = [f"read {self.texts:,} texts from {len(self.files):,} file(s)"]
+        if self.malformed:
+            total = sum(self.malformed.values())
+            reasons = ", ".join(f"{r} {c:,} (first at {self.examples[r][0]})" for r, c in sorted(self.malformed.items()))
+            parts.append(f"skipped {total:,} malformed line(s): {reasons}")
+        if self.errors:
+            parts.append(f"{len(self.errors)} damaged file(s): {self.errors[0]}")
+        return "; ".join(parts)
+
+
+def _expand(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+    """Files, and directories searched recursively for text and document files, in a stable order."""
+    files: list[Path] = []
+    for p in inputs:
+        path = Path(p)
+        if path.is_dir():
+            found = sorted(
+                f for f in path.rglob("*")
+                if f.is_file() and f.name.endswith(_DIRECTORY_SUFFIXES) and not f.name.startswith(".")
+            )
+            if not found:
+                raise TokenizerError(
+                    f"training directory {path} holds no {', '.join(_DIRECTORY_SUFFIXES)} files; "
+                    "pass text files, Dolma JSONL document files or directories of them"
+                )
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise TokenizerError(
+                f"training file {str(p)[:80]!r} does not exist; train_bpe reads a list as file paths, "
+                "pass texts as an iterator (e.g. iter(texts))"
+            )
+    return files
+
+
+def _input_files(inputs: str | os.PathLike | Iterable) -> TrainingTexts | None:
+    """The texts of the files a path or list of paths names; ``None`` when ``inputs`` is an iterator of texts."""
+    if isinstance(inputs, TrainingTexts):
+        return inputs
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     if not isinstance(inputs, (list, tuple)):
         return None
-    files = [os.fspath(p) for p in inputs]
-    if not files:
+    if not inputs:
         raise TokenizerError("train_bpe got no input files; pass file paths or an iterator of texts")
-    for f in files:
-        if not os.path.isfile(f):
-            raise TokenizerError(
-                f"training file {f[:80]!r} does not exist; train_bpe reads a list as file paths, "
-                "pass texts as an iterator (e.g. iter(texts))"
-            )
-    return files
+    return TrainingTexts(inputs)
 
 
 def _mark_pii_not_special(backend: tokenizers.Tokenizer) -> tokenizers.Tokenizer:
@@ -79,7 +183,9 @@ def train_bpe(
     show_progress: bool = True,
     normalize_nfc: bool = False,
 ) -> Tokenizer:
-    """Train byte-level BPE on files (a path or list of paths) or on an iterator of texts.
+    """Train byte-level BPE on files (a path or list of paths: text files, Dolma JSONL document
+    files, directories of them; see :class:`TrainingTexts`, which may also be passed itself to read
+    its counts of malformed lines afterwards) or on an iterator of texts.
 
     ``vocab_size`` is an upper bound including the 5 special tokens and 256 bytes; a small corpus
     may give fewer ids (check ``.vocab_size``). ``out_path`` ending in ``.json`` gets the tokenizers
@@ -104,10 +210,9 @@ def train_bpe(
         special_tokens=[tokenizers.AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    if files is not None:
-        backend.train(files, trainer)
-    else:
-        backend.train_from_iterator(files_or_iterator, trainer)
+    backend.train_from_iterator(files if files is not None else files_or_iterator, trainer)
+    if files is not None and not files.texts:
+        raise TokenizerError(f"no training text in {', '.join(map(str, files.files[:3]))}: {files.summary()}")
     backend = _mark_pii_not_special(backend)
 
     for expected_id, token in enumerate(SPECIAL_TOKENS):

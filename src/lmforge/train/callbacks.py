@@ -213,8 +213,8 @@ class CheckpointSaver(Callback):
     def on_end(self, trainer: Trainer) -> None:
         if self.at_end and self.last_saved != trainer.step and not trainer.has_checkpoint(trainer.step):
             self._save(trainer)
-        if trainer.finish_checkpoint() is not None:
-            self._prune(trainer)
+        trainer.finish_checkpoint()
+        self._prune(trainer)  # also what a run killed between its last save and that save's pruning left
 
 
 class Evaluation(Callback):

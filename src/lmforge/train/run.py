@@ -9,9 +9,11 @@ group comes from torchrun's environment (``lmforge.distributed.init_distributed`
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -71,6 +73,18 @@ def _precision(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if p == "bf16" else None
 
 
+def _seed_host_rngs(seed: int) -> None:
+    """Python's and numpy's global generators from the run's seed (they are saved in checkpoints
+    with torch's), so a run and its resumed continuation hold the same states, not ones seeded from
+    the operating system at start-up."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
 def build_model(cfg: TrainConfig, device: torch.device) -> torch.nn.Module:
     """The model in float32 with the run's seed. On CUDA it is built on the meta device and
     materialised after sharding would be the memory-lean path; we build it on the target device
@@ -119,7 +133,6 @@ def build_chat_data(cfg: TrainConfig, tokenizer, info: DistInfo, *, quiet: bool 
     """The SFT or DPO dataset of ``cfg.chat``; its accounting is printed and kept in the run dir."""
     import json
 
-    from lmforge.config import atomic_write_text
     from lmforge.data.chat import PreferenceDataset, SFTDataset, read_preferences, read_sft
 
     c = cfg.chat
@@ -133,14 +146,17 @@ def build_chat_data(cfg: TrainConfig, tokenizer, info: DistInfo, *, quiet: bool 
         pairs, acct = read_preferences(c.paths, tokenizer, c.template, cfg.seq_len)
         data = PreferenceDataset(pairs, cfg.seq_len, pad_id=tokenizer.pad_token_id, seed=c.seed, accounting=acct)
         what = f"{len(pairs):,} preference pairs"
+    data.accounting_json = json.dumps(acct.to_json(), indent=1) + "\n"  # written into the run dir by the Trainer, after its checks
     if info.is_main:
-        Path(cfg.run.dir).mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(cfg.run.dir) / "data_accounting.json", json.dumps(acct.to_json(), indent=1) + "\n")
         if not quiet:
             print(f"{cfg.trainer.objective} data: {what}; {acct.summary_line()}", flush=True)
             for e in acct.errors:
                 print(f"warning: {e}", flush=True)
-    if data.n == 0:
+    if data.n == 0:  # the run cannot start: leave the accounting where the message points
+        if info.is_main:
+            from lmforge.config import atomic_write_text
+
+            atomic_write_text(Path(cfg.run.dir) / "data_accounting.json", data.accounting_json)
         raise ConfigError(f"chat.paths has no usable {cfg.trainer.objective} examples ({acct.summary_line()}); see {Path(cfg.run.dir) / 'data_accounting.json'}")
     return data
 
@@ -177,6 +193,7 @@ def build_trainer(
     in-loop evaluation callback besides the ones ``cfg.eval`` describes; ``callbacks`` are added
     after the built-in ones."""
     info = info or init_distributed()
+    _seed_host_rngs(cfg.run.seed)
     device = _resolve_device(cfg, info)
     micro = cfg.micro_batch(info.world_size)
     mode = _parallel_mode(cfg, info.world_size)
@@ -278,8 +295,9 @@ def build_trainer(
     if cfg.logging.plot:
         callbacks.append(CurvesPlot())
     callbacks += extra_callbacks
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    run_files = {"config.yaml": cfg.to_yaml()}  # written by the Trainer once resume and data checks pass
+    if getattr(data, "accounting_json", None):
+        run_files["data_accounting.json"] = data.accounting_json
     return Trainer(
         module,
         data,
@@ -298,6 +316,7 @@ def build_trainer(
         quiet=quiet,
         tokenizer=tokenizer,
         async_metrics=t.async_metrics,
+        run_files=run_files,
     )
 
 
@@ -313,15 +332,73 @@ def train(
     see :func:`build_trainer`."""
     info = init_distributed()
     try:
-        trainer = build_trainer(cfg, info, quiet=quiet, evaluators=evaluators, callbacks=callbacks)
-        if info.is_main:
-            cfg.save(trainer.run_dir / "config.yaml")
-        n = trainer.module.model
-        trainer.print(
-            f"lmforge train: {cfg.run.name} -> {trainer.run_dir}  ({info.world_size} process(es), {trainer.max_steps} steps, "
-            f"global batch {trainer.global_batch} x {trainer.seq_len} tokens, micro-batch {trainer.micro_batch}, "
-            f"{sum(p.numel() for p in n.parameters()) if info.world_size == 1 else 'sharded'} parameters)"
-        )
-        return trainer.fit(resume=resume)
+        with own_run_dir(Path(cfg.run.dir), resume, info):
+            trainer = build_trainer(cfg, info, quiet=quiet, evaluators=evaluators, callbacks=callbacks)
+            n = trainer.module.model
+            trainer.print(
+                f"lmforge train: {cfg.run.name} -> {trainer.run_dir}  ({info.world_size} process(es), {trainer.max_steps} steps, "
+                f"global batch {trainer.global_batch} x {trainer.seq_len} tokens, micro-batch {trainer.micro_batch}, "
+                f"{sum(p.numel() for p in n.parameters()) if info.world_size == 1 else 'sharded'} parameters)"
+            )
+            return trainer.fit(resume=resume)
     finally:
         destroy_distributed()
+
+
+def check_resume(run_dir: Path, resume: bool | str | os.PathLike | None) -> None:
+    """Refuse, before anything is written: a run directory that has checkpoints without
+    ``resume``, or a ``resume`` path that is not a complete checkpoint."""
+    from lmforge.checkpoint.sharded import COMPLETE, latest_checkpoint
+    from lmforge.checkpoint.unsharded import CheckpointError
+
+    if resume in (None, False):
+        found = latest_checkpoint(run_dir)
+        if found is not None:
+            raise CheckpointError(
+                f"{run_dir} already has checkpoints (latest {found.name}); pass --resume to continue it, or choose another run.dir"
+            )
+    elif resume is not True:
+        path = Path(resume)
+        if not path.is_dir() or not (path / COMPLETE).is_file():
+            raise CheckpointError(f"--resume {path}: not a complete checkpoint directory (RUN/checkpoints/stepNNNNNNN with a {COMPLETE} marker)")
+
+
+def _remove_stale_scratch(run_dir: Path) -> None:
+    """Temporaries of killed runs: half-written checkpoint directories and files (the caller holds
+    the run dir's lock, so no live run owns them)."""
+    import shutil
+
+    from lmforge.storage import remove_stale_temporaries
+
+    remove_stale_temporaries(run_dir)
+    ckpts = run_dir / "checkpoints"
+    if ckpts.is_dir():
+        for p in ckpts.iterdir():
+            if p.name.startswith(".step") and ".tmp-" in p.name:
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def own_run_dir(run_dir: Path, resume: bool | str | os.PathLike | None, info: DistInfo) -> Iterator[None]:
+    """Hold ``run_dir`` for this training job (rank 0 takes the lock for every rank) after checking
+    that this job may write there; every rank raises the same one-line error otherwise."""
+    from lmforge.storage import lock_output
+
+    with contextlib.ExitStack() as stack:
+        error: BaseException | None = None
+        if info.is_main:
+            try:
+                stack.enter_context(lock_output(run_dir, "lmforge train " + " ".join(sys.argv[1:])))
+                check_resume(run_dir, resume)
+                _remove_stale_scratch(run_dir)
+            except Exception as e:  # noqa: BLE001 - re-raised below, on every rank
+                error = e
+        if info.world_size > 1 and torch.distributed.is_initialized():
+            box = [None if error is None else (type(error), str(error))]
+            torch.distributed.broadcast_object_list(box, src=0)
+            if box[0] is not None and error is None:
+                kind, msg = box[0]
+                error = kind(msg)
+        if error is not None:
+            raise error
+        yield

@@ -74,6 +74,7 @@ class Trainer:
         quiet: bool = False,
         tokenizer: Any | None = None,
         async_metrics: bool = False,
+        run_files: dict[str, str] | None = None,
     ):
         self.module, self.data, self.dist = module, data, dist
         self.run_dir = Path(run_dir)
@@ -96,6 +97,7 @@ class Trainer:
         self._pending = None  # a checkpoint being written in the background (checkpoint.background)
         self._pending_t0 = 0.0
         self._step_times: list[float] = []
+        self.run_files = dict(run_files or {})  # name -> text, written into the run dir once the checks pass
 
     # --- small helpers ----------------------------------------------------------------------------
     def print(self, *args: Any) -> None:
@@ -161,6 +163,7 @@ class Trainer:
                     "batches. Restore the data/config or start a new run.dir"
                 )
         if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, json.dumps(fp, indent=1) + "\n")
 
     # --- checkpoints ------------------------------------------------------------------------------
@@ -219,12 +222,21 @@ class Trainer:
         if path is None:
             self.print(f"--resume: no complete checkpoint in {self.run_dir / 'checkpoints'}; starting from step 0")
             return
-        self.load_checkpoint(path)
+        try:
+            self.load_checkpoint(path)
+        except CheckpointError as e:
+            earlier = [p for _, p in list_checkpoints(self.run_dir) if p.name < path.name]
+            if not earlier:
+                raise
+            raise CheckpointError(f"{e}; the previous complete checkpoint is {earlier[-1]}: resume from it with --resume {earlier[-1]}") from None
 
     # --- the loop ---------------------------------------------------------------------------------
     def fit(self, resume: bool | str | os.PathLike | None = None) -> dict[str, Any]:
         self.resume(resume)
         self._record_data_order()
+        if self.dist.is_main:  # only now: a refused start leaves the run directory as it was
+            for name, text in self.run_files.items():
+                atomic_write_text(self.run_dir / name, text)
         self.module.prepare(self)
         for cb in self.callbacks:
             cb.on_start(self)

@@ -8,6 +8,7 @@ Output follows Dolma: for ``ROOT/documents/x.jsonl.gz`` and experiment ``EXP`` t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -27,6 +28,7 @@ from lmforge.data.documents import (
 )
 from lmforge.data.parallel import run_parallel
 from lmforge.data.taggers.base import Tagger, get_tagger, tagger_class
+from lmforge.storage import lock_output, remove_stale_temporaries
 
 SUMMARY_NAME = "_summary.json"
 
@@ -132,6 +134,14 @@ def tag(
         raise DataError(f"no document files found in {paths}")
     for s in shards:
         attributes_path(s, experiment)  # every shard must be in the Dolma layout, before any work
+    with contextlib.ExitStack() as locks:  # one tag run at a time writes an experiment's attributes
+        for d in sorted({_experiment_dir(s, experiment) for s in shards}):
+            locks.enter_context(lock_output(d, f"lmforge data tag --experiment {experiment}"))
+            remove_stale_temporaries(d, recursive=True)  # left by killed runs (we hold the lock: no live run's)
+        return _tag_locked(shards, taggers, experiment, options, overwrite, workers, progress)
+
+
+def _tag_locked(shards: list[Path], taggers: tuple[str, ...], experiment: str, options: dict, overwrite: bool, workers: int, progress: bool) -> Accounting:
     tasks = [TagTask(str(s), taggers, experiment, options, overwrite) for s in shards]
     skipped = sum(1 for t in tasks if not overwrite and attributes_path(t.doc_path, experiment).exists())
     t0 = time.perf_counter()

@@ -1,0 +1,248 @@
+"""Durable files and owned directories: what every command that writes output relies on.
+
+    atomic_write_text(path, text)            temp file beside it, fsync, rename, fsync the directory
+    with durable_file(path) as (f, tmp): ... the same for a file written in pieces
+    commit_file(tmp, path)                   fsync a finished temp file, rename it, fsync the directory
+    with lock_output(out_dir, "lmforge data tokenize"): ...   one command at a time per output
+
+The promise: after a crash or a power loss, a file with its final name holds its final content,
+and a completion marker (written through these functions after the files it vouches for) never
+vouches for data that is not on disk. Names without their content, or content without its name,
+are temporaries (``.NAME.*.tmp``) that reruns delete.
+
+A *lock* is an exclusive ``flock`` on ``DIR/.lmforge-lock``, taken before a command writes anything
+into a directory it owns (a run dir, a fetch or tokenize OUT, a release repository). The kernel
+drops it when the process dies, however it dies, so a killed command never leaves a stale lock;
+a second command on the same directory is refused with one line naming the holder. Locks are
+re-entrant within one process (a quickstart holding its output directory calls train, which locks
+the run dir inside it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import json
+import os
+import re
+import socket
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import IO, Iterator
+
+__all__ = [
+    "LOCK_NAME",
+    "OutputLockedError",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "commit_file",
+    "crash_point",
+    "durable_file",
+    "fsync_dir",
+    "fsync_file",
+    "lock_output",
+    "remove_stale_temporaries",
+    "temp_path_beside",
+    "umask",
+]
+
+LOCK_NAME = ".lmforge-lock"
+
+
+def umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# --- durable writes ---------------------------------------------------------------------------------
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a directory's entries (a rename into it) durable."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:  # pragma: no cover - some filesystems refuse fsync on directories
+        if e.errno not in (errno.EINVAL, errno.EBADF, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush a closed file's data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_path_beside(path: str | os.PathLike) -> str:
+    """A new temporary file next to ``path`` (``.NAME.XXXX.tmp``) with normal permissions (mkstemp
+    makes it 0600)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~umask())
+    return tmp
+
+
+# --- crash points: where the fault tests kill a process -------------------------------------------
+_crash_count = 0
+
+
+def crash_point(label: str = "") -> None:
+    """Inert unless ``LMFORGE_CRASH_AT=N`` is set: then the N-th call in this process kills it with
+    SIGKILL (``LMFORGE_CRASH_LOG=FILE`` appends one line per call: the count and ``label``). Called
+    around every publishing step (before and after each rename), so the fault tests (tests/faults)
+    can stop a command at each point where a crash could lose or corrupt data."""
+    global _crash_count
+    at, log = os.environ.get("LMFORGE_CRASH_AT"), os.environ.get("LMFORGE_CRASH_LOG")
+    if not at and not log:
+        return
+    _crash_count += 1
+    if log:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"{os.getpid()} {_crash_count} {label}\n")
+    if at and _crash_count == int(at):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def commit_file(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Publish a finished, closed temporary file: fsync it, rename it to ``path``, fsync the directory."""
+    path = Path(path)
+    fsync_file(tmp)
+    crash_point(f"before publishing {path.name}")
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+    crash_point(f"after publishing {path.name}")
+    return path
+
+
+@contextlib.contextmanager
+def durable_file(path: str | os.PathLike, mode: str = "wb") -> Iterator[tuple[IO, str]]:
+    """``(file, temp path)`` to write ``path`` in pieces; published by :func:`commit_file` when the
+    block ends normally, deleted when it raises (or is interrupted)."""
+    tmp = temp_path_beside(path)
+    try:
+        with open(tmp, mode) as f:
+            yield f, tmp
+            f.flush()
+            os.fsync(f.fileno())
+        crash_point(f"before publishing {Path(path).name}")
+        os.replace(tmp, path)
+        fsync_dir(Path(path).parent)
+        crash_point(f"after publishing {Path(path).name}")
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+_TEMP_FILE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # temp_path_beside's names
+
+
+def remove_stale_temporaries(directory: str | os.PathLike, *, recursive: bool = False) -> int:
+    """Delete the temporary files (``.NAME.XXXXXXXX.tmp``) that killed runs left in ``directory``;
+    call it only while holding the directory's lock (then no live run owns them). Returns how many."""
+    d = Path(directory)
+    if not d.is_dir():
+        return 0
+    found = d.rglob(".*.tmp") if recursive else d.glob(".*.tmp")
+    n = 0
+    for p in found:
+        if _TEMP_FILE.match(p.name) and p.is_file():
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
+def atomic_write_bytes(path: str | os.PathLike, *chunks: bytes) -> Path:
+    """Write ``chunks`` to ``path`` durably: a temporary file beside it, fsync, rename, fsync the directory."""
+    with durable_file(path) as (f, _):
+        for chunk in chunks:
+            f.write(chunk)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` durably and atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# --- owned directories ------------------------------------------------------------------------------
+class OutputLockedError(RuntimeError):
+    """Another command holds the output directory (one line naming it and the holder)."""
+
+
+_HELD: dict[str, list] = {}  # real path -> [fd, count]
+_HELD_GUARD = threading.Lock()
+
+
+def _describe_holder(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        return f"pid {info.get('pid')} on {info.get('host')}, `{info.get('command')}` since {info.get('started')}"
+    except (OSError, ValueError, AttributeError):
+        return "another process"
+
+
+@contextlib.contextmanager
+def lock_output(directory: str | os.PathLike, command: str) -> Iterator[Path]:
+    """Hold ``directory`` (created if missing) for ``command`` until the block ends; raise
+    :class:`OutputLockedError` at once if another process holds it."""
+    import fcntl
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    key = os.path.realpath(d)
+    lock_path = d / LOCK_NAME
+    with _HELD_GUARD:
+        held = _HELD.get(key)
+        if held is not None:
+            held[1] += 1
+        else:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666 & ~umask())
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise OutputLockedError(
+                    f"{d} is in use by another lmforge command ({_describe_holder(lock_path)}); wait for it to finish, "
+                    "or write to another directory"
+                ) from None
+            except BaseException:
+                os.close(fd)
+                raise
+            info = {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "command": command or " ".join(sys.argv),
+                "started": _dt.datetime.now().isoformat(timespec="seconds"),
+            }
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info) + "\n").encode("utf-8"), 0)
+            _HELD[key] = [fd, 1]
+    try:
+        yield d
+    finally:
+        with _HELD_GUARD:
+            held = _HELD[key]
+            held[1] -= 1
+            if held[1] == 0:
+                del _HELD[key]
+                os.close(held[0])  # closing the last descriptor releases the flock
+
+
+def holds_lock(directory: str | os.PathLike) -> bool:
+    """Whether this process holds ``directory``'s lock."""
+    return os.path.realpath(directory) in _HELD
