@@ -34,6 +34,13 @@ def _stack_global_call(module: str, name: str, arg: str) -> bytes:
     return b"\x80\x04" + _u(module) + _u(name) + b"\x93" + _u(arg) + b"\x85" + b"R" + b"."
 
 
+def _stack_global_popen(module: str, name: str, argv: list[str]) -> bytes:
+    """Protocol 4: module, dotted name, STACK_GLOBAL, ([argv...],), REDUCE: a class reached through
+    attribute traversal, called with an argument list."""
+    items = b"".join(_u(a) for a in argv)
+    return b"\x80\x04" + _u(module) + _u(name) + b"\x93" + b"](" + items + b"e" + b"\x85" + b"R" + b"."
+
+
 def _global_call(module: str, name: str, arg: str) -> bytes:
     """Protocol 0/2 GLOBAL opcode: c<module>\\n<name>\\n, (arg,), REDUCE."""
     return b"\x80\x02c" + module.encode() + b"\n" + name.encode() + b"\n" + _u(arg) + b"\x85R."
@@ -52,6 +59,10 @@ def _payloads(marker: Path) -> dict[str, bytes]:
     return {
         "dotted name through an allowed module": _stack_global_call("torch.distributed.checkpoint.filesystem", "os.system", cmd),
         "deeper dotted name": _stack_global_call("torch.distributed.checkpoint", "filesystem.os.system", cmd),
+        # the reported one: a class (so not refused as "not a type") through DCP's module, run as a shell command
+        "dotted name to subprocess.Popen": _stack_global_popen(
+            "torch.distributed.checkpoint.filesystem", "torch.utils.collect_env.subprocess.Popen", ["sh", "-c", cmd]
+        ),
         "os.system": _global_call("os", "system", cmd),
         "posix.system": _stack_global_call("posix", "system", cmd),
         "builtins.eval": _global_call("builtins", "eval", f"__import__('os').system({cmd!r})"),
@@ -73,12 +84,13 @@ def test_crafted_metadata_is_refused_and_runs_nothing(tmp_path, kind):
     marker = tmp_path / "MARKER"
     payload = _payloads(marker)[kind]
     # the payload is live: unpickled without restrictions, it runs the command
-    if kind != "__reduce__ gadget":  # (that one would leave a process behind; the others are as live)
-        probe = tmp_path / "PROBE"
-        obj = pickle.loads(_payloads(probe)[kind])
-        if hasattr(obj, "wait"):
-            obj.wait()
-        assert probe.exists(), f"{kind}: the payload itself is broken"
+    import torch.utils.collect_env  # noqa: F401 - imported by torch's own tooling in many processes; here for sure
+
+    probe = tmp_path / "PROBE"
+    obj = pickle.loads(_payloads(probe)[kind])
+    if hasattr(obj, "wait"):
+        obj.wait()
+    assert probe.exists(), f"{kind}: the payload itself is broken"
     (path / ".metadata").write_bytes(payload)
     with pytest.raises(CheckpointError) as e:
         load_checkpoint(path, model=model, optimizer=opt)
