@@ -27,7 +27,7 @@ import yaml
 
 from lmforge.storage import atomic_write_bytes, atomic_write_text, temp_path_beside  # noqa: F401 - re-exported
 
-__all__ = ["Config", "ConfigError", "atomic_write_bytes", "atomic_write_text", "check_sections", "parse_overrides"]
+__all__ = ["Config", "ConfigError", "atomic_write_bytes", "atomic_write_text", "check_sections", "option", "parse_overrides"]
 
 C = TypeVar("C", bound="Config")
 
@@ -45,6 +45,27 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str = "",
+    default_factory: Any = dataclasses.MISSING,
+    flag: str | None = None,
+    positional: bool = False,
+    metavar: str | None = None,
+    append: bool = False,
+    cli: bool = True,
+) -> Any:
+    """A config field that also describes its command-line flag (``lmforge.cli.args`` turns a config
+    into argparse arguments, so a default, a choice list or a help text is written once, here).
+
+    ``flag``: the flag if not ``--field-name`` (``"--sample"``; ``"--no-stream"`` for a bool whose
+    flag turns it off); ``positional``: a positional argument; ``append``: a repeatable flag
+    collecting a list; ``cli=False``: not on the command line (set in YAML or by the library)."""
+    meta = {"help": help, "flag": flag, "positional": positional, "metavar": metavar, "append": append, "cli": cli}
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={"lmforge": meta})
 
 
 def _closest(name: str, options: typing.Iterable[str]) -> str | None:
