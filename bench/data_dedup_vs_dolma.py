@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import python_source_docs  # noqa: E402
 
-from lmforge.data.dedup import dedup
+from lmforge.data.dedup import DedupConfig, dedup
 from lmforge.data.documents import read_attributes
 
 SHARDS = 8
@@ -95,8 +95,8 @@ def run_lmforge(root: Path, mode: str, workers: int, name: str) -> float:
     bf.unlink(missing_ok=True)
     shutil.rmtree(root / "attributes" / name, ignore_errors=True)
     t = time.perf_counter()
-    kw = {} if mode == "minhash" else {"bloom_path": bf, "fp_rate": 1e-6, "expected_items": EXPECTED[mode]}
-    dedup(root / "documents", mode=mode, name=name, workers=workers, progress=False, **kw)
+    kw = {} if mode == "minhash" else {"bloom_path": str(bf), "fp_rate": 1e-6, "expected_items": EXPECTED[mode]}
+    dedup(DedupConfig(documents=[str(root / "documents")], mode=mode, name=name, workers=workers, **kw), progress=False)
     return time.perf_counter() - t
 
 

@@ -97,9 +97,9 @@ def run_lmforge(root: Path, out: Path, tok: Path, processes: int) -> float:
     # a fresh interpreter, like the dolma CLI, so start-up costs are counted the same way
     shutil.rmtree(out, ignore_errors=True)
     code = (
-        "from lmforge.data.tokenize import tokenize;"
-        f"tokenize([{str(root / 'documents')!r}], {str(tok)!r}, {str(out)!r}, workers={processes}, "
-        "strip_whitespace=True, progress=False)"
+        "from lmforge.data.tokenize import TokenizeConfig, tokenize;"
+        f"tokenize(TokenizeConfig(documents=[{str(root / 'documents')!r}], tokenizer={str(tok)!r}, out={str(out)!r}, workers={processes}, "
+        "strip_whitespace=True), progress=False)"
     )
     t0, c0 = time.perf_counter(), _child_cpu()
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -110,7 +110,7 @@ def run_lmforge(root: Path, out: Path, tok: Path, processes: int) -> float:
 
 
 def docs_by_id(out: Path, dtype) -> dict[str, np.ndarray]:
-    from lmforge.data.tokenize import read_metadata
+    from lmforge.data.token_files import read_metadata
 
     found = {}
     for npy in sorted(out.rglob("*.npy")):

@@ -55,3 +55,16 @@ def tiny_config(arch: str = "olmo2", vocab_size: int = 384, **kw) -> ModelConfig
     fields = dict(arch=arch, d_model=64, n_layers=2, n_heads=4, mlp_hidden=96, vocab_size=vocab_size, max_seq_len=128)
     fields.update(kw)
     return ModelConfig(**fields)
+
+
+def run_tokenize(documents, tokenizer, out, *, progress: bool = False, raise_on_error: bool = True, **fields):
+    """``lmforge.data.tokenize.tokenize`` with a config built from these values (paths become strings,
+    as YAML or the command line give them)."""
+    from pathlib import Path
+
+    from lmforge.data.tokenize import TokenizeConfig, tokenize
+
+    docs = [str(d) for d in (documents if isinstance(documents, (list, tuple)) else [documents])]
+    fields = {k: (str(v) if isinstance(v, Path) else v) for k, v in fields.items()}
+    cfg = TokenizeConfig(documents=docs, tokenizer=str(tokenizer), out=str(out), **fields)
+    return tokenize(cfg, progress=progress, raise_on_error=raise_on_error)

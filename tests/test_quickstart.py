@@ -1,6 +1,7 @@
 """The main job end to end: `lmforge quickstart --tiny` through every stage (offline: the Python standard
 library is the corpus), every artifact checked, then rerun to show that finished stages are skipped
-and nothing changes."""
+and nothing changes. Before it: the typed settings, the packaged mix rules and tiny recipe, and the
+timing model with its re-planning fed made-up step times (no real slowdown needed)."""
 
 from __future__ import annotations
 
@@ -68,6 +69,185 @@ def test_quickstart_flags(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
 
 
+def test_config_modes():
+    from lmforge.config import ConfigError
+    from lmforge.quickstart import QuickstartConfig
+
+    tiny, default = QuickstartConfig.tiny(), QuickstartConfig.default(30)
+    assert tiny.fixed_steps and (tiny.steps, tiny.checkpoints, tiny.model.d_model, tiny.tokens_per_step) == (12, [4, 8, 12], 32, 4 * 64)
+    assert not default.fixed_steps and default.minutes == 30.0 and default.train_settings()["checkpoint_fractions"][-1] == 1.0
+    assert "steps" in tiny.train_settings() and "minutes" not in tiny.train_settings() and "minutes" in default.train_settings()
+    with pytest.raises(ConfigError, match="exactly one"):
+        QuickstartConfig.from_dict({"steps": 10, "checkpoints": [10]})  # and the default minutes
+    with pytest.raises(ConfigError, match="--minutes must be positive"):
+        QuickstartConfig.default(0)
+
+
+def test_mix_rules_and_tiny_recipe_ship_as_yaml(tmp_path):
+    """The packaged rule groups are the quickstart's filters (the mixed output depends on nothing else)."""
+    from lmforge.data.fetch import load_recipe
+    from lmforge.data.mixer import MixRule, pii_span_edits
+    from lmforge.quickstart import TINY_RECIPE
+    from lmforge.quickstart.mix import load_mix_groups, marker_settings, mix_configs
+
+    q = "quality__"
+    common = [
+        MixRule(attribute="bff_duplicate_document", reduce="count", op=">", value=0, action="drop", name="duplicate document"),
+        MixRule(attribute="bff_duplicate_paragraph_spans", reduce="fraction", op=">", value=0.5, action="drop", name="mostly repeated paragraphs"),
+    ]
+    want = {
+        "text": common + [
+            MixRule(attribute=q + "gopher_quality__passes", reduce="score", op=">=", value=1, action="keep", name="gopher quality"),
+            MixRule(attribute=q + "gopher_repetition__duplicate_line_char_fraction", op=">", value=0.2, name="gopher repetition: lines"),
+            MixRule(attribute=q + "gopher_repetition__duplicate_paragraph_char_fraction", op=">", value=0.2, name="gopher repetition: paragraphs"),
+        ],
+        "code": common + [MixRule(attribute=q + "code__symbol_density", op=">", value=0.25, name="symbol density > 0.25")],
+    }
+    groups = load_mix_groups()
+    assert {g: c.rules for g, c in groups.items()} == want
+    assert all(c.attributes == ["quality", "bff_duplicate_document", "bff_duplicate_paragraph_spans"] for c in groups.values())
+    cfgs = mix_configs(tmp_path / "corpus", tmp_path / "mixed", ["books", "tech"], [], workers=3)
+    assert list(cfgs) == ["text"] and cfgs["text"].documents == [str(tmp_path / "corpus" / "documents" / d) for d in ("books", "tech")]
+    assert cfgs["text"].output == str(tmp_path / "mixed" / "text") and cfgs["text"].workers == 3
+    assert cfgs["text"].span_edits == pii_span_edits("quality") and cfgs["text"].rules == want["text"]
+    marker = marker_settings(cfgs["text"])  # as markers recorded it before the rules were YAML: old run directories resume
+    assert list(marker) == ["documents", "attributes", "output", "rules", "span_edits"] and repr(marker["rules"][0]["value"]) == "0"
+
+    recipe, _ = load_recipe(TINY_RECIPE)
+    assert recipe.name == "quickstart-tiny" and [s.name for s in recipe.sources] == ["stdlib", "idle-docs", "stdlib-email", "idle-news2x"]
+    assert recipe.sources[1].options == {"split": "\\n\\n(?=\\S)"} and [s.split for s in recipe.sources].count("heldout") == 2
+
+
+# --- the timing model and re-planning (no real slowdown: a fake clock and a fake trainer) ------------
+FRACTIONS = [0.125, 0.25, 0.5, 0.75, 1.0]
+
+
+class _Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class _Trainer:
+    """What TimeBudget touches of a Trainer: step, max_steps, the schedule, the config, the run dir."""
+
+    def __init__(self, step: int, max_steps: int, run_dir: Path):
+        from types import SimpleNamespace
+
+        from lmforge.optim import ScheduleConfig
+
+        self.step, self.max_steps, self.run_dir = step, max_steps, run_dir
+        self.module = SimpleNamespace(schedule=ScheduleConfig(kind="cosine", warmup_steps=30, total_steps=max_steps))
+        self.config = {"schedule": {"total_steps": max_steps}, "trainer": {"max_steps": max_steps}}
+
+
+def _plan(tmp_path, step_s: float = 0.5, budget: float = 500.0):
+    """A plan as calibration makes it: 30 calibration steps, then ``budget`` seconds at ``step_s``."""
+    from lmforge.quickstart.timing import AfterTraining, TrainingPlan, checkpoint_steps
+
+    after = AfterTraining(eval_tokens=60_000, tokens_per_step=4096)
+    steps = 30 + int(budget / step_s)
+    cks = checkpoint_steps(steps, FRACTIONS, [30])
+    plan = TrainingPlan(steps=steps, checkpoints=cks, tokens_per_step=4096, calibrated=True, seconds_per_step=step_s, budget_seconds=budget,
+                        reserved_after_seconds=round(after.seconds(step_s, len(cks)), 1), checkpoint_seconds={"30": 0.0})
+    return plan, after
+
+
+def _train(budget, trainer, clock, seconds_of_step, saved: list[int] | None = None) -> float:
+    """Run the fake training: each step takes ``seconds_of_step(step)``; the steps a SaveAtSteps
+    would save go to ``saved``; returns the training seconds."""
+    t0 = clock.t
+    budget.on_start(trainer)
+    while trainer.step < trainer.max_steps:
+        clock.t += seconds_of_step(trainer.step + 1)
+        trainer.step += 1
+        if saved is not None and trainer.step in budget.saver.steps:
+            saved.append(trainer.step)
+        budget.on_step_end(trainer)
+    return clock.t - t0
+
+
+def _budget(tmp_path, plan, after, clock, say=None):
+    from lmforge.quickstart.timing import TimeBudget
+    from lmforge.train.callbacks import SaveAtSteps
+
+    saver = SaveAtSteps(plan.checkpoints)
+    return TimeBudget(plan, tmp_path / "quickstart_plan.json", after, fractions=FRACTIONS, min_steps=60, saver=saver, clock=clock,
+                      say=say or (lambda m: None)), saver
+
+
+def test_plan_from_calibration():
+    from lmforge.quickstart.timing import STEP_OVERHEAD, AfterTraining, calibrated_step_seconds, plan_steps
+
+    times = {s: (9.0 if s <= 5 else 0.5 + 0.01 * (s % 3)) for s in range(1, 31)}  # the first 5 steps are not timed
+    assert calibrated_step_seconds(times, 99.0, 30) == pytest.approx(0.51 * STEP_OVERHEAD)
+    assert calibrated_step_seconds({}, 30.0, 30) == pytest.approx(1.0 * STEP_OVERHEAD)
+    after = AfterTraining(eval_tokens=60_000, tokens_per_step=4096)
+    plan = plan_steps(seconds_per_step=0.5, spent_seconds=100.0, minutes=15, calibration_steps=30, fractions=FRACTIONS,
+                      tokens_per_step=4096, after=after)
+    reserve = after.seconds(0.5, 6)
+    assert plan.budget_seconds == pytest.approx(900 - 100 - reserve, abs=0.1) and plan.steps == 30 + int(plan.budget_seconds / 0.5)
+    assert plan.checkpoints[0] == 30 and plan.checkpoints[-1] == plan.steps and len(plan.checkpoints) == 6
+    assert after.seconds(1.0, 6) > reserve  # the stages after training slow down with the machine
+
+
+def test_time_budget_keeps_the_plan_on_an_idle_machine(tmp_path):
+    import math
+
+    plan, after = _plan(tmp_path)
+    clock = _Clock()
+    budget, saver = _budget(tmp_path, plan, after, clock)
+    trainer = _Trainer(30, plan.steps, tmp_path)
+    # a slow start-up of the process (not timed), then 2% jitter: not a slowdown
+    _train(budget, trainer, clock, lambda s: 3.0 if s <= 33 else 0.5 * (1 + 0.02 * math.sin(s)))
+    assert trainer.max_steps == 1030 and plan.steps == 1030 and plan.replans == [] and trainer.module.schedule.total_steps == 1030
+    assert saver.steps == plan.checkpoints and "replans" not in json.loads((tmp_path / "quickstart_plan.json").read_text())
+
+
+def test_time_budget_moves_the_end_earlier_when_training_slows_down(tmp_path):
+    from lmforge.quickstart.timing import REPLAN_SLACK_FRACTION, TrainingPlan
+
+    plan, after = _plan(tmp_path)
+    total = plan.budget_seconds + plan.reserved_after_seconds
+    (tmp_path / "config.yaml").write_text("old\n")
+    clock, said = _Clock(), []
+    budget, saver = _budget(tmp_path, plan, after, clock, said.append)
+    trainer = _Trainer(30, plan.steps, tmp_path)
+    saved = [30]
+    seconds = _train(budget, trainer, clock, lambda s: 0.5 if s <= 300 else 1.0, saved)  # twice as slow from step 300 on
+    end = trainer.max_steps
+    assert 300 < end < 1030 and plan.replans and plan.replans[0]["steps_before"] == 1030 and plan.replans[-1]["steps_after"] == end
+    # on time: training + the stages after it (at the slow speed) end within the slack of the budget, not much earlier
+    finish = seconds + after.seconds(1.0, len(plan.checkpoints))
+    assert total - 30 <= finish <= total + REPLAN_SLACK_FRACTION * total, (finish, total)
+    # the schedule's decay ends at the new end; checkpoints: those saved before the slowdown, fractions of the new end after
+    assert trainer.module.schedule.total_steps == end == plan.steps and trainer.config["schedule"]["total_steps"] == end
+    assert saver.steps == plan.checkpoints == saved and saved[:3] == [30, 129, 258] and saved[-1] == end
+    assert all(c <= end for c in plan.checkpoints) and "re-plan at step" in said[0]
+    assert f"total_steps: {end}" in (tmp_path / "config.yaml").read_text()
+    on_disk = TrainingPlan.read(tmp_path / "quickstart_plan.json")
+    assert on_disk.replans == plan.replans and on_disk.steps == end and on_disk.checkpoints == plan.checkpoints
+
+    # a resumed run counts on from its checkpoint's training seconds, and keeps the moved end
+    resumed_at = plan.checkpoints[-2]
+    clock2 = _Clock()
+    budget2, _ = _budget(tmp_path, on_disk, after, clock2)
+    trainer2 = _Trainer(resumed_at, on_disk.steps, tmp_path)
+    budget2.on_start(trainer2)
+    assert budget2.base == on_disk.checkpoint_seconds[str(resumed_at)] > 0
+
+
+def test_time_budget_never_ends_before_the_minimum(tmp_path):
+    plan, after = _plan(tmp_path)
+    clock = _Clock()
+    budget, _ = _budget(tmp_path, plan, after, clock)
+    trainer = _Trainer(30, plan.steps, tmp_path)
+    _train(budget, trainer, clock, lambda s: 0.5 if s <= 35 else 50.0)  # a hundred times slower
+    assert trainer.max_steps == 60 and trainer.step == 60
+
+
 @pytest.mark.slow
 def test_quickstart_tiny_end_to_end_and_resume(tmp_path):
     out = tmp_path / "qs"
@@ -121,7 +301,7 @@ def test_quickstart_tiny_end_to_end_and_resume(tmp_path):
     # --- 5-6 tokenizer, token files -----------------------------------------------------------------
     import numpy as np
 
-    from lmforge.data.tokenize import read_summary, read_token_file
+    from lmforge.data.token_files import read_summary, read_token_file
     from lmforge.tokenizer import Tokenizer
 
     tok = Tokenizer.from_file(out / "tokenizer" / "tokenizer.json")

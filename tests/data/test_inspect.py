@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lmforge.cli import main
-from lmforge.data.tokenize import read_metadata
+from lmforge.data.token_files import read_metadata
 from lmforge.tokenizer.core import Tokenizer
 from lmforge.train.config import TrainConfig
 from lmforge.train.trainer import Trainer

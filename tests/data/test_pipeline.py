@@ -8,7 +8,7 @@ import numpy as np
 
 from lmforge.cli import main
 from lmforge.data.documents import Document, list_shards, read_documents, write_documents
-from lmforge.data.tokenize import read_metadata
+from lmforge.data.token_files import read_metadata
 from tests.conftest import corpus_lines
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "data" / "mix_example.yaml"

@@ -10,7 +10,8 @@ import pytest
 
 from lmforge.data.documents import Accounting, DataError, Document, attributes_path, read_attributes
 from lmforge.data.taggers import get_tagger, list_taggers, tag, tag_shard, TagTask
-from lmforge.data.taggers.cli import cmd_tag, parse_options
+from lmforge.cli import main
+from lmforge.cli.data import parse_tagger_options
 
 
 def run(name: str, text: str, **options) -> dict:
@@ -261,12 +262,13 @@ def test_stage_errors(tmp_path, capsys):
     assert not (tmp_path / "attributes").exists()  # nothing was written
     with pytest.raises(DataError, match="experiment name"):
         tag(shard, ["pii"], "a__b", progress=False)
-    assert cmd_tag([str(shard)], ["gopher_qualty"], "exp", progress=False) == 1
+    tag_cmd = ["data", "tag", "--documents", str(shard), "--experiment", "exp", "--no-progress", "--taggers"]
+    assert main(tag_cmd + ["gopher_qualty"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "did you mean 'gopher_quality'" in err
-    assert cmd_tag([str(shard)], ["stats"], "exp", options=["stats.tokenizer_path=null"], progress=False) == 0
+    assert err.count("\n") == 1 and err.startswith("lmforge: error:") and "did you mean 'gopher_quality'" in err
+    assert main(tag_cmd + ["stats", "--option", "stats.tokenizer_path=null"]) == 0
     assert "kept 1" in capsys.readouterr().out
-    assert parse_options(["language.top_k=1", "stats.tokenizer_path=t.json"]) == {"language": {"top_k": 1}, "stats": {"tokenizer_path": "t.json"}}
+    assert parse_tagger_options(["language.top_k=1", "stats.tokenizer_path=t.json"]) == {"language": {"top_k": 1}, "stats": {"tokenizer_path": "t.json"}}
 
 
 def test_stage_truncated_shard_tags_the_intact_part(tmp_path):

@@ -9,17 +9,10 @@ import random
 import numpy as np
 import pytest
 
+from lmforge.cli import main
 from lmforge.data.documents import DataError
-from lmforge.data.tokenize import (
-    SUMMARY_NAME,
-    choose_dtype,
-    cmd_tokenize,
-    detokenize_check,
-    read_metadata,
-    read_summary,
-    read_token_file,
-    tokenize,
-)
+from lmforge.data.token_files import SUMMARY_NAME, choose_dtype, detokenize_check, read_metadata, read_summary, read_token_file
+from tests.conftest import run_tokenize
 
 _WORDS = "the model reads open data and learns to predict next token river café 日本語 emoji 🙂 def f(a, b): return a + b".split()
 
@@ -87,7 +80,7 @@ def test_round_trip_metadata_and_eos(tok, corpus, tmp_path):
     t, tok_path = tok
     root, shards = corpus
     out = tmp_path / "out"
-    s = tokenize([root], tok_path, out, max_tokens_per_file=2000, progress=False)
+    s = run_tokenize([root], tok_path, out, max_tokens_per_file=2000)
     texts = {d["id"]: d["text"] for docs in shards.values() for d in docs}
     seen = {}
     total = 0
@@ -118,7 +111,7 @@ def test_raw_memmap_without_header_and_dolma_csv(tok, corpus, tmp_path):
     _, tok_path = tok
     root, _ = corpus
     out = tmp_path / "out"
-    s = tokenize([root / "b.jsonl"], tok_path, out, progress=False)
+    s = run_tokenize([root / "b.jsonl"], tok_path, out)
     npy = out / "part-00000-00000.npy"
     assert npy.stat().st_size == 2 * s["tokens"]  # no numpy header
     with gzip.open(out / "part-00000-00000.csv.gz", "rt", newline="") as f:
@@ -129,7 +122,7 @@ def test_raw_memmap_without_header_and_dolma_csv(tok, corpus, tmp_path):
 def test_malformed_lines_accounted(tok, corpus, tmp_path):
     _, tok_path = tok
     root, shards = corpus
-    s = tokenize([root], tok_path, tmp_path / "out", progress=False)
+    s = run_tokenize([root], tok_path, tmp_path / "out")
     acct = s["accounting"]
     assert acct["balanced"] and acct["kept"] == sum(len(d) for d in shards.values())
     assert acct["malformed"] == {"bad JSON": 1, "missing text": 1, "blank line": 1, "empty document": 1, "not a JSON object": 1}
@@ -142,8 +135,8 @@ def test_dtype_rule_and_override(tok, corpus, tmp_path):
     root, _ = corpus
     assert choose_dtype(50_304) == np.uint16 and choose_dtype(65_536) == np.uint16
     assert choose_dtype(65_537) == np.uint32 and choose_dtype(100_278) == np.uint32
-    a = tokenize([root], tok_path, tmp_path / "a", progress=False)
-    b = tokenize([root], tok_path, tmp_path / "b", dtype="uint32", progress=False)
+    a = run_tokenize([root], tok_path, tmp_path / "a")
+    b = run_tokenize([root], tok_path, tmp_path / "b", dtype="uint32")
     assert b["dtype"] == "uint32" and read_summary(tmp_path / "b")["dtype"] == "uint32"
     for fa, fb in zip(a["files"], b["files"]):
         ta = read_token_file(tmp_path / "a" / fa["npy"])
@@ -151,14 +144,14 @@ def test_dtype_rule_and_override(tok, corpus, tmp_path):
         assert tb.dtype == np.uint32 and (tmp_path / "b" / fb["npy"]).stat().st_size == 4 * len(tb)
         assert np.array_equal(ta.astype(np.uint32), tb)
     with pytest.raises(DataError, match="uint8 cannot hold"):
-        tokenize([root], tok_path, tmp_path / "c", dtype="uint8", progress=False)
+        run_tokenize([root], tok_path, tmp_path / "c", dtype="uint8")
 
 
 def test_workers_do_not_change_bytes(tok, corpus, tmp_path):
     _, tok_path = tok
     root, _ = corpus
-    one = tokenize([root], tok_path, tmp_path / "w1", workers=1, max_tokens_per_file=1500, progress=False)
-    two = tokenize([root], tok_path, tmp_path / "w2", workers=2, max_tokens_per_file=1500, progress=False)
+    one = run_tokenize([root], tok_path, tmp_path / "w1", workers=1, max_tokens_per_file=1500)
+    two = run_tokenize([root], tok_path, tmp_path / "w2", workers=2, max_tokens_per_file=1500)
     assert one["files"] == two["files"]
     names = sorted(p.name for p in (tmp_path / "w1").iterdir() if p.name.startswith("part-"))
     assert names == sorted(p.name for p in (tmp_path / "w2").iterdir() if p.name.startswith("part-"))
@@ -175,7 +168,7 @@ def test_truncated_gz_keeps_earlier_documents(tok, corpus, tmp_path):
     bad.write_bytes(data[: len(data) * 2 // 3])
     out = tmp_path / "out"
     with pytest.raises(DataError) as e:
-        tokenize([root], tok_path, out, progress=False)
+        run_tokenize([root], tok_path, out)
     msg = str(e.value)
     assert "\n" not in msg and str(bad) in msg and "truncated" in msg
     s = read_summary(out)
@@ -186,7 +179,7 @@ def test_truncated_gz_keeps_earlier_documents(tok, corpus, tmp_path):
     assert s["accounting"]["balanced"]
     assert detokenize_check(out, samples=None)["ok"]
     # the CLI: exit code 1 and a one-line message; a rerun skips the finished shards but reports again
-    assert cmd_tokenize([str(root)], str(tok_path), str(out), 1, progress=False) == 1
+    assert main(["data", "tokenize", "--documents", str(root), "--tokenizer", str(tok_path), "--out", str(out)]) == 1
     assert read_summary(out)["shards_skipped"] == 3
 
 
@@ -194,22 +187,22 @@ def test_rerun_skips_complete_outputs(tok, corpus, tmp_path):
     _, tok_path = tok
     root, _ = corpus
     out = tmp_path / "out"
-    first = tokenize([root], tok_path, out, progress=False)
+    first = run_tokenize([root], tok_path, out)
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*")}
-    second = tokenize([root], tok_path, out, progress=False)
+    second = run_tokenize([root], tok_path, out)
     assert second["shards_skipped"] == 3 and second["files"] == first["files"]
     assert second["accounting"] == first["accounting"] and second["tokens"] == first["tokens"]
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("part-*")} == mtimes
     # a damaged output or a changed input is redone; the rest is skipped
     (out / "part-00002-00000.npy").write_bytes(b"xx")
     _write(root / "b.jsonl", [json.dumps(d) for d in _docs(5, 9, "b")])
-    third = tokenize([root], tok_path, out, progress=False)
+    third = run_tokenize([root], tok_path, out)
     assert third["shards_skipped"] == 1
     assert (out / "part-00000-00000.npy").stat().st_mtime_ns == mtimes["part-00000-00000.npy"]
     assert third["accounting"]["kept"] == first["accounting"]["kept"] - 35
     assert detokenize_check(out, samples=None)["ok"]
     # fewer inputs: files of vanished shard indices are removed
-    tokenize([root / "a.jsonl.gz"], tok_path, out, progress=False)
+    run_tokenize([root / "a.jsonl.gz"], tok_path, out)
     assert sorted(p.name for p in out.glob("part-*.npy")) == ["part-00000-00000.npy"]
     assert not list(out.glob(".*.tmp"))
 
@@ -218,8 +211,8 @@ def test_bos_strip_and_cli(tok, corpus, tmp_path, capsys):
     t, tok_path = tok
     root, shards = corpus
     with pytest.raises(DataError, match="no BOS"):
-        tokenize([root], tok_path, tmp_path / "x", add_bos=True, progress=False)
-    s = tokenize([root / "b.jsonl"], tok_path, tmp_path / "bos", add_bos=True, bos_id=t.pad_token_id, strip_whitespace=True, progress=False)
+        run_tokenize([root], tok_path, tmp_path / "x", add_bos=True)
+    s = run_tokenize([root / "b.jsonl"], tok_path, tmp_path / "bos", add_bos=True, bos_id=t.pad_token_id, strip_whitespace=True)
     docs = {d["id"]: d["text"] for d in shards["b.jsonl"]}
     for _, toks, rows in _all_rows(tmp_path / "bos"):
         for r in rows:
@@ -227,17 +220,18 @@ def test_bos_strip_and_cli(tok, corpus, tmp_path, capsys):
             assert toks[r.start + 1 : r.end - 1].tolist() == t.encode(docs[r.id].strip())
     assert s["bos_written"] == t.pad_token_id
     assert detokenize_check(tmp_path / "bos", samples=None)["ok"]
-    assert cmd_tokenize([str(root)], str(tok_path), str(tmp_path / "cli"), 2, progress=False) == 0
+    assert main(["data", "tokenize", "--documents", str(root), "--tokenizer", str(tok_path), "--out", str(tmp_path / "cli"), "--workers", "2"]) == 0
     assert "tokenized 170 documents" in capsys.readouterr().out
     assert (tmp_path / "cli" / SUMMARY_NAME).is_file()
-    assert cmd_tokenize([str(tmp_path / "nothing")], str(tok_path), str(tmp_path / "cli2"), 1, progress=False) == 1
-    assert "nothing" in capsys.readouterr().err
+    assert main(["data", "tokenize", "--documents", str(tmp_path / "nothing"), "--tokenizer", str(tok_path), "--out", str(tmp_path / "cli2")]) == 2
+    err = capsys.readouterr().err
+    assert "nothing" in err and err.startswith("lmforge: error:")
 
 
 def test_document_longer_than_file_limit_gets_its_own_file(tok, corpus, tmp_path):
     _, tok_path = tok
     root, shards = corpus
-    s = tokenize([root / "b.jsonl"], tok_path, tmp_path / "out", max_tokens_per_file=2, progress=False)
+    s = run_tokenize([root / "b.jsonl"], tok_path, tmp_path / "out", max_tokens_per_file=2)
     assert len(s["files"]) == len(shards["b.jsonl"]) == s["documents"]
     assert all(f["documents"] == 1 for f in s["files"])
     assert detokenize_check(tmp_path / "out", samples=None)["ok"]
@@ -248,7 +242,7 @@ def test_cli_accepts_an_olmo_tokenizer_name(corpus, tmp_path, capsys):
     from lmforge.tokenizer.olmo import load_olmo_tokenizer
 
     root, shards = corpus
-    assert cmd_tokenize([str(root / "b.jsonl")], "olmo2", str(tmp_path / "o2"), 1, progress=False) == 0
+    assert main(["data", "tokenize", "--documents", str(root / "b.jsonl"), "--tokenizer", "olmo2", "--out", str(tmp_path / "o2")]) == 0
     olmo2 = load_olmo_tokenizer("olmo2")
     docs = {d["id"]: d["text"] for d in shards["b.jsonl"]}
     rows = [(toks, r) for _, toks, rs in _all_rows(tmp_path / "o2") for r in rs]
@@ -256,5 +250,5 @@ def test_cli_accepts_an_olmo_tokenizer_name(corpus, tmp_path, capsys):
     for toks, r in rows:
         assert toks[r.end - 1] == 100257
         assert toks[r.start : r.end - 1].tolist() == olmo2.encode(docs[r.id])
-    assert cmd_tokenize([str(root)], "olmo3", str(tmp_path / "x"), 1, progress=False) == 1
+    assert main(["data", "tokenize", "--documents", str(root), "--tokenizer", "olmo3", "--out", str(tmp_path / "x")]) == 2
     assert "olmo3" in capsys.readouterr().err

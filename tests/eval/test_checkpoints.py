@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from lmforge.checkpoint.sharded import save_checkpoint
+from lmforge.cli.eval import cmd_eval_checkpoints
 from lmforge.config import ConfigError
+from lmforge.eval.config import CheckpointsEvalConfig
 from lmforge.eval import checkpoints as ck
 from lmforge.eval.perplexity import perplexity_suite
 from lmforge.release import export_hf, load_pretrained
@@ -178,9 +180,11 @@ def test_names_and_hf_export_dirs(run, bpe_tokenizer, tmp_path, capsys):
     found = ck.find_checkpoints([tmp_path / "hf" / "step8-tokens40960", run_dir])
     assert [(i.step, i.tokens_seen, i.source) for i in found] == [(2, 1024, "extra.json"), (4, 2048, "extra.json"), (6, 3072, "extra.json"), (8, 40960, "name")]
 
-    summary = ck.cmd_eval_checkpoints(
-        [str(tmp_path / "hf" / "step8-tokens40960")], tmp_path / "out", None, data=[str(data)], max_documents=2, batch_size=4, progress=False, device="cpu"
+    cfg = CheckpointsEvalConfig(
+        checkpoints=[str(tmp_path / "hf" / "step8-tokens40960")], out=str(tmp_path / "out"), tasks=None, data=[str(data)],
+        max_documents=2, batch_size=4, progress=False, device="cpu",
     )
+    summary = cmd_eval_checkpoints(cfg)
     printed = capsys.readouterr().out
     assert "| step8-tokens40960 | 8 | 41K |" in printed and str(tmp_path / "out" / "summary.md") in printed
     assert summary["rows"][0]["tokens_seen"] == 40960 and "tasks" not in summary["rows"][0]

@@ -272,14 +272,18 @@ def test_evaluate_real_tasks(bpe_tokenizer, tmp_path):
 
 
 def test_cmd_eval_downstream(fakes, bpe_tokenizer, tmp_path, capsys):
+    from lmforge.cli.eval import cmd_eval_downstream
     from lmforge.config import ConfigError
+    from lmforge.eval.config import DownstreamEvalConfig
     from lmforge.release import export_hf
 
     export_hf(_model(), bpe_tokenizer, tmp_path / "hf")
     out = tmp_path / "res" / "ds.json"
-    res = downstream.cmd_eval_downstream(
-        str(tmp_path / "hf"), "toy_a,toy_b", "rc_0shot", 4, 8, out, "joint", device="cpu", progress=False
+    cfg = DownstreamEvalConfig(
+        model=str(tmp_path / "hf"), tasks="toy_a,toy_b", formulation="rc_0shot", limit=4, batch_size=8, out=str(out),
+        tokenization="joint", device="cpu", progress=False,
     )
+    res = cmd_eval_downstream(cfg)
     printed = capsys.readouterr().out
     assert "| toy_a | 4 | acc |" in printed and str(out) in printed
     doc = downstream.read_results(out)
@@ -287,6 +291,8 @@ def test_cmd_eval_downstream(fakes, bpe_tokenizer, tmp_path, capsys):
     assert doc["model"] == str(tmp_path / "hf") and doc["config"]["d_model"] == 64 and doc["dtype"] == "float32"
     assert doc["tasks"]["toy_a"]["acc"] == res["tasks"]["toy_a"]["acc"]
     with pytest.raises(ConfigError, match="unknown task 'nope'"):
-        downstream.cmd_eval_downstream(str(tmp_path / "hf"), "toy_a,nope", out=None, device="cpu")
+        downstream.evaluate_downstream(DownstreamEvalConfig(model=str(tmp_path / "hf"), tasks="toy_a,nope", device="cpu"))
     with pytest.raises(ConfigError, match="tokenization"):
-        downstream.cmd_eval_downstream(str(tmp_path / "hf"), "toy_a", tokenization="both", device="cpu")
+        downstream.evaluate_downstream(DownstreamEvalConfig(model=str(tmp_path / "hf"), tasks="toy_a", tokenization="both", device="cpu"))
+    with pytest.raises(ConfigError, match="tokenization"):  # as the command line builds it
+        DownstreamEvalConfig.from_dict({"model": str(tmp_path / "hf"), "tasks": "toy_a", "tokenization": "both"})

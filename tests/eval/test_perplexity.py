@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from lmforge.config import ConfigError
+from lmforge.cli.eval import cmd_perplexity
+from lmforge.eval.config import PerplexityEvalConfig
 from lmforge.eval.perplexity import (
     Window,
-    cmd_perplexity,
     discover_domains,
     perplexity_suite,
     plan_windows,
@@ -238,7 +239,8 @@ def test_cmd_perplexity_writes_results(model, bpe_tokenizer, tmp_path, capsys, m
     write_jsonl(tmp_path / "data" / "b" / "0.jsonl", docs(*TEXTS_B))
     monkeypatch.setattr("sys.argv", ["lmforge", "eval", "perplexity", str(ckpt), str(tmp_path / "data")])
     out = tmp_path / "res" / "ppl.json"
-    doc = cmd_perplexity(ckpt, [tmp_path / "data"], out, max_seq_len=L, batch_size=4, device="cpu", progress=False)
+    cfg = PerplexityEvalConfig(model=str(ckpt), data=[str(tmp_path / "data")], out=str(out), max_seq_len=L, batch_size=4, device="cpu", progress=False)
+    doc = cmd_perplexity(cfg)
     loaded = json.loads(out.read_text())
     assert loaded == json.loads(json.dumps(doc))
     assert loaded["model"] == str(ckpt) and loaded["command"][:3] == ["lmforge", "eval", "perplexity"]

@@ -14,16 +14,9 @@ import pytest
 
 from lmforge.data.evalsets import DOWNSTREAM, EvalSets
 from lmforge.eval.requests import Example
-from lmforge.eval.tasks import (
-    FORMULATIONS,
-    MMLU_SUBJECTS,
-    TASKS,
-    list_tasks,
-    load_task,
-    olmes_sample,
-    read_arrow_stream,
-    task_version,
-)
+from lmforge.eval.arrow import read_arrow_stream
+from lmforge.eval.registry import FORMULATIONS, MMLU_SUBJECTS, TASKS, list_tasks, olmes_sample
+from lmforge.eval.tasks import load_task, task_version
 
 ANSWER = "Answer:"
 

@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 
 from lmforge.data.documents import Document, write_documents
-from lmforge.data.tokenize import tokenize
-from tests.conftest import corpus_lines
+from tests.conftest import corpus_lines, run_tokenize
 
 STRACE = shutil.which("strace")
 needs_strace = pytest.mark.skipif(STRACE is None, reason="strace is not installed")
@@ -116,13 +115,13 @@ def test_tokenize_rerun_checks_content_not_just_sizes(tmp_path, bpe_tokenizer):
     tok = tmp_path / "tok.json"
     bpe_tokenizer.save(tok)
     out = tmp_path / "out"
-    first = tokenize([str(docs)], str(tok), str(out), progress=False)
+    first = run_tokenize([str(docs)], str(tok), str(out))
     npy = out / "part-00001-00000.npy"
     good = npy.read_bytes()
     damaged = bytearray(good)
     damaged[10] ^= 0xFF  # same size, other content (what a lost write can look like)
     npy.write_bytes(bytes(damaged))
-    again = tokenize([str(docs)], str(tok), str(out), progress=False)
+    again = run_tokenize([str(docs)], str(tok), str(out))
     assert again["shards_skipped"] == 1  # shard 0 is intact; shard 1 is redone
     assert npy.read_bytes() == good
     assert [f["npy_sha256"] for f in again["files"]] == [f["npy_sha256"] for f in first["files"]]

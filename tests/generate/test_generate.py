@@ -15,11 +15,11 @@ from lmforge.generate import (
     GenerationConfig,
     IncrementalDetokenizer,
     StopStringMatcher,
-    cmd_generate,
     generate,
     generate_ids,
     stream,
 )
+from lmforge.cli.generate import run_generate
 from lmforge.generate.sampling import choose_next
 from lmforge.models import OLMo, ModelConfig
 from lmforge.models.hf import to_hf_config, to_hf_state_dict
@@ -389,7 +389,7 @@ def test_stop_string_matcher_holds_back_possible_starts():
 
 
 # --- CLI ---------------------------------------------------------------------------------------------
-def test_cmd_generate(tmp_path, text_model, tokenizer):
+def test_generate_command(tmp_path, text_model, tokenizer, capsys):
     from lmforge.checkpoint import save_model
 
     ckpt = save_model(tmp_path / "ckpt", text_model, tokenizer=tokenizer)  # the real loader reads it back
@@ -398,15 +398,22 @@ def test_cmd_generate(tmp_path, text_model, tokenizer):
 
     for streaming in (True, False):
         out = io.StringIO()
-        assert cmd_generate(str(ckpt), TEXT_PROMPTS[:2], gen, stream=streaming, stdout=out) == 0
+        assert run_generate(str(ckpt), TEXT_PROMPTS[:2], gen, stream=streaming, stdout=out) == 0
         assert out.getvalue() == "".join(f"{p}{e}\n" for p, e in zip(TEXT_PROMPTS[:2], expected))
 
     out = io.StringIO()
     stdin = io.StringIO(f"{TEXT_PROMPTS[0]}\n{TEXT_PROMPTS[1]}\nexit\nnot read\n")
-    assert cmd_generate(str(ckpt), None, gen, stdin=stdin, stdout=out) == 0
+    assert run_generate(str(ckpt), None, gen, stdin=stdin, stdout=out) == 0
     assert out.getvalue() == "".join(f"{e}\n" for e in expected)
 
-    assert cmd_generate(str(tmp_path / "nowhere"), ["x"], gen) == 1
+    from lmforge.cli import main
+
+    assert main(["generate", "--model", str(tmp_path / "nowhere"), "--prompt", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lmforge: error:") and err.count("\n") == 1 and "nowhere" in err
+    # the flags are the config's: greedy unless a sampling knob is given
+    assert main(["generate", "--model", str(ckpt), "--prompt", TEXT_PROMPTS[0], "--max-new-tokens", "15", "--no-stream"]) == 0
+    assert capsys.readouterr().out == f"{TEXT_PROMPTS[0]}{generate(text_model, tokenizer, TEXT_PROMPTS[0], GenerationConfig(max_new_tokens=15))}\n"
 
 
 # --- the static-cache, compiled fast path (GenerationConfig.compile) ------------------------------

@@ -17,16 +17,10 @@ import yaml
 from lmforge.checkpoint import load_model
 from lmforge.checkpoint.sharded import save_checkpoint
 from lmforge.release.card import manifest_sources, model_card
-from lmforge.release.revisions import (
-    ReleaseError,
-    auto_token_unit,
-    export_revision,
-    format_tokens,
-    list_revisions,
-    parse_revision,
-    release_run,
-    revision_name,
-)
+from lmforge.release.errors import ReleaseError
+from lmforge.release.git import export_revision, list_revisions
+from lmforge.release.naming import auto_token_unit, format_tokens, parse_revision, revision_name
+from lmforge.release.revisions import release_run
 from tests.conftest import tiny_config
 
 TOKENS_PER_STEP = 2048
@@ -329,7 +323,7 @@ def test_push_uploads_every_branch_then_main(released, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
-    from lmforge.release.revisions import push_to_hub
+    from lmforge.release.hub import push_to_hub
 
     with pytest.raises(ReleaseError, match="no Hugging Face token"):
         push_to_hub(repo, "me/tiny", progress=False)
@@ -342,7 +336,7 @@ def test_push_uploads_every_branch_then_main(released, monkeypatch):
 
 
 def test_check_push_target_with_a_real_release(released, tmp_path):
-    from lmforge.release.revisions import check_push_target
+    from lmforge.release.hub import check_push_target
 
     _, repo, _ = released
     local_revs = [r["name"] for r in list_revisions(repo)]
@@ -416,7 +410,7 @@ def test_push_refuses_an_unrelated_hub_repository_before_touching_it(released, m
 
     monkeypatch.setattr(huggingface_hub, "HfApi", UnrelatedRepo)
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_x")
-    from lmforge.release.revisions import push_to_hub
+    from lmforge.release.hub import push_to_hub
 
     with pytest.raises(ReleaseError, match=r"me/theirs exists.*no revisions\.json.*--force"):
         push_to_hub(repo, "me/theirs", progress=False)

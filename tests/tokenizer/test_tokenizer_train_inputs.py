@@ -106,12 +106,12 @@ def test_truncated_compressed_file_keeps_what_was_read(tmp_path):
 
 def test_no_usable_input_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    assert main(["tokenizer", "train", str(tmp_path / "empty"), "--vocab-size", "600", "--out", str(tmp_path / "t.json")]) == 1
+    assert main(["tokenizer", "train", str(tmp_path / "empty"), "--vocab-size", "600", "--out", str(tmp_path / "t.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "training directory" in err[0] and str(tmp_path / "empty") in err[0]
+    assert len(err) == 1 and err[0].startswith("lmforge: error:") and "training directory" in err[0] and str(tmp_path / "empty") in err[0]
     bad = tmp_path / "bad.jsonl"
     bad.write_text("not json\n{}\n")
-    assert main(["tokenizer", "train", str(bad), "--vocab-size", "600", "--out", str(tmp_path / "t.json")]) == 1
+    assert main(["tokenizer", "train", str(bad), "--vocab-size", "600", "--out", str(tmp_path / "t.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no training text" in err[0] and "bad JSON 1" in err[0]
 

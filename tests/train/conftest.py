@@ -8,8 +8,7 @@ import pytest
 import yaml
 
 from lmforge.data.documents import Document, write_documents
-from lmforge.data.tokenize import tokenize
-from tests.conftest import corpus_lines
+from tests.conftest import corpus_lines, run_tokenize
 
 
 @pytest.fixture(scope="session")
@@ -23,8 +22,8 @@ def token_dirs(tmp_path_factory, bpe_tokenizer) -> dict[str, Path]:
     write_documents(d / "heldout" / "a.jsonl", docs[400:])
     tok = d / "tokenizer.json"
     bpe_tokenizer.save(tok)
-    tokenize([str(d / "docs")], str(tok), str(d / "train"), progress=False)
-    tokenize([str(d / "heldout")], str(tok), str(d / "val"), progress=False)
+    run_tokenize([str(d / "docs")], str(tok), str(d / "train"))
+    run_tokenize([str(d / "heldout")], str(tok), str(d / "val"))
     return {"train": d / "train", "val": d / "val", "tokenizer": tok}
 
 

@@ -251,7 +251,8 @@ def test_export_carries_the_chat_template(chat, tmp_path, monkeypatch):
     import transformers
 
     from lmforge.generate import GenerationConfig
-    from lmforge.generate.cli import cmd_generate
+    from lmforge.cli.generate import run_generate
+    from lmforge.config import ConfigError
     from lmforge.release import export_hf, load_pretrained
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -271,18 +272,16 @@ def test_export_carries_the_chat_template(chat, tmp_path, monkeypatch):
     hf_reply = pipe(question, max_new_tokens=12, do_sample=False)[0]["generated_text"][-1]
     assert hf_reply["role"] == "assistant"
     out = io.StringIO()
-    assert cmd_generate(str(tmp_path / "hf"), [question[0]["content"]], GenerationConfig(max_new_tokens=12), stream=False, chat=True, stdout=out) == 0
+    assert run_generate(str(tmp_path / "hf"), [question[0]["content"]], GenerationConfig(max_new_tokens=12), stream=False, chat=True, stdout=out) == 0
     ours = out.getvalue().split("assistant: ", 1)[1].rstrip("\n")
     assert ours == hf_reply["content"]
     # Interactive: turns add up; an empty line ends the conversation.
     out = io.StringIO()
-    assert cmd_generate(str(tmp_path / "hf"), None, GenerationConfig(max_new_tokens=8), stream=True, chat=True, stdin=io.StringIO("What colour is the red lamp?\nAnd the tall door?\n\n"), stdout=out) == 0
+    assert run_generate(str(tmp_path / "hf"), None, GenerationConfig(max_new_tokens=8), stream=True, chat=True, stdin=io.StringIO("What colour is the red lamp?\nAnd the tall door?\n\n"), stdout=out) == 0
     assert len(out.getvalue().splitlines()) == 2
     # A model without a template says so.
-    err = io.StringIO()
-    monkeypatch.setattr("sys.stderr", err)
-    assert cmd_generate(str(chat["base_hf"]), ["hi"], GenerationConfig(max_new_tokens=2), chat=True, stdout=io.StringIO()) == 1
-    assert "no chat template" in err.getvalue()
+    with pytest.raises(ConfigError, match="no chat template"):
+        run_generate(str(chat["base_hf"]), ["hi"], GenerationConfig(max_new_tokens=2), chat=True, stdout=io.StringIO())
 
 
 # --- configs and errors ---------------------------------------------------------------------------

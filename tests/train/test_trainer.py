@@ -18,7 +18,7 @@ from lmforge.cli import main
 from lmforge.config import ConfigError
 from lmforge.data.documents import DataError
 from lmforge.data.mixture import document_ids
-from lmforge.data.tokenize import read_token_file
+from lmforge.data.token_files import read_token_file
 from lmforge.nn.loss import IGNORE_INDEX
 from lmforge.optim import OptimConfig, ScheduleConfig
 from lmforge.train.callbacks import read_metrics
@@ -324,6 +324,21 @@ def test_checkpoint_pruning_during_a_run(token_dirs, tmp_path):
     train(_cfg(token_dirs, run, schedule={"total_steps": 10}, checkpoint={"every": 2, "keep_last": 2, "keep_every": 4}), quiet=True)
     assert [s for s, _ in list_checkpoints(run)] == [4, 8, 10]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step0000004", "step0000008", "step0000010"]
+
+
+def test_save_at_steps_saves_the_given_steps_once(token_dirs, tmp_path, monkeypatch):
+    from lmforge.train.callbacks import SaveAtSteps
+    from lmforge.train.trainer import Trainer
+
+    saved = []
+    real = Trainer.save_checkpoint
+    monkeypatch.setattr(Trainer, "save_checkpoint", lambda self, background=False: saved.append(self.step) or real(self, background))
+    run = tmp_path / "at"
+    first = _cfg(token_dirs, run, schedule={"total_steps": 10}, trainer={"max_steps": 6}, checkpoint={"every": 5, "keep_last": 100})
+    train(first, quiet=True, callbacks=[SaveAtSteps([8, 3, 3, 5])])
+    assert saved == [3, 5, 6]  # step 5 once (the cadence saved it first), and the end (checkpoint.at_end)
+    train(first.merged({"trainer": {"max_steps": 10}}), resume=True, quiet=True, callbacks=[SaveAtSteps([3, 5, 8])])
+    assert saved == [3, 5, 6, 8, 10] and [s for s, _ in list_checkpoints(run)] == [3, 5, 6, 8, 10]
 
 
 def test_unknown_config_key_is_a_one_line_error(token_dirs, tmp_path, capsys):

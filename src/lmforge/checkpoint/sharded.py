@@ -2,7 +2,7 @@
 
     path = save_checkpoint(run_dir, step, model=model, optimizer=opt, extra={"step": step, "rng": rng_state()})
     ...
-    ckpt = latest_checkpoint(run_dir)
+    ckpt = latest_checkpoint(run_dir)      # (lmforge.checkpoint.listing: list_checkpoint_infos, resolve_checkpoint)
     if ckpt is not None:
         extra = load_checkpoint(ckpt, model=model, optimizer=opt)
         set_rng_state(extra["rng"])
@@ -59,20 +59,26 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from lmforge.checkpoint.listing import (  # re-exported: finding checkpoints lives there (no torch.distributed)
+    CHECKPOINTS,
+    COMPLETE,
+    EXTRA_JSON,
+    checkpoint_dir,
+    latest_checkpoint,
+    list_checkpoints,
+)
 from lmforge.checkpoint.unsharded import CheckpointError, atomic_save_safetensors, load_state, save_model
 from lmforge.config import atomic_write_text
 from lmforge.storage import crash_point, fsync_dir, umask as _umask
 
-CHECKPOINTS = "checkpoints"
-COMPLETE = "COMPLETE"
-EXTRA_JSON = "extra.json"
 EXTRA_TENSORS = "extra.safetensors"
 OPTIM_GROUPS = "optim_groups.json"
 GROUP_TENSORS = "optim_groups.safetensors"
-_NAME = re.compile(r"^step(\d{7,})$")
 
 __all__ = [
+    "CHECKPOINTS",
     "COMPLETE",
+    "EXTRA_JSON",
     "checkpoint_dir",
     "latest_checkpoint",
     "list_checkpoints",
@@ -84,7 +90,7 @@ __all__ = [
 ]
 
 
-# --- process-group helpers -------------------------------------------------------------------
+# --- process groups --------------------------------------------------------------------------
 def _dist() -> bool:
     return dist.is_available() and dist.is_initialized()
 
@@ -184,7 +190,7 @@ def _read_json(dir_: Path, name: str, tensors_name: str) -> Any:
     return _decode(data, tensors)
 
 
-# --- RNG helpers ----------------------------------------------------------------------------
+# --- RNG state ------------------------------------------------------------------------------
 def rng_state() -> dict[str, Any]:
     """This process's torch / CUDA / numpy / python RNG states, in a form ``extra`` can store."""
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
@@ -302,10 +308,6 @@ class _TensorOnlyPlanner(dcp.DefaultLoadPlanner):
 
 
 # --- save / find / load / prune ---------------------------------------------------------------
-def checkpoint_dir(run_dir: str | os.PathLike, step: int) -> Path:
-    return Path(run_dir) / CHECKPOINTS / f"step{step:07d}"
-
-
 class _FullModel:
     """What ``save_model`` needs from a model: ``state_dict()`` and ``config``."""
 
@@ -534,25 +536,6 @@ def _last_error_line(e: BaseException) -> str:
     if errors:
         return errors[-1]
     return lines[0] if lines else type(e).__name__
-
-
-def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
-    """(step, path) of every complete checkpoint under ``run_dir/checkpoints``, oldest first."""
-    root = Path(run_dir) / CHECKPOINTS
-    if not root.is_dir():
-        return []
-    found = []
-    for p in root.iterdir():
-        m = _NAME.match(p.name)
-        if m and p.is_dir() and (p / COMPLETE).is_file():
-            found.append((int(m.group(1)), p))
-    return sorted(found)
-
-
-def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint (temporaries and ones without ``COMPLETE`` are skipped)."""
-    found = list_checkpoints(run_dir)
-    return found[-1][1] if found else None
 
 
 def load_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:

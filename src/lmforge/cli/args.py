@@ -100,8 +100,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[Config], *, 
         if meta.get("metavar"):
             kw["metavar"] = meta["metavar"]
         if not required and default not in (None, [], ()) and not meta.get("append"):
-            text = f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
-        kw["help"] = text.replace("%", "%%").replace("%%(default)s", "%(default)s") or None
+            text = f"{text} (default: {default})" if text else f"(default: {default})"
+        kw["help"] = text.replace("%", "%%") or None
         if meta.get("positional"):
             if not required and "nargs" not in kw:
                 kw["nargs"] = "?"

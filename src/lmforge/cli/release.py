@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from lmforge.cli.args import add_config_arguments, config_from_args
 from lmforge.cli.common import no_overrides, parse_dtype
 from lmforge.config import ConfigError
+from lmforge.release.config import ReleaseConfig
 
 def cmd_export(args, overrides) -> int:
     no_overrides(overrides, f"'lmforge {args.command}'")
@@ -23,13 +25,11 @@ def cmd_export(args, overrides) -> int:
 
 def cmd_release(args, overrides) -> int:
     no_overrides(overrides, "'lmforge release'")
-    from lmforge.release.revisions import release_run
+    from lmforge.release.revisions import release
 
-    r = release_run(
-        args.run, args.repo, eval_dir=args.eval, manifest=args.manifest, license=args.license, dtype=parse_dtype(args.dtype),
-        token_unit=args.token_unit, push=args.push, private=not args.public, tokenizer=args.tokenizer, name=args.name,
-        force=args.force,
-    )
+    cfg = config_from_args(ReleaseConfig, args)
+    parse_dtype(cfg.dtype)  # an unknown --dtype is refused with the CLI's message, before anything is read
+    r = release(cfg)
     print(f"released {len(r['revisions'])} revisions into {r['repo']} ({len(r['created'])} new); main = {r['main']['revision']}")
     return 0
 
@@ -56,18 +56,7 @@ def add_commands(sub) -> None:
     e.set_defaults(func=cmd_export)
 
     rl = sub.add_parser("release", help="export every checkpoint of a run as a revision (git branch stepN-tokensM) + model card")
-    rl.add_argument("run", help="run directory written by `lmforge train`")
-    rl.add_argument("--repo", required=True, help="local model repository (a git repository; created if missing)")
-    rl.add_argument("--eval", default=None, help="directory written by `lmforge eval checkpoints` (tables and plots for the card)")
-    rl.add_argument("--manifest", default=None, help="data manifest.json (from `lmforge data fetch`) for the card")
-    rl.add_argument("--license", default="apache-2.0")
-    rl.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: as trained)")
-    rl.add_argument("--token-unit", default="auto", choices=["auto", "B", "M", "K"])
-    rl.add_argument("--tokenizer", default=None)
-    rl.add_argument("--name", default=None, help="model name for the card")
-    rl.add_argument("--push", default=None, metavar="REPO_ID", help="also upload every revision to the HF Hub (needs a token)")
-    rl.add_argument("--public", action="store_true", help="with --push: create a public repository")
-    rl.add_argument("--force", action="store_true", help="with --push: upload even into an existing Hub repository that is not an lmforge release of this repository (its files on main are replaced)")
+    add_config_arguments(rl, ReleaseConfig)  # the flags are ReleaseConfig's fields
     rl.set_defaults(func=cmd_release)
 
     i = sub.add_parser("import", help="import an HF Olmo/Olmo2 directory as an lmforge checkpoint")

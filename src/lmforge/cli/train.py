@@ -53,7 +53,8 @@ def add_commands(sub) -> None:
         "as a git branch stepN-tokensM, generate samples. Rerun the same command to resume.",
     )
     q.add_argument("--out", default="runs/quickstart", help="output directory (default: %(default)s)")
-    q.add_argument("--minutes", type=float, default=15.0, help="target minutes for the whole run; training gets what the other stages leave, measured on this machine (default: %(default)g)")
+    q.add_argument("--minutes", type=float, default=15.0, help="target minutes for the whole run; training gets what the other stages leave, measured on this machine and re-planned "
+                   "if training slows down (default: %(default)g)")
     q.add_argument("--recipe", default=None, help="corpus recipe YAML (default: the packaged copy of configs/data/corpus_quickstart.yaml)")
     q.add_argument("--workers", type=int, default=2, help="processes for the data stages (default: %(default)s)")
     q.add_argument("--tiny", action="store_true", help="offline, about a minute: Python standard library corpus, tiny model, 12 steps (what the end-to-end test runs)")

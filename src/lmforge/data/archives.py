@@ -96,7 +96,7 @@ def _sniff(head: bytes) -> str | None:
     return None
 
 
-def _safe_rel(name: str, strip: int) -> str | None:
+def safe_relative_path(name: str, strip: int) -> str | None:
     parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
     if any(p == ".." for p in parts) or len(parts) <= strip:
         return None
@@ -267,7 +267,7 @@ def _each_tar(tf: tarfile.TarFile, strip: int, info: dict[str, Any], visit: Visi
         if m.issym() or m.islnk():
             info["links"] += 1
         elif m.isfile():
-            rel = _safe_rel(m.name, strip)
+            rel = safe_relative_path(m.name, strip)
             if rel is not None and not _seen(info, rel, visit, i, m.size, lambda m=m: tf.extractfile(m)):
                 return
 
@@ -307,7 +307,7 @@ def _each_member(archive: Path, strip: int, limits: Limits, info: dict[str, Any]
                     if (zi.external_attr >> 16) & 0o170000 == 0o120000:
                         info["links"] += 1
                         continue
-                    rel = _safe_rel(zi.filename, strip)
+                    rel = safe_relative_path(zi.filename, strip)
                     opener = lambda zi=zi: io.BufferedReader(_Metered(zf.open(zi), meter), CHUNK)  # noqa: E731
                     if rel is not None and not _seen(info, rel, visit, i, zi.file_size, opener):
                         return

@@ -34,7 +34,7 @@ class Instance:
 
 class TokenDataset:
     def __init__(self, paths: Sequence[str | os.PathLike], seq_len: int, *, dtype: Any = None):
-        from lmforge.data.tokenize import read_token_file
+        from lmforge.data.token_files import read_token_file
 
         if seq_len <= 0:
             raise DataError(f"seq_len must be positive, got {seq_len}")
@@ -66,7 +66,7 @@ class TokenDataset:
 
     def _doc_ids(self, f: int, start: int) -> tuple[str, ...]:
         if f not in self._meta:
-            from lmforge.data.tokenize import read_metadata
+            from lmforge.data.token_files import read_metadata
 
             try:
                 rows = read_metadata(self.files[f])

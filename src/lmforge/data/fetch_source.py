@@ -24,17 +24,15 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from lmforge.config import sha256_file
-from lmforge.data.archives import FetchError, PackageFiles, _safe_rel
+from lmforge.data.archives import FetchError, PackageFiles, safe_relative_path
+from lmforge.data.fetch_config import ClientsConfig, SourceConfig
 from lmforge.data.documents import AtomicWriter, DataError
 from lmforge.data.extractors import Piece, SkipFile, get_extractor
 from lmforge.redact import redact_secrets, redact_text
 from lmforge.storage import atomic_write_text, commit_file, fsync_dir, fsync_file
-
-if TYPE_CHECKING:
-    from lmforge.data.fetch import ClientsConfig, SourceConfig
 
 __all__ = ["fetch_archives", "glob_regex", "holdout", "process_source"]
 
@@ -89,7 +87,7 @@ def _walk_dir(root: Path, strip: int = 0) -> Iterator[tuple[str, Path]]:
             p = Path(dirpath) / fn
             if p.is_symlink() or not p.is_file():
                 continue
-            rel = _safe_rel(p.relative_to(root).as_posix(), strip)
+            rel = safe_relative_path(p.relative_to(root).as_posix(), strip)
             if rel is not None:
                 out.append((rel, p))
     yield from sorted(out)
@@ -308,8 +306,6 @@ def process_source(task: dict[str, Any]) -> dict[str, Any]:
     """Fetch, unpack and extract one source (a picklable task, so sources can run in worker
     processes); returns its manifest entry (credentials masked). Never raises for a problem with the
     source itself."""
-    from lmforge.data.fetch import ClientsConfig, SourceConfig
-
     for mod in task["imports"]:
         importlib.import_module(mod)
     src = SourceConfig.from_dict(task["source"])

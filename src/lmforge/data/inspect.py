@@ -21,7 +21,7 @@ from lmforge.config import ConfigError
 from lmforge.data.documents import DataError
 from lmforge.data.mixture import DataConfig, fingerprint_change
 
-__all__ = ["inspect_step", "cmd_inspect"]
+__all__ = ["inspect_step"]
 
 
 def _run_settings(run: Path) -> tuple[DataConfig, int, int]:
@@ -58,7 +58,7 @@ def _decoder(data: DataConfig, files: list[str]):
 
 def _chat_tokenizer(run: Path, raw: dict[str, Any]):
     """The SFT/DPO run's tokenizer: chat.tokenizer, else the one saved in its checkpoints or init_from."""
-    from lmforge.tokenizer.core import load_tokenizer
+    from lmforge.tokenizer.olmo import load_tokenizer
 
     spec = (raw.get("chat") or {}).get("tokenizer")
     if spec:
@@ -149,27 +149,3 @@ def inspect_step(run: str | os.PathLike, step: int, *, world_size: int = 1) -> I
             if decode is not None:
                 row["text"] = decode(inst.tokens)
             yield row
-
-
-def cmd_inspect(args) -> int:
-    rows = inspect_step(args.run, args.step, world_size=args.world_size)
-    if args.out:
-        from lmforge.config import atomic_write_text
-
-        rows = list(rows)
-        atomic_write_text(args.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        print(f"{len(rows)} instances of step {args.step} -> {args.out}")
-        return 0
-    if args.jsonl:
-        for r in rows:
-            print(json.dumps(r, ensure_ascii=False))
-        return 0
-    for i, r in enumerate(rows):
-        docs = ", ".join(r["doc_ids"][:6]) + (" ..." if len(r["doc_ids"]) > 6 else "") if r["doc_ids"] else "(no metadata)"
-        print(f"=== step {r['step']} instance {i} (rank {r['rank']}): {r['source']}  {r['file']} @ token {r['offset']}  docs: {docs}")
-        text = r.get("text")
-        if text is None:
-            print(" ".join(map(str, r["tokens"][:64])) + (" ..." if len(r["tokens"]) > 64 else ""))
-        else:
-            print(text if args.full else (text[:400] + (" ..." if len(text) > 400 else "")))
-    return 0

@@ -387,20 +387,4 @@ def _remove_stale_shards(out: Path, n_shards: int) -> None:
                     p.unlink()
 
 
-def cmd_mix(config_path: str, overrides: dict[str, Any] | None = None) -> int:
-    """``lmforge data mix CONFIG.yaml [--key=value ...]``: run the mixer, print the accounting."""
-    cfg = MixerConfig.from_yaml(config_path)
-    if overrides:
-        cfg = cfg.merged(overrides)
-    summary = mix(cfg)
-    acct = Accounting.from_json(summary["accounting"])
-    print(f"mixed: {acct.summary_line()}; wrote {summary['written_documents']:,} documents in {len(summary['files'])} files")
-    for w in summary["warnings"]:
-        print(f"warning: {w}")
-    for e in acct.errors:
-        print(f"error: {e}")
-    print(f"summary: {Path(cfg.output) / 'mix_summary.json'}")
-    return 1 if acct.errors else 0
-
-
-__all__ = ["MixRule", "SpanEdit", "MixerConfig", "mix", "mix_shard", "pii_span_edits", "apply_span_edits", "reduce_spans", "copies_for", "cmd_mix"]
+__all__ = ["MixRule", "SpanEdit", "MixerConfig", "mix", "mix_shard", "pii_span_edits", "apply_span_edits", "reduce_spans", "copies_for"]

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 from tqdm.auto import tqdm
 
-__all__ = ["WorkerPool", "WorkerStopped", "run_parallel"]
+__all__ = ["WorkerPool", "WorkerStopped", "Workers", "run_parallel"]
 
 
 class WorkerStopped(BaseException):
@@ -100,6 +100,38 @@ class WorkerPool:
             self.close()
         else:
             self.stop()
+
+
+class Workers:
+    """A :class:`WorkerPool` fed task by task (so the caller can pipeline), or, with ``workers <= 1``,
+    each task run at submission in this process. Leaving the block with an exception (Ctrl-C
+    included) cancels queued tasks and stops running ones."""
+
+    def __init__(self, workers: int):
+        self.workers, self.pool = workers, None
+
+    def __enter__(self) -> "Workers":
+        if self.workers > 1:
+            self.pool = WorkerPool(self.workers)
+        return self
+
+    def __exit__(self, exc_type: Any = None, *exc: Any) -> None:
+        if self.pool is not None:
+            if exc_type is None:
+                self.pool.close()
+            else:
+                self.pool.stop()
+
+    def submit(self, fn: Callable[[Any], Any], task: Any) -> Future:
+        """A future of ``fn(task)``; without a pool it runs now (exceptions surface at ``result()``)."""
+        if self.pool is not None:
+            return self.pool.submit(fn, task)
+        fut: Future = Future()
+        try:
+            fut.set_result(fn(task))
+        except Exception as e:  # noqa: BLE001 - re-raised by result(); Ctrl-C propagates at once
+            fut.set_exception(e)
+        return fut
 
 
 def run_parallel(

@@ -33,7 +33,7 @@ from torch import nn
 
 Mode = Literal["none", "ddp", "fsdp"]
 
-__all__ = ["DistInfo", "init_distributed", "destroy_distributed", "is_distributed", "parallelize", "all_reduce_mean"]
+__all__ = ["DistInfo", "all_reduce_mean", "destroy_distributed", "init_distributed", "is_distributed", "parallelize", "rank_and_world", "unwrap"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +136,22 @@ def _others_asleep(tasks: str, me: str) -> bool:
 
 
 def is_distributed() -> bool:
+    """A process group of more than one process is running."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(this process's rank, number of processes); (0, 1) without a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DDP (``.module``) and similar wrappers (FSDP2 and compile keep the model itself)."""
+    while hasattr(model, "module") and isinstance(model.module, nn.Module) and not hasattr(model, "config"):
+        model = model.module
+    return model
 
 
 def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@
     summary["rows"][-1]["macro_bpb"], summary["rows"][-1]["tasks"]["piqa"]["primary"]
 
 or ``lmforge eval checkpoints RUN/checkpoints/step* --out DIR --tasks arc_easy,piqa --data DOMAINS...``
-(:func:`cmd_eval_checkpoints`). What it writes under ``out_dir``::
+(:func:`evaluate_across_checkpoints`). What it writes under ``out_dir``::
 
     per_checkpoint/<name>.json    each checkpoint's results (the cache: a rerun skips what is done)
     summary.json                  one row per checkpoint + what produced them (command, versions, config)
@@ -30,12 +30,12 @@ warning.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import io
 import json
 import math
 import os
-import re
 import sys
 import warnings
 from pathlib import Path
@@ -44,12 +44,21 @@ from typing import Any, Sequence
 import torch
 
 from lmforge.config import ConfigError, atomic_write_bytes, atomic_write_text
-from lmforge.eval import downstream as _ds
-from lmforge.eval.downstream import evaluate_tasks
-from lmforge.eval.loading import parse_dtype
+from lmforge.eval.config import CheckpointsEvalConfig
+from lmforge.eval.downstream import evaluate_tasks, load_examples, parse_tasks, task_version
+from lmforge.eval.loading import load_for_eval, parse_dtype, resolve_tokenizer
 from lmforge.eval.perplexity import perplexity_suite
 
-__all__ = ["CheckpointInfo", "checkpoint_info", "find_checkpoints", "evaluate_checkpoints", "format_summary", "cmd_eval_checkpoints"]
+__all__ = [
+    "CheckpointInfo",
+    "checkpoint_info",
+    "find_checkpoints",
+    "evaluate_checkpoints",
+    "evaluate_across_checkpoints",
+    "format_summary",
+    "write_summary",
+    "PER_CHECKPOINT",
+]
 
 PER_CHECKPOINT = "per_checkpoint"
 SUMMARY_JSON, SUMMARY_MD = "summary.json", "summary.md"
@@ -58,9 +67,6 @@ CACHE_FORMAT = 1
 MAX_DOMAIN_LINES = 12  # more domains than this: the plot and the table show per-source macro averages
 PMI = "primary"  # unconditional requests only where the primary metric needs them
 
-_STEP = re.compile(r"step(\d+)")
-_TOKENS = re.compile(r"tokens(\d+(?:\.\d+)?)([KMBT]?)(?![A-Za-z0-9])", re.IGNORECASE)
-_UNITS = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
 # --- which checkpoints ------------------------------------------------------------------------------
 class CheckpointInfo:
     """A checkpoint directory with its ``name`` (cache key), ``step`` and ``tokens_seen`` (or None)."""
@@ -77,13 +83,9 @@ class CheckpointInfo:
 def parse_name(name: str) -> tuple[int | None, int | None]:
     """``(step, tokens)`` from a directory name: ``step0001000`` -> (1000, None); OLMo revisions
     ``step1000-tokens4B`` -> (1000, 4_000_000_000), ``stage1-step1000-tokens5B``, ``step8-tokens4096``."""
-    m = _STEP.search(name)
-    step = int(m.group(1)) if m else None
-    t = _TOKENS.search(name)
-    tokens = None
-    if t:
-        tokens = int(round(float(t.group(1)) * _UNITS[t.group(2).upper()]))
-    return step, tokens
+    from lmforge.release.naming import parse_checkpoint_name  # the one reader of stepN-tokensM names
+
+    return parse_checkpoint_name(name)
 
 
 def checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
@@ -199,22 +201,51 @@ def _clean(x: Any) -> Any:
 def _chance(tasks: Sequence[str], formulation: str, limit: int | None) -> dict[str, float | None]:
     """Random-chance accuracy per task: 1 / number of choices, averaged over the evaluated examples."""
     out: dict[str, float | None] = {}
-    for name, exs in _ds._load_examples(tasks, formulation, limit, pmi=False).items():
+    for name, exs in load_examples(tasks, formulation, limit, pmi=False).items():
         out[name] = sum(1.0 / len(e.choices) for e in exs) / len(exs) if exs else None
     return out
-
-
-def _load_tokenizer(tokenizer: Any) -> Any:
-    if tokenizer is None or not isinstance(tokenizer, (str, os.PathLike)):
-        return tokenizer
-    from lmforge.tokenizer import load_tokenizer
-
-    return load_tokenizer(tokenizer)
 
 
 def _say(progress: bool, msg: str) -> None:
     if progress:
         print(msg, file=sys.stderr, flush=True)
+
+
+@dataclasses.dataclass
+class _Plan:
+    """What every checkpoint gets: the settings and what the cache entries must match."""
+
+    task_names: list[str]
+    data: list[Path]
+    formulation: str
+    limit: int | None
+    max_documents: int | None
+    batch_size: int
+    split: str
+    max_seq_len: int | None
+    progress: bool
+    versions: dict[str, Any]
+
+    @property
+    def ppl_key(self) -> dict[str, Any]:
+        return _ppl_settings(self.data, self.max_documents, self.split, self.max_seq_len)
+
+    def ds_key(self, task: str) -> dict[str, Any]:
+        return _ds_settings(self.formulation, self.limit, self.versions[task])
+
+
+def _check_settings(task_names: list[str], data: list[Path], limit: int | None, max_documents: int | None, batch_size: int) -> None:
+    if not task_names and not data:
+        raise ConfigError("evaluate_checkpoints: nothing to evaluate; give tasks and/or perplexity data")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be positive, got {limit}")
+    if max_documents is not None and max_documents < 1:
+        raise ConfigError(f"--max-documents must be positive, got {max_documents}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be positive, got {batch_size}")
+    for p in data:
+        if not p.exists():
+            raise ConfigError(f"{p}: no such perplexity data file or directory")
 
 
 def evaluate_checkpoints(
@@ -243,38 +274,28 @@ def evaluate_checkpoints(
     replaces theirs). ``batch_size``: for both the perplexity windows and the downstream requests.
     ``device``: default ``cuda`` when available. ``dtype``: float32 | bfloat16 | float16.
     """
-    task_names = _ds._task_list(tasks) if tasks else []
+    task_names = parse_tasks(tasks) if tasks else []
     if isinstance(perplexity_data, (str, os.PathLike)):
         perplexity_data = [perplexity_data]
     data = [Path(p).resolve() for p in (perplexity_data or [])]
-    if not task_names and not data:
-        raise ConfigError("evaluate_checkpoints: nothing to evaluate; give tasks and/or perplexity data")
-    if limit is not None and limit < 1:
-        raise ConfigError(f"--limit must be positive, got {limit}")
-    if max_documents is not None and max_documents < 1:
-        raise ConfigError(f"--max-documents must be positive, got {max_documents}")
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size must be positive, got {batch_size}")
-    for p in data:
-        if not p.exists():
-            raise ConfigError(f"{p}: no such perplexity data file or directory")
+    _check_settings(task_names, data, limit, max_documents, batch_size)
     dtype = parse_dtype(dtype)
     infos = find_checkpoints(checkpoints)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    versions = {t: _ds._task_version(t, formulation) for t in task_names}
+    versions = {t: task_version(t, formulation) for t in task_names}
     chance = _chance(task_names, formulation, limit) if task_names else {}
-    ppl_key = _ppl_settings(data, max_documents, split, max_seq_len)
-    tok = _load_tokenizer(tokenizer)
+    plan = _Plan(task_names, data, formulation, limit, max_documents, batch_size, split, max_seq_len, progress, versions)
+    tok = resolve_tokenizer(tokenizer)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     docs: list[dict[str, Any]] = []
     for k, info in enumerate(infos, 1):
         path = _cache_path(out, info.name)
         doc = _read_cache(path, info)
-        ppl_done = bool(data) and (doc.get("perplexity") or {}).get("settings") == ppl_key
+        ppl_done = bool(data) and (doc.get("perplexity") or {}).get("settings") == plan.ppl_key
         cached_tasks = (doc.get("downstream") or {}).get("tasks") or {}
-        todo = [t for t in task_names if (cached_tasks.get(t) or {}).get("settings") != _ds_settings(formulation, limit, versions[t])]
+        todo = [t for t in task_names if (cached_tasks.get(t) or {}).get("settings") != plan.ds_key(t)]
         if (ppl_done or not data) and not todo:
             _say(progress, f"[{k}/{len(infos)}] {info.name} (step {info.step}): cached")
             docs.append(doc)
@@ -286,37 +307,9 @@ def evaluate_checkpoints(
             checkpoint=info.name, path=str(info.path), step=info.step, tokens_seen=info.tokens_seen,
             step_source=info.source, fingerprint=_fingerprint(info.path),
         )
-        from lmforge.release import load_pretrained
-
-        model, ck_tok = load_pretrained(info.path, device=device, dtype=dtype)
-        model.eval()
-        use_tok = tok if tok is not None else ck_tok
-        if use_tok is None:
-            raise ConfigError(f"{info.path}: holds no tokenizer.json; pass a tokenizer (--tokenizer PATH)")
-        cfg = getattr(model, "config", None)
-        doc["config"] = cfg.to_dict() if hasattr(cfg, "to_dict") else None
-        doc["parameters"] = sum(p.numel() for p in model.parameters())
-        doc["tokenizer"] = str(getattr(use_tok, "source", None) or tokenizer or "checkpoint")
-        doc["dtype"] = str(next(model.parameters()).dtype).replace("torch.", "")
+        model, use_tok, _ = load_for_eval(info.path, tokenizer=tok, device=device, dtype=dtype)
         try:
-            if data and not ppl_done:
-                res = perplexity_suite(
-                    model, use_tok, data, max_seq_len=max_seq_len, batch_size=batch_size,
-                    max_documents=max_documents, split=split, progress=progress,
-                )
-                doc["perplexity"] = {"settings": ppl_key, "results": _clean(res)}
-                doc["date"] = _now()
-                _write_cache(path, doc)
-            if todo:
-                res = evaluate_tasks(
-                    model, use_tok, todo, formulation=formulation, limit=limit, batch_size=batch_size,
-                    progress=progress, pmi=PMI,
-                )
-                tasks_doc = doc.setdefault("downstream", {}).setdefault("tasks", {})
-                for name, row in res["tasks"].items():
-                    tasks_doc[name] = {"settings": _ds_settings(formulation, limit, versions[name]), **_clean(row)}
-                doc["date"] = _now()
-                _write_cache(path, doc)
+            _evaluate_one(model, use_tok, doc, path, plan, bool(data) and not ppl_done, todo, tokenizer)
         finally:
             del model
             if device.startswith("cuda"):
@@ -326,6 +319,46 @@ def evaluate_checkpoints(
     summary = _summary(infos, docs, task_names, chance, versions, formulation, limit, data, max_documents, split, command)
     write_summary(summary, out)
     return summary
+
+
+def _evaluate_one(model, tok, doc: dict[str, Any], path: Path, plan: _Plan, ppl: bool, todo: list[str], tokenizer: Any) -> None:
+    """Run the parts of one checkpoint that are not cached (perplexity when ``ppl``, the tasks of
+    ``todo``) into ``doc``, writing the cache file after each part."""
+    model.eval()
+    cfg = getattr(model, "config", None)
+    doc["config"] = cfg.to_dict() if hasattr(cfg, "to_dict") else None
+    doc["parameters"] = sum(p.numel() for p in model.parameters())
+    doc["tokenizer"] = str(getattr(tok, "source", None) or tokenizer or "checkpoint")
+    doc["dtype"] = str(next(model.parameters()).dtype).replace("torch.", "")
+    if ppl:
+        res = perplexity_suite(
+            model, tok, plan.data, max_seq_len=plan.max_seq_len, batch_size=plan.batch_size,
+            max_documents=plan.max_documents, split=plan.split, progress=plan.progress,
+        )
+        doc["perplexity"] = {"settings": plan.ppl_key, "results": _clean(res)}
+        doc["date"] = _now()
+        _write_cache(path, doc)
+    if todo:
+        res = evaluate_tasks(
+            model, tok, todo, formulation=plan.formulation, limit=plan.limit, batch_size=plan.batch_size,
+            progress=plan.progress, pmi=PMI,
+        )
+        tasks_doc = doc.setdefault("downstream", {}).setdefault("tasks", {})
+        for name, row in res["tasks"].items():
+            tasks_doc[name] = {"settings": plan.ds_key(name), **_clean(row)}
+        doc["date"] = _now()
+        _write_cache(path, doc)
+
+
+def evaluate_across_checkpoints(cfg: CheckpointsEvalConfig) -> dict[str, Any]:
+    """``lmforge eval checkpoints``: :func:`evaluate_checkpoints` with the settings of ``cfg``;
+    returns the summary (its ``files``: what was written under ``cfg.out``)."""
+    cfg.validate()
+    return evaluate_checkpoints(
+        cfg.checkpoints, cfg.out, tasks=cfg.tasks or None, formulation=cfg.formulation, limit=cfg.limit,
+        perplexity_data=cfg.data, max_documents=cfg.max_documents, batch_size=cfg.batch_size, tokenizer=cfg.tokenizer,
+        progress=cfg.progress, device=cfg.device, dtype=cfg.dtype,
+    )
 
 
 def _now() -> str:
@@ -539,35 +572,3 @@ def write_summary(summary: dict[str, Any], out_dir: str | os.PathLike) -> dict[s
     atomic_write_text(files["json"], json.dumps(_clean(summary), indent=1, ensure_ascii=False, allow_nan=False) + "\n")
     atomic_write_text(files["markdown"], format_summary(summary) + "\n")
     return files
-
-
-# --- CLI ----------------------------------------------------------------------------------------------
-def cmd_eval_checkpoints(
-    checkpoints: Sequence[str | os.PathLike],
-    out: str | os.PathLike,
-    tasks: str | Sequence[str] | None = None,
-    formulation: str = "rc_0shot",
-    limit: int | None = None,
-    data: Sequence[str | os.PathLike] | None = None,
-    max_documents: int | None = None,
-    batch_size: int = 16,
-    tokenizer: str | os.PathLike | None = None,
-    progress: bool = True,
-    *,
-    device: str | None = None,
-    dtype: str | None = None,
-) -> dict[str, Any]:
-    """``lmforge eval checkpoints RUN/checkpoints/step* --out DIR [--tasks arc_easy,piqa]
-    [--data DOMAIN_DIR ...] [--limit N] [--max-documents N]``: evaluate, write the files, print the
-    markdown table and where the files are; returns the summary."""
-    summary = evaluate_checkpoints(
-        checkpoints, out, tasks=tasks or None, formulation=formulation, limit=limit, perplexity_data=data,
-        max_documents=max_documents, batch_size=batch_size, tokenizer=tokenizer, progress=progress,
-        device=device, dtype=dtype,
-    )
-    print(format_summary(summary))
-    print()
-    print(f"per-checkpoint results: {Path(out) / PER_CHECKPOINT}/")
-    for f in summary["files"].values():
-        print(f"wrote {f}")
-    return summary

@@ -6,8 +6,9 @@
     print(format_table(results))
     print(compare_results("a.json", "b.json"))
 
-or ``cmd_eval_downstream(MODEL, ["arc_easy"], "rc_0shot", None, 32, "out.json", "separate")`` from the
-CLI, and ``DownstreamEvaluator`` in the trainer's in-loop ``Evaluation`` callback.
+or ``evaluate_downstream(DownstreamEvalConfig(model=MODEL, tasks="arc_easy", out="out.json"))``
+(``lmforge eval downstream``: load, evaluate, write), and ``DownstreamEvaluator`` in the trainer's
+in-loop ``Evaluation`` callback.
 
 The tasks and their formatting come from :mod:`lmforge.eval.tasks`, the metrics from
 :mod:`lmforge.eval.metrics`; the scoring (batched, sorted, shared prefix) from
@@ -25,12 +26,13 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Literal, Sequence, Union
+from typing import Any, Sequence
 
 import torch
 
 from lmforge.config import ConfigError, atomic_write_text
-from lmforge.eval import metrics as _metrics
+from lmforge.eval import metrics
+from lmforge.eval.config import DownstreamEvalConfig, Pmi, pmi_setting
 from lmforge.eval.metrics import METRICS  # acc, acc_per_token, acc_per_char, acc_pmi (where PMI applies), bpb
 from lmforge.eval.requests import Example, LoglikelihoodScore
 from lmforge.eval.scoring import Tokenization, plain_batches, run_plain_batch, score_requests
@@ -38,23 +40,24 @@ from lmforge.eval.scoring import Tokenization, plain_batches, run_plain_batch, s
 __all__ = [
     "METRICS",
     "evaluate_tasks",
+    "evaluate_downstream",
     "format_table",
     "write_results",
     "read_results",
     "compare_results",
+    "load_examples",
+    "parse_tasks",
+    "task_version",
     "DownstreamEvaluator",
-    "cmd_eval_downstream",
 ]
 
-# --- the pieces from tasks.py / metrics.py -----------------------------------------------------
+
+# --- the pieces from tasks.py -------------------------------------------------------------------
 def _tasks_module():
+    """The task catalogue (one seam: tests put constructed tasks in its place)."""
     from lmforge.eval import tasks
 
     return tasks
-
-
-def _metrics_module():
-    return _metrics
 
 
 def _spec(name: str) -> Any:
@@ -73,14 +76,25 @@ def _macro_by(name: str) -> str | None:
     return getattr(_spec(name), "macro_by", None)
 
 
-def _task_version(name: str, formulation: str) -> Any:
+def task_version(name: str, formulation: str) -> Any:
+    """The version string results files record for ``name`` in ``formulation`` (data + format hash)."""
     return _tasks_module().task_version(name, formulation)
 
 
-Pmi = Union[bool, Literal["primary"]]
+def parse_tasks(tasks: str | Sequence[str]) -> list[str]:
+    """"arc_easy,hellaswag" or ["arc_easy", "hellaswag"] or "all" (the headline tasks) -> names;
+    ConfigError for an unknown task or none."""
+    names = [t.strip() for part in ([tasks] if isinstance(tasks, str) else tasks) for t in part.split(",") if t.strip()]
+    if not names:
+        raise ConfigError("no tasks given")
+    if names == ["all"]:
+        return list(_tasks_module().list_tasks())
+    for t in names:
+        _spec(t)
+    return list(dict.fromkeys(names))
 
 
-def _load_examples(tasks: Sequence[str], formulation: str, limit: int | None, pmi: Pmi = True) -> dict[str, list[Example]]:
+def load_examples(tasks: Sequence[str], formulation: str, limit: int | None, pmi: Pmi = True) -> dict[str, list[Example]]:
     """Each task's examples; ``pmi`` decides which keep their unconditional (PMI) requests: True =
     wherever the task has them, "primary" = only where the primary metric is ``acc_pmi``, False = none
     (the unconditional requests are as many as the conditional ones: dropping them halves the work)."""
@@ -149,12 +163,11 @@ def evaluate_tasks(
                        "n_chars", "is_greedy", "uncond_logprobs", "metrics"[, "subject"]}, ...]}
 
     A metric a task cannot have is None (``acc_pmi`` without unconditional requests). ``groups``:
-    per-subject numbers of macro-averaged tasks (MMLU). ``pmi``: see ``_load_examples`` (False or
+    per-subject numbers of macro-averaged tasks (MMLU). ``pmi``: see :func:`load_examples` (False or
     "primary" skip the unconditional requests that the primary metric does not need).
     ``shared_prefix=False``: every request computed on its own (for checks and benchmarks).
     """
-    M = _metrics_module()
-    by_task = _load_examples(tasks, formulation, limit, pmi)
+    by_task = load_examples(tasks, formulation, limit, pmi)
     owners = [name for name, exs in by_task.items() for _ in exs]
     examples = [ex for exs in by_task.values() for ex in exs]
     per_example_requests = [ex.requests() for ex in examples]
@@ -174,20 +187,20 @@ def evaluate_tasks(
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in by_task}
     k = 0
     for owner, ex, reqs in zip(owners, examples, per_example_requests):
-        m = M.example_metrics(ex, scores[k : k + len(reqs)])
+        m = metrics.example_metrics(ex, scores[k : k + len(reqs)])
         k += len(reqs)
         rows[owner].append(m)
         records.append(_record(ex, m))
     out_tasks: dict[str, Any] = {}
     for name, exs in by_task.items():
         pm = _primary_metric(name, formulation)
-        agg = dict(M.aggregate(rows[name], macro_by=_macro_by(name), primary=pm)) if exs else {}
+        agg = dict(metrics.aggregate(rows[name], macro_by=_macro_by(name), primary=pm)) if exs else {}
         row: dict[str, Any] = {"primary_metric": pm, "primary": _clean(agg.get(pm))}
         for key in METRICS:
             row[key] = _clean(agg.get(key))
         row["n"] = len(exs)
         row["n_requests"] = sum(ex.n_requests() for ex in exs)
-        row["version"] = _task_version(name, formulation)
+        row["version"] = task_version(name, formulation)
         if "groups" in agg:  # macro-averaged tasks (MMLU): each group's numbers
             row["groups"] = {str(g): {key: _clean(v) for key, v in gm.items()} for g, gm in agg["groups"].items()}
         out_tasks[name] = row
@@ -352,23 +365,15 @@ class DownstreamEvaluator:
         self.name = name
         self.tokenizer, self.formulation, self.batch_size = tokenizer, formulation, batch_size
         self.tokenization, self.autocast_dtype, self.max_length = tokenization, autocast_dtype, max_length
-        self.by_task = _load_examples(tasks, formulation, limit, pmi)
+        self.by_task = load_examples(tasks, formulation, limit, pmi)
         self.primary = {t: _primary_metric(t, formulation) for t in self.by_task}
         self.macro_by = {t: _macro_by(t) for t in self.by_task}
 
     @torch.no_grad()
     def __call__(self, model: torch.nn.Module) -> dict[str, float]:
-        import torch.distributed as dist
-
-        M = _metrics_module()
         rank, world = _dist()
         device = next(model.parameters()).device
-        max_length = self.max_length
-        if max_length is None:
-            cfg = _config_of(model)
-            if cfg is None:
-                raise ValueError("DownstreamEvaluator: pass max_length=, the model has no config.max_seq_len")
-            max_length = int(cfg.max_seq_len)
+        max_length = self._max_length(model)
         task_names = list(self.by_task)
         everything = [(ti, ex) for ti, name in enumerate(task_names) for ex in self.by_task[name]]
         mine = [ex for _, ex in everything[rank::world]]
@@ -378,11 +383,53 @@ class DownstreamEvaluator:
         batches, where, encoded = plain_batches(
             self.tokenizer, requests, batch_size=self.batch_size, max_length=max_length, tokenization=self.tokenization
         )
+        results = self._forward(model, batches, max(where, default=-1) + 1, max_length, world)
+
+        # Metric sums and counts per (task, group) cell, in a layout every rank knows (all ranks
+        # hold all examples), so that they can be all-reduced. Groups: the task's macro_by key
+        # (MMLU subjects), else one group.
+        cells = self._cells(task_names)
+        sums = torch.zeros(len(cells), len(METRICS), 2, dtype=torch.float64)
+        k = 0
+        for ti, ex, reqs in zip(owner, mine, per_ex):
+            scores = []
+            for (_, cont), slot in zip(encoded[k : k + len(reqs)], where[k : k + len(reqs)]):
+                lp, greedy = results[slot]
+                scores.append(LoglikelihoodScore(lp, len(cont), greedy))
+            k += len(reqs)
+            m = metrics.example_metrics(ex, scores)
+            mb = self.macro_by[task_names[ti]]
+            c = cells[(ti, str(ex.meta.get(mb)) if mb else None)]
+            for j, key in enumerate(METRICS):
+                v = m.get(key)
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    sums[c, j, 0] += float(v)
+                    sums[c, j, 1] += 1
+        if world > 1:
+            import torch.distributed as dist
+
+            s = sums.to(device)
+            dist.all_reduce(s)
+            sums = s.cpu()
+        return self._means(sums, cells, task_names)
+
+    def _max_length(self, model: torch.nn.Module) -> int:
+        if self.max_length is not None:
+            return self.max_length
+        cfg = _config_of(model)
+        if cfg is None:
+            raise ValueError("DownstreamEvaluator: pass max_length=, the model has no config.max_seq_len")
+        return int(cfg.max_seq_len)
+
+    def _forward(self, model: torch.nn.Module, batches: list, n_slots: int, max_length: int, world: int) -> list[tuple[float, bool]]:
+        """(logprob, is_greedy) per request slot; every rank runs as many forwards as the busiest."""
+        device = next(model.parameters()).device
         n_batches = torch.tensor([len(batches)], device=device)
         if world > 1:
+            import torch.distributed as dist
+
             dist.all_reduce(n_batches, op=dist.ReduceOp.MAX)
         pad_id = getattr(self.tokenizer, "pad_token_id", None) or 0
-        n_slots = max(where, default=-1) + 1
         results: list[tuple[float, bool]] = [(0.0, True)] * n_slots  # empty continuations stay 0
         was_training = model.training
         model.eval()
@@ -400,41 +447,24 @@ class DownstreamEvaluator:
                     model(torch.full((1, 1), pad_id, dtype=torch.long, device=device))
         finally:
             model.train(was_training)
+        return results
 
-        # Metric sums and counts per (task, group) cell, in a layout every rank knows (all ranks
-        # hold all examples), so that they can be all-reduced. Groups: the task's macro_by key
-        # (MMLU subjects), else one group.
-        keys = list(METRICS)
+    def _cells(self, task_names: list[str]) -> dict[tuple[int, Any], int]:
+        """(task index, group) -> row of the sums tensor, the same on every rank."""
         cells: dict[tuple[int, Any], int] = {}
         for ti, t in enumerate(task_names):
             mb = self.macro_by[t]
             for g in sorted({str(ex.meta.get(mb)) for ex in self.by_task[t]} if mb else {None}, key=str):
                 cells[(ti, g)] = len(cells)
-        sums = torch.zeros(len(cells), len(keys), 2, dtype=torch.float64)
-        k = 0
-        for ti, ex, reqs in zip(owner, mine, per_ex):
-            scores = []
-            for (_, cont), slot in zip(encoded[k : k + len(reqs)], where[k : k + len(reqs)]):
-                lp, greedy = results[slot]
-                scores.append(LoglikelihoodScore(lp, len(cont), greedy))
-            k += len(reqs)
-            m = M.example_metrics(ex, scores)
-            mb = self.macro_by[task_names[ti]]
-            c = cells[(ti, str(ex.meta.get(mb)) if mb else None)]
-            for j, key in enumerate(keys):
-                v = m.get(key)
-                if isinstance(v, (int, float)) and math.isfinite(v):
-                    sums[c, j, 0] += float(v)
-                    sums[c, j, 1] += 1
-        if world > 1:
-            s = sums.to(device)
-            dist.all_reduce(s)
-            sums = s.cpu()
+        return cells
+
+    def _means(self, sums: torch.Tensor, cells: dict[tuple[int, Any], int], task_names: list[str]) -> dict[str, float]:
+        """Each task's metrics (the mean over groups of the group means), its primary, their average."""
         out: dict[str, float] = {}
         prim = []
         for ti, t in enumerate(task_names):
             mine_cells = [c for (tj, _), c in cells.items() if tj == ti]
-            for j, key in enumerate(keys):
+            for j, key in enumerate(METRICS):
                 per_group = [(float(sums[c, j, 0]), float(sums[c, j, 1])) for c in mine_cells]
                 if not all(n for _, n in per_group):
                     continue  # a metric not every example has (acc_pmi without unconditional requests)
@@ -448,68 +478,35 @@ class DownstreamEvaluator:
         return out
 
 
-# --- CLI ----------------------------------------------------------------------------------------
-def _task_list(tasks: str | Sequence[str]) -> list[str]:
-    """"arc_easy,hellaswag" or ["arc_easy", "hellaswag"] or "all" (the headline tasks) -> names."""
-    names = [t.strip() for part in ([tasks] if isinstance(tasks, str) else tasks) for t in part.split(",") if t.strip()]
-    if not names:
-        raise ConfigError("no tasks given")
-    if names == ["all"]:
-        return list(_tasks_module().list_tasks())
-    for t in names:
-        _spec(t)
-    return list(dict.fromkeys(names))
-
-
-def cmd_eval_downstream(
-    model_path: str | os.PathLike,
-    tasks: str | Sequence[str],
-    formulation: str = "rc_0shot",
-    limit: int | None = None,
-    batch_size: int = 32,
-    out: str | os.PathLike | None = None,
-    tokenization: Tokenization = "separate",
-    *,
-    tokenizer: str | os.PathLike | None = None,
-    device: str | None = None,
-    dtype: str | torch.dtype | None = None,
-    progress: bool = True,
-    shared_prefix: bool = True,
-    pmi: Pmi = True,
-) -> dict[str, Any]:
-    """``lmforge eval downstream MODEL --tasks arc_easy,hellaswag [--formulation rc_0shot] [--limit N]
-    [--batch-size 32] [--tokenization separate|joint] [--out FILE]``: load, evaluate, print the
-    markdown table, write the results JSON (when ``out``); returns the results document."""
+# --- the command ---------------------------------------------------------------------------------
+def evaluate_downstream(cfg: DownstreamEvalConfig) -> dict[str, Any]:
+    """``lmforge eval downstream``: load ``cfg.model``, evaluate ``cfg.tasks``, write the results JSON
+    (when ``cfg.out``); returns the results (:func:`evaluate_tasks`). Raises ConfigError on bad settings."""
     from lmforge.eval.loading import load_for_eval, parse_dtype
 
-    names = _task_list(tasks)
-    dtype = parse_dtype(dtype)
-    if tokenization not in ("separate", "joint"):
-        raise ConfigError(f"--tokenization must be 'separate' or 'joint', got {tokenization!r}")
-    if limit is not None and limit < 1:
-        raise ConfigError(f"--limit must be positive, got {limit}")
-    model, tok, device = load_for_eval(model_path, tokenizer=tokenizer, device=device, dtype=dtype)
+    names = parse_tasks(cfg.tasks)
+    dtype = parse_dtype(cfg.dtype)
+    cfg.validate()
+    model, tok, device = load_for_eval(cfg.model, tokenizer=cfg.tokenizer, device=cfg.device, dtype=dtype)
     results = evaluate_tasks(
         model,
         tok,
         names,
-        formulation=formulation,
-        limit=limit,
-        batch_size=batch_size,
-        tokenization=tokenization,
-        progress=progress,
-        shared_prefix=shared_prefix,
-        pmi=pmi,
+        formulation=cfg.formulation,
+        limit=cfg.limit,
+        batch_size=cfg.batch_size,
+        tokenization=cfg.tokenization,
+        progress=cfg.progress,
+        shared_prefix=cfg.shared_prefix,
+        pmi=pmi_setting(cfg.pmi),
     )
-    print(format_table(results))
-    if out is not None:
-        path = write_results(
+    if cfg.out is not None:
+        write_results(
             results,
-            out,
-            model_path=model_path,
+            cfg.out,
+            model_path=cfg.model,
             model_config=getattr(model, "config", None),
             command=list(sys.argv),
             extra={"device": str(device), "dtype": str(next(model.parameters()).dtype).replace("torch.", "")},
         )
-        print(f"\nwrote {path}")
     return results

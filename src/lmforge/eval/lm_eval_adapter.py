@@ -129,7 +129,7 @@ _GEN_KEYS = {"until", "max_gen_toks", "do_sample", "temperature", "top_p", "top_
 
 
 @functools.cache
-def _adapter_class() -> type:
+def _adapter_class() -> type:  # long: one class body, defined here so lm_eval is imported only on use
     """Build the ``LM`` subclass (``lm_eval`` is imported here, not when lmforge is)."""
     lm_eval = _lm_eval()
     LM = lm_eval.api.model.LM
@@ -165,7 +165,7 @@ def _adapter_class() -> type:
             super().__init__()
             import torch
 
-            from lmforge.tokenizer import load_tokenizer
+            from lmforge.eval.loading import resolve_tokenizer
 
             ignored = {k: v for k, v in kwargs.items() if v is not None}
             if ignored:
@@ -190,10 +190,8 @@ def _adapter_class() -> type:
                 if device is not None:
                     model = model.to(device)
                 self._name = type(model).__name__
-            if tokenizer is None or not isinstance(tokenizer, (str, os.PathLike)):
-                tok = tokenizer if tokenizer is not None else tok
-            else:
-                tok = load_tokenizer(tokenizer)
+            if tokenizer is not None:
+                tok = resolve_tokenizer(tokenizer)
             if tok is None:
                 raise ValueError(f"lmforge model: {pretrained} holds no tokenizer.json; pass tokenizer=PATH")
             if tokenization not in ("joint", "separate"):

@@ -1,4 +1,7 @@
-"""What every ``lmforge eval`` command does first: read ``--dtype`` and load a model with its tokenizer."""
+"""What every ``lmforge eval`` command does first: read ``--dtype`` and load a model with its tokenizer.
+
+The one loader of the evaluators (downstream, perplexity, across checkpoints) and eval's one
+``--dtype`` parser."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import torch
 
 from lmforge.config import ConfigError
 
-__all__ = ["DTYPES", "parse_dtype", "load_for_eval"]
+__all__ = ["DTYPES", "parse_dtype", "load_for_eval", "resolve_tokenizer"]
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 
@@ -23,18 +26,25 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     return DTYPES[dtype]
 
 
+def resolve_tokenizer(tokenizer: Any) -> Any:
+    """A tokenizer file, directory or OLMo name -> the loaded tokenizer; a loaded one or None passes through."""
+    if tokenizer is None or not isinstance(tokenizer, (str, os.PathLike)):
+        return tokenizer
+    from lmforge.tokenizer import load_tokenizer
+
+    return load_tokenizer(tokenizer)
+
+
 def load_for_eval(model_path: str | os.PathLike, *, tokenizer: Any = None, device: str | None = None, dtype: Any = None):
     """``(model, tokenizer, device)`` for an lmforge checkpoint, run directory or HF directory.
-    ``tokenizer`` (a file, directory or OLMo name) replaces the one saved with the model; a model
-    without one needs it. ``device``: default ``cuda`` when available, else ``cpu``."""
+    ``tokenizer`` (a loaded tokenizer, or a file, directory or OLMo name) replaces the one saved with
+    the model; a model without one needs it. ``device``: default ``cuda`` when available, else ``cpu``."""
     from lmforge.release import load_pretrained
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tok = load_pretrained(model_path, device=device, dtype=parse_dtype(dtype))
     if tokenizer is not None:
-        from lmforge.tokenizer import load_tokenizer
-
-        tok = load_tokenizer(tokenizer)
+        tok = resolve_tokenizer(tokenizer)
     if tok is None:
         raise ConfigError(f"{model_path}: holds no tokenizer.json; pass --tokenizer PATH")
     return model, tok, device

@@ -4,9 +4,9 @@
     results["domains"]["c4_100_domains/www.ign.com"]["bpb"]
     results["sources"]["c4_100_domains"]["macro_bpb"]
 
-or from the command line (written to a results JSON, printed as a markdown table)::
+or as ``lmforge eval perplexity`` does it (load, score, write a results JSON)::
 
-    cmd_perplexity("CKPT_OR_HF_DIR", ["paloma/dolma-v1_5"], "results/ppl.json")
+    evaluate_perplexity(PerplexityEvalConfig(model="CKPT_OR_HF_DIR", data=["paloma/dolma-v1_5"], out="results/ppl.json"))
 
 **Rules** (Paloma, Magnusson et al. 2023; the same as lm-evaluation-harness's rolling log-likelihood):
 
@@ -70,13 +70,14 @@ import torch
 
 from lmforge.config import ConfigError, atomic_write_text
 from lmforge.data.documents import Accounting, DataError, TruncatedFileError, is_document_file, read_documents
+from lmforge.eval.config import PerplexityEvalConfig
 from lmforge.nn.loss import IGNORE_INDEX
 
 __all__ = [
     "Domain",
     "Window",
-    "cmd_perplexity",
     "discover_domains",
+    "evaluate_perplexity",
     "format_table",
     "perplexity_suite",
     "plan_windows",
@@ -359,6 +360,42 @@ def _aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _score_domain(model, tokenizer, domain: Domain, prefix_id: int, L: int, batch_size: int, max_documents: int | None, progress: bool) -> dict[str, Any]:
+    """One domain's row: its documents read, tokenized (empty ones counted) and scored in windows of ``L``."""
+    from tqdm.auto import tqdm
+
+    acct = Accounting()
+    texts = _read_domain(domain, acct, max_documents)
+    encoded = tokenizer.encode_batch(texts) if texts else []
+    keep_texts, keep_ids = [], []
+    for text, ids in zip(texts, encoded):
+        if len(ids) == 0:
+            acct.drop("no tokens")
+        else:
+            acct.keep()
+            keep_texts.append(text)
+            keep_ids.append(np.asarray(ids, dtype=np.int64))
+    acct.check()
+    n_windows = sum(len(plan_windows(len(t), L)) for t in keep_ids)
+    with tqdm(total=n_windows, desc=domain.key, unit="window", leave=False, disable=not progress, dynamic_ncols=True) as bar:
+        doc_nll = score_token_lists(model, keep_ids, prefix_id=prefix_id, max_len=L, batch_size=batch_size, bar=bar)
+    tokens = int(sum(len(t) for t in keep_ids))
+    nbytes = int(sum(len(t.encode("utf-8")) for t in keep_texts))
+    nll = float(doc_nll.sum())
+    return {
+        "source": domain.source,
+        "domain": domain.name,
+        "files": [str(f) for f in domain.files],
+        "documents": len(keep_ids),
+        "windows": n_windows,
+        "tokens": tokens,
+        "bytes": nbytes,
+        "nll": nll,
+        **_metrics(nll, tokens, nbytes),
+        "accounting": _domain_accounting(acct),
+    }
+
+
 def perplexity_suite(
     model: torch.nn.Module,
     tokenizer,
@@ -400,36 +437,7 @@ def perplexity_suite(
     outer = tqdm(domains, desc="perplexity", unit="domain", disable=not progress, dynamic_ncols=True)
     for domain in outer:
         outer.set_postfix_str(domain.key)
-        acct = Accounting()
-        texts = _read_domain(domain, acct, max_documents)
-        encoded = tokenizer.encode_batch(texts) if texts else []
-        keep_texts, keep_ids = [], []
-        for text, ids in zip(texts, encoded):
-            if len(ids) == 0:
-                acct.drop("no tokens")
-            else:
-                acct.keep()
-                keep_texts.append(text)
-                keep_ids.append(np.asarray(ids, dtype=np.int64))
-        acct.check()
-        n_windows = sum(len(plan_windows(len(t), L)) for t in keep_ids)
-        with tqdm(total=n_windows, desc=domain.key, unit="window", leave=False, disable=not progress, dynamic_ncols=True) as bar:
-            doc_nll = score_token_lists(model, keep_ids, prefix_id=prefix_id, max_len=L, batch_size=batch_size, bar=bar)
-        tokens = int(sum(len(t) for t in keep_ids))
-        nbytes = int(sum(len(t.encode("utf-8")) for t in keep_texts))
-        nll = float(doc_nll.sum())
-        rows[domain.key] = {
-            "source": domain.source,
-            "domain": domain.name,
-            "files": [str(f) for f in domain.files],
-            "documents": len(keep_ids),
-            "windows": n_windows,
-            "tokens": tokens,
-            "bytes": nbytes,
-            "nll": nll,
-            **_metrics(nll, tokens, nbytes),
-            "accounting": _domain_accounting(acct),
-        }
+        rows[domain.key] = _score_domain(model, tokenizer, domain, prefix_id, L, batch_size, max_documents, progress)
 
     sources: dict[str, dict[str, Any]] = {}
     for name in dict.fromkeys(r["source"] for r in rows.values()):
@@ -480,43 +488,32 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def cmd_perplexity(
-    model_path: str | os.PathLike,
-    data_path: str | os.PathLike | Sequence[str | os.PathLike],
-    out: str | os.PathLike,
-    *,
-    tokenizer: str | os.PathLike | None = None,
-    max_seq_len: int | None = None,
-    batch_size: int = 8,
-    max_documents: int | None = None,
-    split: str = "val",
-    device: str | None = None,
-    dtype: str | torch.dtype | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """``lmforge eval perplexity MODEL DATA... --out FILE``: load, score, write the results JSON
-    atomically, print the markdown table; returns the results.
+def evaluate_perplexity(cfg: PerplexityEvalConfig) -> dict[str, Any]:
+    """``lmforge eval perplexity``: load ``cfg.model``, score ``cfg.data``, write the results JSON to
+    ``cfg.out`` atomically; returns the results document (what was written).
 
-    ``model_path``: lmforge checkpoint or HF directory (:func:`lmforge.release.load_pretrained`).
-    ``tokenizer``: a tokenizer file, directory or known name, when the model directory has none.
-    ``device``: default ``cuda`` when available, else ``cpu``. ``dtype``: float32 | bfloat16 | float16.
+    ``cfg.model``: lmforge checkpoint or HF directory (:func:`lmforge.release.load_pretrained`).
+    ``cfg.tokenizer``: a tokenizer file, directory or known name, when the model directory has none.
+    ``cfg.device``: default ``cuda`` when available, else ``cpu``. ``cfg.dtype``: float32 | bfloat16 | float16.
     """
     from lmforge import __version__
     from lmforge.eval.loading import load_for_eval, parse_dtype
 
-    dtype = parse_dtype(dtype)
-    model, tok, device = load_for_eval(model_path, tokenizer=tokenizer, device=device, dtype=dtype)
-    paths = [data_path] if isinstance(data_path, (str, os.PathLike)) else list(data_path)
+    cfg.validate()
+    dtype = parse_dtype(cfg.dtype)
+    model, tok, device = load_for_eval(cfg.model, tokenizer=cfg.tokenizer, device=cfg.device, dtype=dtype)
+    paths = list(cfg.data)
     results = perplexity_suite(
-        model, tok, paths, max_seq_len=max_seq_len, batch_size=batch_size, max_documents=max_documents, split=split, progress=progress
+        model, tok, paths, max_seq_len=cfg.max_seq_len, batch_size=cfg.batch_size, max_documents=cfg.max_documents,
+        split=cfg.split, progress=cfg.progress,
     )
-    cfg = getattr(model, "config", None)
+    mcfg = getattr(model, "config", None)
     doc = {
         "kind": "perplexity",
-        "model": str(model_path),
-        "config": cfg.to_dict() if hasattr(cfg, "to_dict") else None,
+        "model": str(cfg.model),
+        "config": mcfg.to_dict() if hasattr(mcfg, "to_dict") else None,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "tokenizer": str(getattr(tok, "source", tokenizer)),
+        "tokenizer": str(getattr(tok, "source", cfg.tokenizer)),
         "data": [str(p) for p in paths],
         "device": str(device),
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
@@ -525,9 +522,7 @@ def cmd_perplexity(
         "lmforge_version": __version__,
         **results,
     }
-    out = Path(out)
+    out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-    print(format_table(results))
-    print(f"\nwrote {out}")
     return doc

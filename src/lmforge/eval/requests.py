@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["LoglikelihoodRequest", "LoglikelihoodScore", "Example"]
+__all__ = ["LoglikelihoodRequest", "LoglikelihoodScore", "Example", "Tokenization"]
+
+# How a (context, answer) pair becomes tokens (lmforge.eval.scoring): ``separate`` encodes the two
+# apart (olmo_eval / OLMES), ``joint`` encodes context + answer together (lm-evaluation-harness).
+Tokenization = Literal["separate", "joint"]
 
 
 @dataclasses.dataclass(frozen=True)

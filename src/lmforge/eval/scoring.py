@@ -45,15 +45,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections import defaultdict
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 import torch
 
-from lmforge.eval.requests import LoglikelihoodRequest, LoglikelihoodScore
+from lmforge.eval.requests import LoglikelihoodRequest, LoglikelihoodScore, Tokenization
 
 __all__ = ["score_requests", "encode_pair", "encode_requests", "prefix_token_id", "plain_batches", "run_plain_batch", "Tokenization"]
-
-Tokenization = Literal["separate", "joint"]
 
 
 # --- tokenisation -------------------------------------------------------------------------------

@@ -8,10 +8,9 @@
 
 Layers, bottom up: ``sampling`` (logits -> next token), ``decode`` (token ids in, token ids out,
 one left-padded batch with a KV cache), ``text`` (tokenizer, incremental detokenisation, stop
-strings, streaming), ``cli`` (the ``lmforge generate`` command).
+strings, streaming); the ``lmforge generate`` command is :mod:`lmforge.cli.generate`.
 """
 
-from lmforge.generate.cli import cmd_generate
 from lmforge.generate.config import GenerationConfig
 from lmforge.generate.decode import BatchDecoder, generate_ids
 from lmforge.generate.text import IncrementalDetokenizer, StopStringMatcher, generate, stream
@@ -24,5 +23,4 @@ __all__ = [
     "BatchDecoder",
     "IncrementalDetokenizer",
     "StopStringMatcher",
-    "cmd_generate",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from lmforge.config import Config, ConfigError
+from lmforge.config import Config, ConfigError, option
 
 
 @dataclasses.dataclass
@@ -15,21 +15,21 @@ class GenerationConfig(Config):
     ``do_sample=True``; ``repetition_penalty`` applies to greedy decoding too, as in HF transformers.
     """
 
-    max_new_tokens: int = 64
-    do_sample: bool = False  # False: greedy (argmax) decoding
-    temperature: float = 1.0  # logits are divided by this before sampling
-    top_k: int = 0  # keep only the k most likely tokens; 0 = off
-    top_p: float = 1.0  # keep the smallest set of tokens whose probability reaches top_p; 1 = off
+    max_new_tokens: int = option(64, help="new tokens per prompt at most")
+    do_sample: bool = option(False, flag="--sample", help="sample instead of greedy decoding")
+    temperature: float = option(1.0, help="logits are divided by this before sampling")
+    top_k: int = option(0, help="keep only the k most likely tokens; 0 = off")
+    top_p: float = option(1.0, help="keep the smallest set of tokens whose probability reaches top_p; 1 = off")
     # HF semantics: the logit of every token already in the prompt or the output is divided by the
     # penalty when positive and multiplied by it when negative; 1 = off.
-    repetition_penalty: float = 1.0
-    stop_strings: list[str] = dataclasses.field(default_factory=list)  # text APIs cut the output here
-    stop_at_eos: bool = True  # a row finishes when it emits the tokenizer's EOS id
-    seed: int | None = None  # seeds sampling (reproducible); None = torch's global generator
+    repetition_penalty: float = option(1.0, help="divide (multiply when negative) the logits of tokens already seen; 1 = off")
+    stop_strings: list[str] = option(default_factory=list, flag="--stop", append=True, metavar="STOP", help="stop string (repeatable); text APIs cut the output here")
+    stop_at_eos: bool = option(True, cli=False)  # a row finishes when it emits the tokenizer's EOS id
+    seed: int | None = option(None, help="seeds sampling (reproducible); default: torch's global generator")
     # Static KV cache + one compiled single-token step (CUDA graphs on a GPU): the fast path for
     # batch 1 and small batches. Same tokens as the plain path under greedy decoding; the first
     # call compiles (seconds), later calls with the same batch size and length reuse it.
-    compile: bool = False
+    compile: bool = option(False, help="static KV cache + compiled decode step (CUDA graphs on a GPU); same greedy tokens, faster after a one-off compile")
 
     def __post_init__(self) -> None:
         # Validate on construction too, so GenerationConfig(temperature=0) fails where it is written.

@@ -1,59 +1,49 @@
-"""Release: HF export/import, loading any model path (revisions and model cards: lmforge.release.revisions, lmforge.release.card)."""
+"""Release: HF export, releasing a run as revisions of a model repository, model cards.
+
+    lmforge.release.naming     revision_name, parse_revision: ``step{N}-tokens{M}`` names (imports nothing heavy)
+    lmforge.release.revisions  release_run / release(ReleaseConfig): every checkpoint a revision branch, main + card
+    lmforge.release.config     ReleaseConfig: the options of a release (lmforge release's flags)
+    lmforge.release.git        the git plumbing of model repositories; list_revisions, export_revision
+    lmforge.release.hub        push_to_hub, check_push_target
+    lmforge.release.card       CardFacts -> the model card (templates/model_card.md.j2)
+    lmforge.release.facts      card_facts: what the card says, read from the run and the repository
+    lmforge.release.hf         export_hf (reading HF directories: lmforge.checkpoint.hf)
+
+``load_pretrained`` and ``import_hf`` live in :mod:`lmforge.checkpoint` and are re-exported here.
+Names are resolved on first use, so ``import lmforge.release.naming`` stays light.
+"""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import importlib
 
-import torch
+_EXPORTS = {
+    "export_hf": "lmforge.release.hf",
+    "import_hf": "lmforge.checkpoint.hf",
+    "load_pretrained": "lmforge.checkpoint.pretrained",
+    "revision_name": "lmforge.release.naming",
+    "parse_revision": "lmforge.release.naming",
+    "format_tokens": "lmforge.release.naming",
+    "ReleaseError": "lmforge.release.errors",
+    "list_revisions": "lmforge.release.git",
+    "export_revision": "lmforge.release.git",
+    "push_to_hub": "lmforge.release.hub",
+    "check_push_target": "lmforge.release.hub",
+    "ReleaseConfig": "lmforge.release.config",
+    "release": "lmforge.release.revisions",
+    "release_run": "lmforge.release.revisions",
+}
 
-from lmforge.checkpoint.unsharded import CONFIG, WEIGHTS, CheckpointError, load_model, read_model_config
-from lmforge.config import ConfigError
-from lmforge.models.hf import check_hf_header
-from lmforge.release.hf import export_hf, import_hf, read_header
-
-
-def load_pretrained(path: str | os.PathLike, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
-    """Load ``(model, tokenizer)`` from an lmforge checkpoint directory, a run directory (its latest
-    complete checkpoint) or an HF model directory.
-
-    The tokenizer is None when the directory holds none.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise CheckpointError(f"{p}: no such checkpoint or model directory")
-    if p.is_dir() and (p / "checkpoints").is_dir() and not (p / WEIGHTS).is_file():
-        from lmforge.checkpoint.sharded import latest_checkpoint
-
-        latest = latest_checkpoint(p)  # a run directory: its latest complete checkpoint
-        if latest is None:
-            raise CheckpointError(f"{p}: a run directory without a complete checkpoint in {p / 'checkpoints'}")
-        p = latest
-    if p.is_dir() and (p / CONFIG).is_file() and (p / WEIGHTS).is_file():
-        _check_checkpoint_header(p)
-        model = load_model(p, device=device, dtype=dtype)
-        tokenizer = None
-        if (p / "tokenizer.json").is_file():
-            from lmforge.tokenizer import Tokenizer
-
-            tokenizer = Tokenizer.from_dir(p)
-        return model, tokenizer
-    if p.is_dir() and (p / "config.json").is_file():
-        return import_hf(p, device=device, dtype=dtype)
-    raise CheckpointError(
-        f"{p}: not an lmforge checkpoint ({CONFIG} + {WEIGHTS}) or an HF model directory (config.json + safetensors)"
-    )
+__all__ = list(_EXPORTS)
 
 
-def _check_checkpoint_header(ckpt: Path) -> None:
-    """Refuse an lmforge checkpoint whose config.yaml disagrees with its weights' safetensors header
-    before anything is loaded or built (a config claiming 100,000 layers over a tiny file would
-    otherwise have the loader build 100,000 layers first)."""
-    cfg = read_model_config(ckpt)
-    try:
-        check_hf_header(cfg, read_header([ckpt / WEIGHTS]), str(ckpt / WEIGHTS), config_name=CONFIG, names="lmforge")
-    except ConfigError as e:
-        raise CheckpointError(str(e)) from None
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # resolved once
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["export_hf", "import_hf", "load_pretrained"]
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

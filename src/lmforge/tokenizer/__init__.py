@@ -15,7 +15,6 @@ from lmforge.tokenizer.core import (
     Tokenizer,
     TokenizerError,
     check_fits,
-    load_tokenizer,
 )
 from lmforge.tokenizer.olmo import (
     OLMO_TOKENIZERS,
@@ -23,6 +22,7 @@ from lmforge.tokenizer.olmo import (
     default_cache_dir,
     fetch_olmo_tokenizers,
     load_olmo_tokenizer,
+    load_tokenizer,
 )
 from lmforge.tokenizer.train import SPECIAL_TOKENS, train_bpe
 

@@ -29,7 +29,6 @@ __all__ = [
     "Tokenizer",
     "TokenizerError",
     "check_fits",
-    "load_tokenizer",
     "load_tokenizer_path",
 ]
 
@@ -412,23 +411,6 @@ def _chat_template_from_config(directory: Path) -> str | None:
             )
         return value
     return None
-
-
-def load_tokenizer(
-    spec: str | os.PathLike,
-    *,
-    eos_token_id: int | None = None,
-    pad_token_id: int | None = None,
-    bos_token_id: int | None = None,
-    cache_dir: str | os.PathLike | None = None,
-) -> Tokenizer:
-    """Load by known OLMo name (``olmo2``), tokenizer directory, or tokenizers JSON file, in that order."""
-    from lmforge.tokenizer.olmo import OLMO_TOKENIZERS, load_olmo_tokenizer
-
-    ids = {"eos_token_id": eos_token_id, "pad_token_id": pad_token_id, "bos_token_id": bos_token_id}
-    if isinstance(spec, str) and spec in OLMO_TOKENIZERS:
-        return load_olmo_tokenizer(spec, cache_dir=cache_dir, **ids)
-    return load_tokenizer_path(spec, **ids)
 
 
 def load_tokenizer_path(path: str | os.PathLike, **ids: int | None) -> Tokenizer:

@@ -25,7 +25,7 @@ import zipfile
 from pathlib import Path
 
 from lmforge.config import atomic_write_bytes, sha256_file
-from lmforge.tokenizer.core import Tokenizer, TokenizerError
+from lmforge.tokenizer.core import Tokenizer, TokenizerError, load_tokenizer_path
 
 __all__ = [
     "OLMO_PACKAGE_VERSION",
@@ -34,6 +34,7 @@ __all__ = [
     "default_cache_dir",
     "fetch_olmo_tokenizers",
     "load_olmo_tokenizer",
+    "load_tokenizer",
 ]
 
 log = logging.getLogger(__name__)
@@ -237,3 +238,18 @@ def load_olmo_tokenizer(
             "delete it and run 'lmforge tokenizer fetch' again"
         )
     return tok
+
+
+def load_tokenizer(
+    spec: str | os.PathLike,
+    *,
+    eos_token_id: int | None = None,
+    pad_token_id: int | None = None,
+    bos_token_id: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> Tokenizer:
+    """Load by known OLMo name (``olmo2``), tokenizer directory, or tokenizers JSON file, in that order."""
+    ids = {"eos_token_id": eos_token_id, "pad_token_id": pad_token_id, "bos_token_id": bos_token_id}
+    if isinstance(spec, str) and spec in OLMO_TOKENIZERS:
+        return load_olmo_tokenizer(spec, cache_dir=cache_dir, **ids)
+    return load_tokenizer_path(spec, **ids)

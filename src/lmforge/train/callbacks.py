@@ -9,6 +9,7 @@ when evaluators run). Only rank 0 writes files; checkpointing runs on every rank
     MetricsJSONL      RUN/metrics.jsonl (truncated back to the resumed step on resume)
     WandbLogger       W&B (online or offline), run id kept in RUN/wandb_id so resumes continue it
     CheckpointSaver   every N steps and at the end; keep the last K plus every M-th
+    SaveAtSteps       at given steps (OLMo-style revisions at fractions of a run), besides the cadence
     Evaluation        runs evaluators every N steps and at the end, logs their metrics
     CurvesPlot        RUN/curves.png: loss (and eval loss) and LR against steps, at the end
 """
@@ -29,7 +30,7 @@ from lmforge.config import atomic_write_bytes, atomic_write_text
 if TYPE_CHECKING:  # pragma: no cover
     from lmforge.train.trainer import Trainer
 
-__all__ = ["Callback", "ConsoleProgress", "MetricsJSONL", "WandbLogger", "CheckpointSaver", "Evaluation", "CurvesPlot", "read_metrics"]
+__all__ = ["Callback", "ConsoleProgress", "MetricsJSONL", "WandbLogger", "CheckpointSaver", "SaveAtSteps", "Evaluation", "CurvesPlot", "read_metrics"]
 
 METRICS = "metrics.jsonl"
 CURVES = "curves.png"
@@ -215,6 +216,20 @@ class CheckpointSaver(Callback):
             self._save(trainer)
         trainer.finish_checkpoint()
         self._prune(trainer)  # also what a run killed between its last save and that save's pruning left
+
+
+class SaveAtSteps(Callback):
+    """Saves a checkpoint after each of ``steps`` (e.g. revisions at 1/8, 1/4, 1/2 ... of a run),
+    besides any ``checkpoint.every`` cadence; a step that already has a complete checkpoint (a
+    resumed run) is not saved again. Nothing is pruned here: keep ``checkpoint.keep_last`` high
+    enough. ``steps`` may be replaced during the run (a callback that moves the end of training)."""
+
+    def __init__(self, steps):
+        self.steps = sorted({int(s) for s in steps})
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        if trainer.step in self.steps and not trainer.has_checkpoint(trainer.step):
+            trainer.save_checkpoint()
 
 
 class Evaluation(Callback):

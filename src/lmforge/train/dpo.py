@@ -28,8 +28,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from lmforge.checkpoint.unsharded import atomic_save_safetensors
+from lmforge.distributed import is_distributed
 from lmforge.nn.loss import IGNORE_INDEX
-from lmforge.train.module import MicroBatch, TrainingError, TrainModule, _dist
+from lmforge.train.module import MicroBatch, TrainingError, TrainModule
 
 __all__ = ["DPOTrainModule", "DPOHeldout", "preference_loss", "LOSS_TYPES", "REFERENCE_CACHE"]
 
@@ -167,7 +168,7 @@ class DPOTrainModule(TrainModule):
                 b = len(idx)
                 rows = torch.as_tensor(idx, device=self.device)
                 table[rows] = torch.stack([sums[:b], sums[b:], n[:b], n[b:]], dim=1).double()
-        if _dist():
+        if is_distributed():
             dist.all_reduce(table)
         self.model.train(was_training)
         return table.cpu()
@@ -201,7 +202,7 @@ class DPOHeldout:
                 loss, parts = m.loss_sum(mb, reference=self.reference)
             if k < len(chunks):
                 totals += torch.stack([loss.double(), parts["rewards_margin"].double(), parts["rewards_accuracy"].double(), torch.tensor(float(len(idx)), dtype=torch.float64, device=m.device)])
-        if _dist():
+        if is_distributed():
             dist.all_reduce(totals)
         model.train(was_training)
         n = max(float(totals[3]), 1.0)

@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from lmforge.distributed import is_distributed
 from lmforge.nn.loss import IGNORE_INDEX
 from lmforge.optim import ScheduleConfig, clip_grad_norm, set_lr
 
@@ -71,10 +72,6 @@ class DeferredMetrics:
         return metrics
 
 
-def _dist() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
 class TrainModule:
     """Base: model + optimizer + schedule; subclasses define ``loss_sum`` for one micro-batch."""
 
@@ -97,7 +94,7 @@ class TrainModule:
         window = stability.window if stability is not None else 50
         self.recent_losses: collections.deque[float] = collections.deque(maxlen=window)
         self.consecutive_skips = 0
-        self.world_size = dist.get_world_size() if _dist() else 1
+        self.world_size = dist.get_world_size() if is_distributed() else 1
 
     count_name = "tokens"  # what ``count`` counts, as logged
 
@@ -134,7 +131,7 @@ class TrainModule:
 
     def _global_count(self, micro_batches: list[MicroBatch]) -> torch.Tensor:
         n = torch.tensor([float(sum(self.count(mb) for mb in micro_batches))], device=self.device)
-        if _dist():
+        if is_distributed():
             dist.all_reduce(n)
         return n
 
@@ -166,7 +163,7 @@ class TrainModule:
         # One reduction for every metric: [loss_sum, extras...] summed over ranks.
         keys = sorted(extras)
         packed = torch.stack([loss_sum] + [extras[k] for k in keys])
-        if _dist():
+        if is_distributed():
             dist.all_reduce(packed)
         if defer:
             self.optimizer.step()

@@ -99,15 +99,12 @@ def init_model(cfg: TrainConfig, device: torch.device):
     replaces ``cfg.model`` so the run's config and checkpoints describe what was trained."""
     if cfg.run.init_from is None:
         return build_model(cfg, device), None
-    from lmforge.checkpoint.sharded import latest_checkpoint
-    from lmforge.release import load_pretrained
+    from lmforge.checkpoint import CheckpointError, load_pretrained, resolve_checkpoint
 
-    source = Path(cfg.run.init_from)
-    if (source / "checkpoints").is_dir():  # a run directory: its latest complete checkpoint
-        latest = latest_checkpoint(source)
-        if latest is None:
-            raise ConfigError(f"run.init_from {source} is a run directory without a complete checkpoint")
-        source = latest
+    try:
+        source = resolve_checkpoint(cfg.run.init_from)  # a run directory: its latest complete checkpoint
+    except CheckpointError:
+        raise ConfigError(f"run.init_from {Path(cfg.run.init_from)} is a run directory without a complete checkpoint") from None
     model, tokenizer = load_pretrained(source, device=device, dtype=torch.float32)
     cfg.model = model.config
     if cfg.seq_len > cfg.model.max_seq_len:

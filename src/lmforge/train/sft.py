@@ -15,7 +15,8 @@ import math
 import torch
 import torch.distributed as dist
 
-from lmforge.train.module import MicroBatch, TrainModule, _dist
+from lmforge.distributed import is_distributed
+from lmforge.train.module import MicroBatch, TrainModule
 
 __all__ = ["SFTTrainModule", "SFTHeldout"]
 
@@ -58,7 +59,7 @@ class SFTHeldout:
                 loss, _ = m.loss_sum(mb)
             if k < len(chunks):
                 totals += torch.stack([loss.double(), torch.tensor(float(mb.n_label_tokens), dtype=torch.float64, device=m.device)])
-        if _dist():
+        if is_distributed():
             dist.all_reduce(totals)
         model.train(was_training)
         loss = float(totals[0]) / max(float(totals[1]), 1.0)

@@ -179,6 +179,8 @@ class Trainer:
             "rng": rng_state(),
             "module": self.module.extra_state(),
             "world_size": self.dist.world_size,
+            "global_batch": self.global_batch,  # with seq_len: the batch a release's model card states
+            "seq_len": self.seq_len,
         }
         kw = dict(model=self.module.model, optimizer=self.module.optimizer, extra=extra, config=self.config, tokenizer=self.tokenizer)
         if background:
