@@ -82,7 +82,7 @@ def test_sft_loss_is_on_assistant_tokens_only(chat, tmp_path, bpe_tokenizer):
     cfg = _cfg(chat, tmp_path / "run", "sft")
     trainer = build_trainer(cfg, quiet=True)
     tok = Tokenizer.from_file(bpe_tokenizer.source)
-    data = trainer.data
+    data = trainer.data.dataset
     rows = [r for mb in trainer.micro_batches(0) for r in zip(mb.input_ids, mb.labels)]
     assert len(rows) == 8
     for (ids, labels), i in zip(rows, data.batch_indices(0, 8)):
@@ -115,10 +115,10 @@ def test_sft_lowers_heldout_assistant_loss(chat, tmp_path):
 def test_packed_rows_compute_what_padded_rows_compute(chat, tmp_path):
     padded = build_trainer(_cfg(chat, tmp_path / "a", "sft", trainer={"seq_len": 256}), quiet=True)
     packed = build_trainer(_cfg(chat, tmp_path / "b", "sft", chat={"packing": True}, trainer={"seq_len": 256}), quiet=True)
-    k = next(k for k, inst in enumerate(packed.data.instances) if len(inst) >= 3)
-    inst = packed.data.instances[k]
-    pk = packed.data.rows_micro_batch([k])
-    pd = padded.data.rows_micro_batch(inst)
+    k = next(k for k, inst in enumerate(packed.data.dataset.instances) if len(inst) >= 3)
+    inst = packed.data.dataset.instances[k]
+    pk = packed.data.dataset.rows_micro_batch([k])
+    pd = padded.data.dataset.rows_micro_batch(inst)
 
     def loss_and_grads(trainer, arrays):
         from lmforge.train.module import MicroBatch
@@ -158,46 +158,97 @@ def test_every_dpo_loss_matches_a_hand_computed_value():
     sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
     # Pair 0: logits = (pc - rc) - (pr - rr) = (1) - (-0.5) = 1.5; pair 1: (-0.5) - (0.5) = -1.
     want_dpo = [-math.log(sig(0.1 * 1.5)), -math.log(sig(0.1 * -1.0))]
-    for loss_type in ("sigmoid", "dpo_norm"):  # dpo_norm is the same formula on averaged log-probs
-        losses, cr, rj = preference_loss(pc, pr, rc, rr, loss_type=loss_type, beta=beta)
-        torch.testing.assert_close(losses, torch.tensor(want_dpo))
-        torch.testing.assert_close(cr, torch.tensor([0.1, -0.05])) and torch.testing.assert_close(rj, torch.tensor([-0.05, 0.05]))
+    losses, cr, rj = preference_loss(pc, pr, rc, rr, loss_type="sigmoid", beta=beta)
+    torch.testing.assert_close(losses, torch.tensor(want_dpo))
+    torch.testing.assert_close(cr, torch.tensor([0.1, -0.05]))
+    torch.testing.assert_close(rj, torch.tensor([-0.05, 0.05]))
     losses, _, _ = preference_loss(pc, pr, rc, rr, loss_type="ipo", beta=beta)
     torch.testing.assert_close(losses, torch.tensor([(1.5 - 5.0) ** 2, (-1.0 - 5.0) ** 2]))
     losses, cr, rj = preference_loss(pc, pr, None, None, loss_type="simpo", beta=2.0, gamma_beta_ratio=0.5)
     # SimPO: -log σ(β (pc - pr) - β γ/β) = -log σ(2 (2 - 0.5)) and -log σ(2 (-1 - 0.5))
     torch.testing.assert_close(losses, torch.tensor([-math.log(sig(3.0)), -math.log(sig(-3.0))]))
-    torch.testing.assert_close(cr, 2.0 * pc) and torch.testing.assert_close(rj, 2.0 * pr)
+    torch.testing.assert_close(cr, 2.0 * pc)
+    torch.testing.assert_close(rj, 2.0 * pr)
     with pytest.raises(ValueError, match="needs reference"):
         preference_loss(pc, pr, None, None, loss_type="sigmoid")
 
 
+def test_dpo_norm_is_the_sigmoid_loss_on_length_normalised_logprobs():
+    """dpo_norm (Tulu 3) takes each response's log-probability averaged over its tokens: from
+    per-token log-probs of responses of different lengths, by hand."""
+    tokens = {  # pair -> (policy chosen, policy rejected, reference chosen, reference rejected), per token
+        0: ([-1.0, -2.0, -0.5, -0.5], [-3.0, -1.0], [-1.5, -2.0, -1.0, -1.5], [-2.0, -1.0]),
+        1: ([-2.0, -2.0], [-1.0, -1.0, -1.0], [-1.0, -2.0], [-1.0, -0.5, -0.5]),
+    }
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    avg = {k: [mean(v) for v in vs] for k, vs in tokens.items()}
+    # pair 0: averages -1, -2, -1.5, -1.5 -> logits (-1 + 1.5) - (-2 + 1.5) = 1       (summed: (-4 + 6) - (-4 + 3) = 3)
+    # pair 1: averages -2, -1, -1.5, -2/3 -> logits (-2 + 1.5) - (-1 + 2/3) = -1/6    (summed: (-4 + 3) - (-3 + 2) = 0)
+    assert avg == {0: [-1.0, -2.0, -1.5, -1.5], 1: [-2.0, -1.0, -1.5, pytest.approx(-2 / 3)]}
+    beta = 0.5
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    want = torch.tensor([-math.log(sig(beta * 1.0)), -math.log(sig(beta * -1 / 6))])
+    pc, pr, rc, rr = (torch.tensor([avg[0][j], avg[1][j]]) for j in range(4))
+    losses, cr, rj = preference_loss(pc, pr, rc, rr, loss_type="dpo_norm", beta=beta)
+    torch.testing.assert_close(losses, want)
+    torch.testing.assert_close(cr, torch.tensor([beta * 0.5, beta * -0.5]))  # β (pc - rc)
+    torch.testing.assert_close(rj, torch.tensor([beta * -0.5, beta * -1 / 3]))  # β (pr - rr)
+    # the averaging matters on these inputs: the summed log-probs give another loss
+    summed = [torch.tensor([sum(tokens[0][j]), sum(tokens[1][j])]) for j in range(4)]
+    on_sums, _, _ = preference_loss(*summed, loss_type="sigmoid", beta=beta)
+    assert (on_sums - want).abs().min() > 0.02
+
+
+def _token_logps(model, mb) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probs of each row's label tokens, and their counts, from the model's plain logits."""
+    with torch.no_grad():
+        logp = torch.log_softmax(model(mb.input_ids).float(), -1)
+    keep = mb.labels != IGNORE_INDEX
+    tok_lp = logp.gather(-1, mb.labels.clamp(min=0)[..., None]).squeeze(-1) * keep
+    return tok_lp.sum(-1), keep.sum(-1)
+
+
 @pytest.mark.parametrize("loss_type", ["sigmoid", "dpo_norm", "ipo", "simpo"])
 def test_dpo_module_uses_sequence_logprobs(chat, tmp_path, loss_type):
-    """The module's loss on a micro-batch equals preference_loss on log-probs summed (or averaged)
-    from plain logits, with the cached reference = the starting weights."""
-    cfg = _cfg(chat, tmp_path / loss_type, "dpo", dpo={"loss": loss_type, "beta": 0.2})
+    """The module's loss on a micro-batch of a policy that has moved away from the reference equals
+    the loss computed by hand from log-probs summed (or averaged) from plain logits: the policy's
+    for the policy, the starting weights' (the cached reference) for the reference."""
+    beta, ratio = 0.2, 0.5
+    cfg = _cfg(chat, tmp_path / loss_type, "dpo", dpo={"loss": loss_type, "beta": beta, "gamma_beta_ratio": ratio})
     trainer = build_trainer(cfg, quiet=True)
     module = trainer.module
-    module.prepare(trainer)
+    module.prepare(trainer)  # the reference: the starting weights
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():  # the policy moves away from the reference
+        for p in module.model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
     mb = trainer.micro_batches(0)[0]
     b = mb.input_ids.shape[0] // 2
+    reference = load_model(chat["base"]).eval()
+    module.model.eval()  # as the reference pass (no dropout either way)
+    pol, n = _token_logps(module.model, mb)
+    ref, n_ref = _token_logps(reference, mb)
+    assert torch.equal(n, n_ref) and (n[:b] != n[b:]).any()  # responses of different lengths
+    if loss_type != "sigmoid":  # the other three average over response tokens
+        pol, ref = pol / n, ref / n
+    pc, pr, rc, rr = pol[:b], pol[b:], ref[:b], ref[b:]
+    if loss_type == "simpo":
+        want = -torch.nn.functional.logsigmoid(beta * (pc - pr) - beta * ratio)
+        margin = beta * (pc - pr)
+    else:
+        logits = (pc - rc) - (pr - rr)
+        want = (logits - 1 / (2 * beta)) ** 2 if loss_type == "ipo" else -torch.nn.functional.logsigmoid(beta * logits)
+        margin = beta * logits
     with torch.no_grad():
-        logits = module.model(mb.input_ids).float()
-        logp = torch.log_softmax(logits, -1)
-        keep = mb.labels != IGNORE_INDEX
-        tok_lp = logp.gather(-1, mb.labels.clamp(min=0)[..., None]).squeeze(-1) * keep
-        seq = tok_lp.sum(-1)
-        if loss_type != "sigmoid":
-            seq = seq / keep.sum(-1)
-        want, _, _ = preference_loss(seq[:b], seq[b:], seq[:b], seq[b:], loss_type=loss_type, beta=0.2)  # policy == reference at step 0
         got, parts = module.loss_sum(mb)
     torch.testing.assert_close(got, want.sum(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(parts["rewards_margin"], margin.sum(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(parts["rewards_accuracy"], (margin > 0).float().sum())
     if loss_type != "simpo":
         assert (tmp_path / loss_type / REFERENCE_CACHE).is_file()
-        torch.testing.assert_close(parts["rewards_margin"], torch.tensor(0.0), atol=1e-5, rtol=0)
-        if loss_type == "sigmoid":
-            torch.testing.assert_close(got, torch.tensor(b * math.log(2.0)), rtol=1e-5, atol=1e-5)
+        assert margin.abs().max() > 1e-2  # the policy differs from the reference: the loss is not a constant
+        constant = b * (math.log(2.0) if loss_type != "ipo" else (1 / (2 * beta)) ** 2)  # its value at policy = reference
+        assert abs(got.item() - constant) > 1e-3 * constant, (got, constant)
 
 
 def test_dpo_raises_the_heldout_margin(chat, tmp_path):

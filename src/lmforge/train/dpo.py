@@ -122,7 +122,7 @@ class DPOTrainModule(TrainModule):
         """Load or compute the reference log-probabilities (before the first step)."""
         if self.loss_type == "simpo":
             return
-        data = trainer.data
+        data = trainer.data.dataset  # the preference pairs (lmforge.train.data.ChatData wraps them)
         key = data.fingerprint()["sha256"]
         path = Path(trainer.run_dir) / REFERENCE_CACHE
         if path.is_file():

@@ -21,9 +21,7 @@ from lmforge.config import ConfigError
 from lmforge.distributed import DistInfo, destroy_distributed, init_distributed, parallelize
 from lmforge.train.callbacks import CheckpointSaver, ConsoleProgress, CurvesPlot, Evaluation, MetricsJSONL, WandbLogger
 from lmforge.train.config import TrainConfig
-from lmforge.train.dpo import DPOTrainModule
-from lmforge.train.module import LMTrainModule, TrainModule
-from lmforge.train.sft import SFTTrainModule
+from lmforge.train.objectives import OBJECTIVES, build_chat_data, heldout_evaluator
 from lmforge.train.trainer import Trainer
 
 __all__ = ["build_trainer", "build_chat_data", "init_model", "train", "peak_flops_per_device"]
@@ -112,71 +110,6 @@ def init_model(cfg: TrainConfig, device: torch.device):
     return model, tokenizer
 
 
-def _chat_tokenizer(cfg: TrainConfig, init_tokenizer):
-    from lmforge.tokenizer import load_tokenizer
-    from lmforge.tokenizer.chat import get_chat_template
-
-    tok = load_tokenizer(cfg.chat.tokenizer) if cfg.chat.tokenizer else init_tokenizer
-    if tok is None:
-        raise ConfigError(
-            f"trainer.objective {cfg.trainer.objective!r} needs a tokenizer: run.init_from has none, so set chat.tokenizer "
-            "(a tokenizer.json, a directory, or an OLMo name such as olmo2)"
-        )
-    tok.chat_template = get_chat_template(cfg.chat.template).jinja()  # saved with every checkpoint and export
-    return tok
-
-
-def build_chat_data(cfg: TrainConfig, tokenizer, info: DistInfo, *, quiet: bool = False):
-    """The SFT or DPO dataset of ``cfg.chat``; its accounting is printed and kept in the run dir."""
-    import json
-
-    from lmforge.data.chat import PreferenceDataset, SFTDataset, read_preferences, read_sft
-
-    c = cfg.chat
-    if cfg.trainer.objective == "sft":
-        examples, acct = read_sft(c.paths, tokenizer, c.template, cfg.seq_len)
-        data = SFTDataset(examples, cfg.seq_len, pad_id=tokenizer.pad_token_id, seed=c.seed, packing=c.packing, accounting=acct)
-        what = f"{len(examples):,} conversations ({data.loss_tokens:,} assistant tokens, {sum(e.truncated for e in examples):,} truncated)" + (
-            f" packed into {data.n:,} rows of <= {cfg.seq_len} tokens" if c.packing else ""
-        )
-    else:
-        pairs, acct = read_preferences(c.paths, tokenizer, c.template, cfg.seq_len)
-        data = PreferenceDataset(pairs, cfg.seq_len, pad_id=tokenizer.pad_token_id, seed=c.seed, accounting=acct)
-        what = f"{len(pairs):,} preference pairs"
-    data.accounting_json = json.dumps(acct.to_json(), indent=1) + "\n"  # written into the run dir by the Trainer, after its checks
-    if info.is_main:
-        if not quiet:
-            print(f"{cfg.trainer.objective} data: {what}; {acct.summary_line()}", flush=True)
-            for e in acct.errors:
-                print(f"warning: {e}", flush=True)
-    if data.n == 0:  # the run cannot start: leave the accounting where the message points
-        if info.is_main:
-            from lmforge.config import atomic_write_text
-
-            atomic_write_text(Path(cfg.run.dir) / "data_accounting.json", data.accounting_json)
-        raise ConfigError(f"chat.paths has no usable {cfg.trainer.objective} examples ({acct.summary_line()}); see {Path(cfg.run.dir) / 'data_accounting.json'}")
-    return data
-
-
-def _heldout_evaluator(cfg: TrainConfig, tokenizer, module, info: DistInfo):
-    """Held-out SFT loss or DPO margin/accuracy on ``chat.heldout`` (built before any checkpoint is
-    loaded, so DPO's held-out reference log-probs come from the starting weights)."""
-    from lmforge.data.chat import PreferenceDataset, SFTDataset, read_preferences, read_sft
-    from lmforge.train.dpo import DPOHeldout
-    from lmforge.train.sft import SFTHeldout
-
-    if cfg.eval.every is None:
-        raise ConfigError("chat.heldout is set but eval.every is null; set eval.every to the steps between evaluations")
-    c = cfg.chat
-    if cfg.trainer.objective == "sft":
-        examples, _ = read_sft(c.heldout, tokenizer, c.template, cfg.seq_len)
-        data = SFTDataset(examples, cfg.seq_len, pad_id=tokenizer.pad_token_id)
-        return SFTHeldout("heldout", data, module, cfg.eval.batch_size, info.rank, info.world_size)
-    pairs, _ = read_preferences(c.heldout, tokenizer, c.template, cfg.seq_len)
-    data = PreferenceDataset(pairs, cfg.seq_len, pad_id=tokenizer.pad_token_id)
-    return DPOHeldout("heldout", data, module, cfg.eval.batch_size, info.rank, info.world_size)
-
-
 def build_trainer(
     cfg: TrainConfig,
     info: DistInfo | None = None,
@@ -185,14 +118,13 @@ def build_trainer(
     evaluators: list | None = None,
     callbacks: list | None = None,
 ) -> Trainer:
-    """Everything ``cfg`` describes, wired: model (parallelised), optimizer, train module, data,
-    callbacks. ``evaluators`` (callables ``model -> {metric: value}`` with a ``name``) run in the
-    in-loop evaluation callback besides the ones ``cfg.eval`` describes; ``callbacks`` are added
-    after the built-in ones."""
+    """Everything ``cfg`` describes, wired: model (parallelised), optimizer, the objective's train
+    module and data (:data:`lmforge.train.objectives.OBJECTIVES`), callbacks. ``evaluators``
+    (callables ``model -> {metric: value}`` with a ``name``) run in the in-loop evaluation callback
+    besides the ones ``cfg.eval`` describes; ``callbacks`` are added after the built-in ones."""
     info = info or init_distributed()
     _seed_host_rngs(cfg.run.seed)
     device = _resolve_device(cfg, info)
-    micro = cfg.micro_batch(info.world_size)
     mode = _parallel_mode(cfg, info.world_size)
     if mode == "fsdp" and info.world_size == 1 and not torch.distributed.is_initialized():
         # One process without torchrun: a 1-rank group in memory (no ports), so FSDP2 can wrap.
@@ -201,112 +133,37 @@ def build_trainer(
     amp = _precision(cfg, device)
     model, init_tokenizer = init_model(cfg, device)
     t = cfg.trainer
-    if t.objective == "lm":
-        data = cfg.data.build(cfg.seq_len)
-        tokenizer = init_tokenizer
-        spec = data.tokenizer_spec()
-        if spec is not None:
-            from lmforge.tokenizer import Tokenizer
-
-            tokenizer = Tokenizer.from_file(
-                spec["path"], eos_token_id=spec["eos_token_id"], pad_token_id=spec["pad_token_id"], bos_token_id=spec["bos_token_id"]
-            )
-    else:
-        tokenizer = _chat_tokenizer(cfg, init_tokenizer)
-        data = build_chat_data(cfg, tokenizer, info, quiet=quiet)
+    objective = OBJECTIVES[t.objective]
+    data, tokenizer = objective.data(cfg, init_tokenizer, info, quiet)
     if t.epochs is not None:
-        if t.objective == "lm":
+        if not objective.epochs:
             raise ConfigError("trainer.epochs is for sft/dpo data; pretraining runs set trainer.max_steps or schedule.total_steps")
         t.max_steps = data.steps_for_epochs(t.epochs, t.global_batch)
         cfg.schedule = cfg.schedule.resolved(t.max_steps)
     else:
         cfg.schedule = cfg.schedule.resolved()
     flops = model.num_flops_per_token(cfg.seq_len)
-    wrapped = parallelize(
-        model,
-        mode,
-        activation_checkpointing=t.activation_checkpointing,
-        compile=t.compile,
-        mixed_precision="bf16" if (amp is torch.bfloat16 and mode == "fsdp") else None,
-    )
+    wrapped = parallelize(model, mode, activation_checkpointing=t.activation_checkpointing, compile=t.compile,
+                          mixed_precision="bf16" if (amp is torch.bfloat16 and mode == "fsdp") else None)
     optimizer = cfg.optim.build(wrapped)
     autocast = amp if (amp is not None and mode != "fsdp") else None  # FSDP2 casts through its policy
-    common = dict(peak_lr=cfg.optim.lr, grad_clip=t.grad_clip, autocast_dtype=autocast, stability=t.stability, device=device)
-    module: TrainModule
-    if t.objective == "lm":
-        module = LMTrainModule(wrapped, optimizer, cfg.schedule, z_loss=t.z_loss, **common)
-    elif t.objective == "sft":
-        module = SFTTrainModule(wrapped, optimizer, cfg.schedule, **common)
-    else:
-        d = cfg.dpo
-        module = DPOTrainModule(wrapped, optimizer, cfg.schedule, loss_type=d.loss, beta=d.beta, gamma_beta_ratio=d.gamma_beta_ratio, **common)
-    run_dir = Path(cfg.run.dir)
-    extra_callbacks = list(callbacks or [])
-    callbacks = [CheckpointSaver(cfg.checkpoint.every, cfg.checkpoint.keep_last, cfg.checkpoint.keep_every, cfg.checkpoint.at_end, cfg.checkpoint.background)]
-    evaluators = list(evaluators or [])
-    if t.objective != "lm" and cfg.chat.heldout:
-        evaluators.append(_heldout_evaluator(cfg, tokenizer, module, info))
-    if cfg.eval.every is not None and cfg.eval.perplexity:
-        from lmforge.eval.token_loss import TokenLoss
-
-        evaluators += [
-            TokenLoss(
-                s.name or Path(s.paths[0].rstrip("/")).name,
-                s.paths,
-                seq_len=cfg.seq_len,
-                max_instances=cfg.eval.max_instances,
-                batch_size=cfg.eval.batch_size,
-                dtype=cfg.data.dtype,
-                autocast_dtype=autocast,
-            )
-            for s in cfg.eval.perplexity
-        ]
-    if cfg.eval.every is not None and cfg.eval.downstream.tasks:
-        from lmforge.eval.downstream import DownstreamEvaluator
-
-        if tokenizer is None:
-            raise ConfigError("eval.downstream needs the tokenizer: set data.tokenizer (no tokenize_summary.json names one)")
-        d = cfg.eval.downstream
-        evaluators.append(
-            DownstreamEvaluator(
-                d.tasks,
-                tokenizer,
-                d.formulation,
-                d.limit,
-                d.batch_size,
-                autocast_dtype=autocast,
-                max_length=cfg.seq_len,
-                pmi={"primary": "primary", "all": True, "none": False}[d.pmi],
-            )
-        )
-    if evaluators:
-        if cfg.eval.every is None:
-            raise ConfigError("evaluators were given but eval.every is null; set eval.every to the steps between evaluations")
-        callbacks.append(Evaluation(evaluators, cfg.eval.every, at_start=t.objective != "lm"))
-    callbacks.append(MetricsJSONL(run_dir))
-    if cfg.logging.progress and not quiet:
-        callbacks.append(ConsoleProgress())
-    w = cfg.logging.wandb
-    if w.enabled:
-        callbacks.append(WandbLogger(run_dir, project=w.project, name=cfg.run.name, mode=w.mode, entity=w.entity, tags=w.tags, config=cfg.to_dict()))
-    if cfg.logging.plot:
-        callbacks.append(CurvesPlot())
-    callbacks += extra_callbacks
+    module = objective.module(cfg, wrapped, optimizer, peak_lr=cfg.optim.lr, grad_clip=t.grad_clip, autocast_dtype=autocast,
+                              stability=t.stability, device=device)
+    evaluators = list(evaluators or []) + _evaluators(cfg, tokenizer, module, info, autocast)
     run_files = {"config.yaml": cfg.to_yaml()}  # written by the Trainer once resume and data checks pass
-    if getattr(data, "accounting_json", None):
-        run_files["data_accounting.json"] = data.accounting_json
+    accounting = getattr(getattr(data, "dataset", None), "accounting_json", None)
+    if accounting:
+        run_files["data_accounting.json"] = accounting
     return Trainer(
         module,
         data,
-        run_dir=run_dir,
+        run_dir=Path(cfg.run.dir),
         max_steps=cfg.max_steps,
         global_batch=t.global_batch,
-        micro_batch=micro,
+        micro_batch=cfg.micro_batch(info.world_size),
         dist=info,
-        callbacks=callbacks,
+        callbacks=_callbacks(cfg, evaluators, quiet) + list(callbacks or []),
         config=cfg.to_dict(),
-        document_masking=cfg.data.document_masking and t.objective == "lm",
-        vocab_size=cfg.model.vocab_size,
         flops_per_token=flops,
         peak_flops=peak_flops_per_device(device, t.peak_tflops),
         log_every=cfg.logging.every,
@@ -315,6 +172,50 @@ def build_trainer(
         async_metrics=t.async_metrics,
         run_files=run_files,
     )
+
+
+def _evaluators(cfg: TrainConfig, tokenizer, module, info: DistInfo, autocast) -> list:
+    """The in-loop evaluators ``cfg.eval`` (and ``chat.heldout``) describe."""
+    found = []
+    if cfg.trainer.objective != "lm" and cfg.chat.heldout:
+        found.append(heldout_evaluator(cfg, tokenizer, module, info))
+    if cfg.eval.every is not None and cfg.eval.perplexity:
+        from lmforge.eval.token_loss import TokenLoss
+
+        found += [
+            TokenLoss(s.name or Path(s.paths[0].rstrip("/")).name, s.paths, seq_len=cfg.seq_len, max_instances=cfg.eval.max_instances,
+                      batch_size=cfg.eval.batch_size, dtype=cfg.data.dtype, autocast_dtype=autocast)
+            for s in cfg.eval.perplexity
+        ]
+    if cfg.eval.every is not None and cfg.eval.downstream.tasks:
+        from lmforge.eval.downstream import DownstreamEvaluator
+
+        if tokenizer is None:
+            raise ConfigError("eval.downstream needs the tokenizer: set data.tokenizer (no tokenize_summary.json names one)")
+        d = cfg.eval.downstream
+        found.append(DownstreamEvaluator(d.tasks, tokenizer, d.formulation, d.limit, d.batch_size, autocast_dtype=autocast,
+                                         max_length=cfg.seq_len, pmi={"primary": "primary", "all": True, "none": False}[d.pmi]))
+    return found
+
+
+def _callbacks(cfg: TrainConfig, evaluators: list, quiet: bool) -> list:
+    """The built-in callbacks, in order: checkpoints, evaluation, metrics.jsonl, console, W&B, plots."""
+    c = cfg.checkpoint
+    callbacks = [CheckpointSaver(c.every, c.keep_last, c.keep_every, c.at_end, c.background)]
+    if evaluators:
+        if cfg.eval.every is None:
+            raise ConfigError("evaluators were given but eval.every is null; set eval.every to the steps between evaluations")
+        callbacks.append(Evaluation(evaluators, cfg.eval.every, at_start=cfg.trainer.objective != "lm"))
+    run_dir = Path(cfg.run.dir)
+    callbacks.append(MetricsJSONL(run_dir))
+    if cfg.logging.progress and not quiet:
+        callbacks.append(ConsoleProgress())
+    w = cfg.logging.wandb
+    if w.enabled:
+        callbacks.append(WandbLogger(run_dir, project=w.project, name=cfg.run.name, mode=w.mode, entity=w.entity, tags=w.tags, config=cfg.to_dict()))
+    if cfg.logging.plot:
+        callbacks.append(CurvesPlot())
+    return callbacks
 
 
 def train(

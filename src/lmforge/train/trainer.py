@@ -17,25 +17,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from lmforge.checkpoint.sharded import (
-    checkpoint_dir,
-    save_checkpoint_background,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
     rng_state,
     save_checkpoint,
+    save_checkpoint_background,
     set_rng_state,
 )
 from lmforge.checkpoint.unsharded import CheckpointError
 from lmforge.config import atomic_write_text
-from lmforge.data.mixture import Mixture, document_ids, fingerprint_change
+from lmforge.data.mixture import fingerprint_change
 from lmforge.distributed import DistInfo
-from lmforge.nn.loss import IGNORE_INDEX
 from lmforge.train.callbacks import Callback
+from lmforge.train.data import TrainingData
 from lmforge.train.module import MicroBatch, TrainingError, TrainModule
 
 __all__ = ["Trainer", "DATA_ORDER"]
@@ -57,7 +55,7 @@ class Trainer:
     def __init__(
         self,
         module: TrainModule,
-        data: Mixture,
+        data: TrainingData,
         *,
         run_dir: str | os.PathLike,
         max_steps: int,
@@ -66,8 +64,6 @@ class Trainer:
         dist: DistInfo,
         callbacks: list[Callback] = (),
         config: dict[str, Any] | None = None,
-        document_masking: bool = False,
-        vocab_size: int | None = None,
         flops_per_token: int | None = None,
         peak_flops: float | None = None,
         log_every: int = 1,
@@ -82,10 +78,6 @@ class Trainer:
         self.seq_len = data.seq_len
         self.callbacks = [cb for cb in callbacks if dist.is_main or not cb.main_only]
         self.config = config
-        self.document_masking = document_masking
-        if document_masking and data.eos_id is None:
-            raise TrainingError("data.document_masking needs the EOS id: set data.eos_id (no tokenize_summary.json found)")
-        self.vocab_size = vocab_size
         self.flops_per_token, self.peak_flops = flops_per_token, peak_flops
         self.log_every, self.quiet = log_every, quiet
         self.tokenizer = tokenizer  # saved into every checkpoint, so `lmforge export` needs nothing else
@@ -105,11 +97,8 @@ class Trainer:
             print(*args, flush=True)
 
     def batch_tokens(self, step: int) -> int:
-        """Tokens in global batch ``step`` (0-based): fixed-length for token files; conversation
-        data (SFT/DPO) counts its real tokens, padding excluded."""
-        if hasattr(self.data, "batch_tokens"):
-            return self.data.batch_tokens(step, self.global_batch)
-        return self.global_batch * self.seq_len
+        """Real tokens in global batch ``step`` (0-based), padding excluded."""
+        return self.data.batch_tokens(step, self.global_batch)
 
     def eta_seconds(self) -> float:
         recent = self._step_times[-20:]
@@ -127,28 +116,7 @@ class Trainer:
     # --- data -------------------------------------------------------------------------------------
     def micro_batches(self, step: int) -> list[MicroBatch]:
         """This rank's share of batch ``step`` (0-based), cut into micro-batches."""
-        if hasattr(self.data, "micro_batches"):  # conversation data: numpy micro-batches from the dataset
-            out = []
-            for a in self.data.micro_batches(step, self.global_batch, self.micro_batch, self.dist.rank, self.dist.world_size):
-                if self.vocab_size is not None and int(a["input_ids"].max()) >= self.vocab_size:
-                    raise TrainingError(f"token id {int(a['input_ids'].max())} in batch {step} is outside the model's vocabulary ({self.vocab_size}); use the model's tokenizer")
-                t = {k: torch.from_numpy(v) for k, v in a.items()}
-                docs = t.pop("document_ids", None)
-                out.append(MicroBatch(t.pop("input_ids"), t.pop("labels"), docs, t))
-            return out
-        instances = self.data.batch(step, self.global_batch, rank=self.dist.rank, world_size=self.dist.world_size)
-        if self.vocab_size is not None:
-            self.data.check_ids(instances, self.vocab_size)
-        tokens = np.stack([m.instance.tokens for m in instances])  # (b, T) int64
-        ids = torch.from_numpy(tokens)
-        labels = torch.full_like(ids, IGNORE_INDEX)
-        labels[:, :-1] = ids[:, 1:]  # the last position has no next token inside the instance
-        docs = torch.from_numpy(document_ids(tokens, self.data.eos_id)) if self.document_masking else None
-        out = []
-        for i in range(0, len(instances), self.micro_batch):
-            sl = slice(i, i + self.micro_batch)
-            out.append(MicroBatch(ids[sl], labels[sl], docs[sl] if docs is not None else None))
-        return out
+        return self.data.micro_batches(step, self.global_batch, self.micro_batch, self.dist.rank, self.dist.world_size)
 
     def _record_data_order(self) -> None:
         """Save what the data order depends on (rank 0); refuse to resume if the data changed."""
@@ -301,8 +269,9 @@ class Trainer:
     def _step_record(self, metrics: dict[str, Any], dt: float, step: int, tokens_seen: int) -> dict[str, Any]:
         tokens = self.batch_tokens(step - 1)
         record = {"step": step, **metrics, "tokens_seen": tokens_seen, "step_time": dt, "tokens_per_s": tokens / dt}
-        if hasattr(self.data, "epoch_of"):
-            record["epoch"] = self.data.epoch_of(step, self.global_batch)
+        epoch = self.data.epoch_of(step, self.global_batch)
+        if epoch is not None:
+            record["epoch"] = epoch
         record["tokens_per_s_per_device"] = record["tokens_per_s"] / self.dist.world_size
         if not self._device_logged:  # the first record of this process: say what it ran on
             record["device"] = self.device_name
