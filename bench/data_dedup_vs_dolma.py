@@ -10,6 +10,10 @@ shared/bench/README.md) and then lmforge (``workers=W``) on the same files, each
 filter of the same size (EXPECTED items, 1e-6 target false-positive rate), and prints MB/s of document text (UTF-8, uncompressed),
 the ratio to dolma and how many documents / spans each marked. MinHash has no dolma counterpart
 (shown alone). Times are wall clock, process start-up included for both.
+
+Agreement: where dolma ran, exact document and paragraph dedup must mark as many documents and
+spans as dolma (which copy counts as "first" may differ, the counts do not); otherwise the script
+exits 1. 13-gram counts differ by design (word splitting) and are only shown.
 """
 
 from __future__ import annotations
@@ -116,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"corpus: {n_docs:,} documents, {mb:.1f} MB of text ({gz / 1e6:.1f} MB gzipped) in {SHARDS} shards; workers/processes {a.workers}")
     have_dolma = not a.no_dolma and Path(a.dolma).exists()
     print(f"{'mode':<11} {'dolma MB/s':>10} {'lmforge MB/s':>12} {'ratio':>6}   marked docs/spans dolma | lmforge")
+    disagree = []
     for mode in a.modes:
         d_rate = d_docs = d_spans = None
         if have_dolma and mode != "minhash":
@@ -128,8 +133,13 @@ def main(argv: list[str] | None = None) -> int:
         l_docs, l_spans = count_marks(root, f"lmf_{mode}", key)
         ratio = f"{l_rate / d_rate:6.2f}" if d_rate else "     -"
         dcol = f"{d_docs:,}/{d_spans:,}" if d_rate else "-"
-        print(f"{mode:<11} {d_rate or 0:>10.1f} {l_rate:>12.1f} {ratio}   {dcol} | {l_docs:,}/{l_spans:,}", flush=True)
-    return 0
+        differs = d_rate is not None and mode in ("documents", "paragraphs") and (d_docs, d_spans) != (l_docs, l_spans)
+        if differs:
+            disagree.append(mode)
+        print(f"{mode:<11} {d_rate or 0:>10.1f} {l_rate:>12.1f} {ratio}   {dcol} | {l_docs:,}/{l_spans:,}" + ("  << DIFFERENT" if differs else ""), flush=True)
+    if disagree:
+        print(f"lmforge and dolma marked different numbers of duplicates: {', '.join(disagree)}", flush=True)
+    return 1 if disagree else 0
 
 
 if __name__ == "__main__":

@@ -15,6 +15,11 @@ MFU: ``6 N + 12 L d s`` per token (lmforge/PaLM: attention not halved) and ``6 N
 (OLMo-core: attention halved for causality), over the GPU's dense bf16 peak (989.4 TFLOP/s for
 H100/H200). ``--tiny`` runs a 2-layer model at seq 128 on the CPU to check the script.
 
+Agreement: lmforge's first step must report as its cross-entropy what the model's plain logits give
+on that batch under the initial weights (``F.cross_entropy``, same precision; relative tolerance
+1e-4 in float32, 2e-2 in bf16), and every loss must be finite. A failed check, or a requested
+variant that raised, makes the script exit 1 (after writing the JSON).
+
     python bench/train_speed_gpu.py [--tiny] [--steps 10] [--only lmforge,olmo_core,hf_compile] [--out DIR]
 """
 
@@ -117,9 +122,28 @@ def lmforge_trainer(a, tmp: Path, dev: str):
     return build_trainer(cfg, quiet=True), cfg
 
 
+def plain_first_step_ce(trainer) -> float:
+    """Cross-entropy of step 0's batch under the current (initial) weights, from the model's plain
+    logits in the trainer's precision: what the trainer's first step must report as ``ce``."""
+    from lmforge.nn.loss import IGNORE_INDEX
+
+    module = trainer.module
+    total, n = 0.0, 0
+    with torch.no_grad(), module._autocast():
+        for mb in trainer.micro_batches(0):
+            mb = mb.to(module.device)
+            logits = module.model(mb.input_ids).float()
+            total += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), mb.labels.reshape(-1),
+                                                       ignore_index=IGNORE_INDEX, reduction="sum").item()  # fmt: skip
+            n += int((mb.labels != IGNORE_INDEX).sum())
+            del logits
+    return total / n
+
+
 def run_lmforge(a, trainer, timer: Timer) -> dict:
     module = trainer.module
-    times, loss = [], None
+    plain_ce = plain_first_step_ce(trainer)
+    times, loss, losses, first_ce = [], None, [], None
     for i in range(a.warmup + a.steps):
         mbs = trainer.micro_batches(i)
         timer.sync()
@@ -131,10 +155,23 @@ def run_lmforge(a, trainer, timer: Timer) -> dict:
         timer.sync()
         if i >= a.warmup:
             times.append(time.perf_counter() - t)
-        loss = metrics.resolve()["loss"] if trainer.async_metrics else metrics["loss"]
+        m = metrics.resolve() if trainer.async_metrics else metrics
+        loss = m["loss"]
+        losses.append(loss)
+        if i == 0:
+            first_ce = m["ce"]
     model = module.model
     n = sum(p.numel() for p in model.parameters()) - model.embed.weight.numel() + (model.embed.weight.numel() if model.lm_head is None else 0)
-    return {"times": times, "loss": loss, "matmul_params": n, "batch": trainer.micro_batch}
+    rtol = 2e-2 if module.autocast_dtype is not None or trainer_precision_is_bf16(module) else 1e-4
+    agree = {"first_step_ce": first_ce, "plain_ce": plain_ce, "rel_diff": abs(first_ce - plain_ce) / plain_ce, "rtol": rtol,
+             "losses_finite": all(np.isfinite(losses))}  # fmt: skip
+    agree["ok"] = bool(agree["rel_diff"] <= rtol and agree["losses_finite"])
+    return {"times": times, "loss": loss, "matmul_params": n, "batch": trainer.micro_batch, "agreement": agree}
+
+
+def trainer_precision_is_bf16(module) -> bool:
+    """bf16 compute without autocast: FSDP's mixed-precision policy (parameters in bf16 in the forward)."""
+    return any(p.dtype == torch.bfloat16 for p in module.model.parameters())
 
 
 def peer_batches(trainer, n: int) -> list[torch.Tensor]:
@@ -238,6 +275,7 @@ def main() -> int:
             tps = r["batch"] * a.seq / med
             f_ours, f_core = flops_per_token(r["matmul_params"], s["n_layers"], s["d_model"], a.seq)
             results[name] = {
+                **({"agreement": r["agreement"]} if "agreement" in r else {}),
                 "tokens_per_s": tps, "step_s_median": med, "batch": r["batch"], "loss_last": r["loss"],
                 "mfu_lmforge_convention": tps * f_ours / PEAK, "mfu_olmo_core_convention": tps * f_core / PEAK,
                 "peak_memory_gib": timer.peak_gib(),
@@ -246,12 +284,19 @@ def main() -> int:
             print(f"{name:12s} {tps:10.0f} tok/s  MFU {100 * results[name]['mfu_lmforge_convention']:5.1f}% (ours) "
                   f"{100 * results[name]['mfu_olmo_core_convention']:5.1f}% (OLMo-core)  peak {mem}  loss {r['loss']:.3f}", flush=True)  # fmt: skip
             if name == "lmforge":
+                g = r["agreement"]
+                print(f"{'':12s} agreement: first step's cross-entropy {g['first_step_ce']:.6f}, from plain logits {g['plain_ce']:.6f} "
+                      f"(relative difference {g['rel_diff']:.1e}, tolerance {g['rtol']:g})" + ("" if g["ok"] else "  << FAILED"), flush=True)  # fmt: skip
                 del trainer
     if "tokens_per_s" in results.get("lmforge", {}) and "tokens_per_s" in results.get("olmo_core", {}):
         results["ratio_lmforge_over_olmo_core"] = results["lmforge"]["tokens_per_s"] / results["olmo_core"]["tokens_per_s"]
         print(f"lmforge / OLMo-core: {results['ratio_lmforge_over_olmo_core']:.3f}x tokens/s", flush=True)
     (out / "train_speed_gpu.json").write_text(json.dumps(results, indent=1) + "\n")
-    return 0
+    failed = [name for name in only if name in variants and "error" in results.get(name, {})]
+    if failed:
+        print(f"failed: {', '.join(sorted(failed))} (see above)", flush=True)
+    lmforge_ok = "lmforge" not in only or results.get("lmforge", {}).get("agreement", {}).get("ok", False)
+    return 0 if lmforge_ok and not failed else 1
 
 
 if __name__ == "__main__":

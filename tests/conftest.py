@@ -1,13 +1,49 @@
 """Shared fixtures: a small real BPE tokenizer trained on generated text, tiny model configs, and
-``one_thread`` (modules of tiny-model tests use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+``one_thread`` (modules of tiny-model tests use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``).
+
+Tests that must not be skipped where everything is installed (CI) carry ``@pytest.mark.required_in_ci``;
+with ``LMFORGE_REQUIRE=required_in_ci`` in the environment (``.ci/run`` sets it) a skip of such a test
+is a failure, so a dependency change cannot switch them off unnoticed. ``LMFORGE_REQUIRE`` takes
+comma-separated marker names."""
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
 
 from lmforge.models import ModelConfig
+
+REQUIRE_ENV = "LMFORGE_REQUIRE"
+
+
+def _required_markers(config) -> set[str]:
+    return {m.strip() for m in os.environ.get(REQUIRE_ENV, "").split(",") if m.strip()}
+
+
+def pytest_configure(config):
+    registered = {line.split(":", 1)[0].split("(", 1)[0].strip() for line in config.getini("markers")}
+    unknown = _required_markers(config) - registered
+    if unknown:
+        raise pytest.UsageError(f"{REQUIRE_ENV} names unregistered markers: {', '.join(sorted(unknown))} (registered: {', '.join(sorted(registered))})")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A skipped test that carries a marker named in ``LMFORGE_REQUIRE`` fails instead."""
+    outcome = yield
+    rep = outcome.get_result()
+    if not rep.skipped or hasattr(rep, "wasxfail"):
+        return
+    required = sorted(m for m in _required_markers(item.config) if item.get_closest_marker(m) is not None)
+    if required:
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) and len(rep.longrepr) == 3 else str(rep.longrepr)
+        rep.outcome = "failed"
+        rep.longrepr = (
+            f"{item.nodeid} was skipped ({reason}), but it is marked {', '.join(required)} and "
+            f"{REQUIRE_ENV}={os.environ.get(REQUIRE_ENV)} requires it to run: install what it needs (pip install -e '.[dev]')"
+        )
 
 _WORDS = (
     "the model reads open data and learns to predict the next token from the context it has seen "
@@ -42,7 +78,7 @@ def corpus_lines(n: int = 400, seed: int = 0) -> list[str]:
 
 @pytest.fixture(scope="session")
 def bpe_tokenizer(tmp_path_factory):
-    """A real byte-level BPE with OLMo's special tokens, trained once per test session."""
+    """A real byte-level BPE with OLMo's special tokens, trained once per test run."""
     from lmforge.tokenizer import train_bpe
 
     d = tmp_path_factory.mktemp("bpe")

@@ -49,7 +49,12 @@ def test_user_errors_are_one_line(capsys, args, message):
     assert message in err and "\n" not in err and "Traceback" not in err
 
 
-def test_tokenizer_train_export_import_generate(tmp_path):
+def test_tokenizer_train_export_import_generate(tmp_path, capsys, monkeypatch):
+    """The whole CLI loop; the first command through the real entry point in a subprocess, the rest
+    through ``main`` in this process (the same code, without a start-up each)."""
+    import io
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(corpus_lines(300)), encoding="utf-8")
     r = run("tokenizer", "train", str(corpus), "--vocab-size", "400", "--out", str(tmp_path / "tok" / "tokenizer.json"))
@@ -62,26 +67,33 @@ def test_tokenizer_train_export_import_generate(tmp_path):
     torch.manual_seed(0)
     save_model(tmp_path / "ckpt", tiny_config(vocab_size=tok.vocab_size).build(), tokenizer=tok)
 
-    r = run("export", "--model", str(tmp_path / "ckpt"), "--out", str(tmp_path / "hf"))
-    assert r.returncode == 0, r.stderr
-    assert (tmp_path / "hf" / "config.json").is_file()
-    r = run("export", "--model", str(tmp_path / "ckpt"), "--out", str(tmp_path / "hf"))
-    assert r.returncode == 2 and "overwrite" in r.stderr and r.stderr.count("\n") == 1
+    def cli(*args, stdin=None):
+        if stdin is not None:
+            monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
 
-    r = run("import", "--model", str(tmp_path / "hf"), "--out", str(tmp_path / "back"))
-    assert r.returncode == 0, r.stderr
+    code, _, err = cli("export", "--model", tmp_path / "ckpt", "--out", tmp_path / "hf")
+    assert code == 0, err
+    assert (tmp_path / "hf" / "config.json").is_file()
+    code, _, err = cli("export", "--model", tmp_path / "ckpt", "--out", tmp_path / "hf")
+    assert code == 2 and "overwrite" in err and err.count("\n") == 1
+
+    code, _, err = cli("import", "--model", tmp_path / "hf", "--out", tmp_path / "back")
+    assert code == 0, err
     assert (tmp_path / "back" / "model.safetensors").is_file() and (tmp_path / "back" / "config.yaml").is_file()
 
     greedy = ["--max-new-tokens", "6", "--no-stream"]
-    a = run("generate", "--model", str(tmp_path / "ckpt"), "--prompt", "the model", *greedy)
-    b = run("generate", "--model", str(tmp_path / "hf"), "--prompt", "the model", *greedy)
-    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
-    assert a.stdout == b.stdout and a.stdout.startswith("the model")
+    ca, a, ea = cli("generate", "--model", tmp_path / "ckpt", "--prompt", "the model", *greedy)
+    cb, b, eb = cli("generate", "--model", tmp_path / "hf", "--prompt", "the model", *greedy)
+    assert ca == 0 and cb == 0, ea + eb
+    assert a == b and a.startswith("the model")
 
     # interactive mode reads prompts from stdin until EOF
-    r = run("generate", "--model", str(tmp_path / "hf"), "--max-new-tokens", "4", input="river\ncity\n")
-    assert r.returncode == 0, r.stderr
-    assert len(r.stdout.strip().splitlines()) == 2
+    code, out, err = cli("generate", "--model", tmp_path / "hf", "--max-new-tokens", "4", stdin="river\ncity\n")
+    assert code == 0, err
+    assert len(out.strip().splitlines()) == 2
 
 
 def test_readme_commands_are_what_ci_runs():
@@ -92,3 +104,47 @@ def test_readme_commands_are_what_ci_runs():
     assert main_job.endswith("lmforge quickstart")
     ci = (ROOT / ".ci" / "run").read_text()
     assert tests in ci, "CI must run the README's test command word for word"
+
+
+# --- flags generated from configs ------------------------------------------------------------------
+def _subparser(*path: str):
+    import argparse
+
+    from lmforge.cli import build_parser
+
+    p = build_parser()
+    for name in path:
+        p = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    return p
+
+
+@pytest.mark.parametrize("path, config", [
+    (("data", "dedup"), "lmforge.data.dedup:DedupConfig"),
+    (("data", "tokenize"), "lmforge.data.tokenize:TokenizeConfig"),
+    (("generate",), "lmforge.generate.config:GenerationConfig"),
+])  # fmt: skip
+def test_stage_flags_are_their_configs_fields(path, config):
+    """Every command-line field of the config is a flag with the config's default and choices, so a
+    default or a choice list exists once (eval and release are checked in their own test files)."""
+    import dataclasses
+    import importlib
+    from typing import Literal, get_args, get_origin, get_type_hints
+
+    from lmforge.cli.args import config_fields
+
+    module, name = config.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    actions = {a.dest: a for a in _subparser(*path)._actions}
+    hints = get_type_hints(cls)
+    sampling_knobs = {"temperature", "top_k", "top_p"}  # generate: "given" turns sampling on (None until given)
+    for f in config_fields(cls):
+        assert f.name in actions, f"{' '.join(path)} has no flag for {cls.__name__}.{f.name}"
+        a = actions[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        if f.name not in sampling_knobs:
+            assert a.default == (default or None if isinstance(default, list) else default), (f.name, a.default, default)
+        tp = hints[f.name]
+        literal = next((get_args(t) for t in (tp, *get_args(tp)) if get_origin(t) is Literal), None)
+        if literal:
+            assert list(a.choices) == list(literal), f.name
+        assert f.metadata["lmforge"]["help"] in (a.help or "").replace("%%", "%"), f.name

@@ -394,3 +394,115 @@ def test_quickstart_tiny_end_to_end_and_resume(tmp_path):
     assert r3.returncode == 0, r3.stderr[-3000:]
     assert r3.stdout.count("finished earlier") == 9 and "[10/10] generate" in r3.stdout
     assert json.loads((out / "samples.json").read_text())["samples"] == samples
+
+
+# --- killed during training, then a changed setting ------------------------------------------------
+# Run by `python -c`: the quickstart as `lmforge quickstart` runs it, with one change each.
+_PAUSE_AFTER_FIRST_CHECKPOINT = """
+import sys, time
+from lmforge.train import callbacks
+_on_step_end = callbacks.SaveAtSteps.on_step_end
+def on_step_end(self, trainer):
+    _on_step_end(self, trainer)
+    if trainer.step == self.steps[0]:  # the first checkpoint is complete: hold still until killed
+        print("paused after the first checkpoint", flush=True)
+        time.sleep(600)
+callbacks.SaveAtSteps.on_step_end = on_step_end
+from lmforge.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+_TOKENIZER_VOCAB_384 = """
+import sys
+from lmforge.quickstart.config import QuickstartConfig
+_tiny = QuickstartConfig.tiny.__func__
+QuickstartConfig.tiny = classmethod(lambda cls: cls.from_dict({**_tiny(cls).to_dict(), "vocab_size": 384}))
+from lmforge.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _stage_log(stdout: str) -> dict[str, str]:
+    """The log of each stage of a quickstart run, by stage name."""
+    parts = re.split(r"^\[\d+/10\] (\w+):", stdout, flags=re.M)
+    return {parts[i]: parts[i + 1] for i in range(1, len(parts) - 1, 2)}
+
+
+def _markers(out: Path) -> dict[str, dict]:
+    return {p.stem.split("-", 1)[1]: json.loads(p.read_text()) for p in (out / "stages").glob("*.json")}
+
+
+@pytest.mark.slow
+def test_quickstart_killed_during_training_resumes_and_a_changed_setting_reruns_what_follows(tmp_path):
+    """SIGKILL during the train stage (right after its first checkpoint; the child holds still there
+    so the kill lands mid-stage on any machine): the rerun skips the finished stages and continues
+    training from that checkpoint. Then a setting only the tokenizer stage reads (vocab_size)
+    changes: tokenizer and every stage after it run again, fetch/tag/dedup/mix are skipped."""
+    import signal
+    import time
+
+    out = tmp_path / "qs"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    first = out / "train" / "checkpoints" / "step0000004"
+    with open(tmp_path / "killed.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-c", _PAUSE_AFTER_FIRST_CHECKPOINT, "quickstart", "--tiny", "--out", str(out)],
+                                stdout=log, stderr=subprocess.STDOUT, env=env)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 300
+            while not (first / "COMPLETE").is_file():
+                assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "no first checkpoint after 300 s"
+                time.sleep(0.05)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    killed = (tmp_path / "killed.log").read_text()
+    assert "[7/10] train:" in killed and "[8/10]" not in killed
+    markers = _markers(out)
+    assert [markers[s]["status"] for s in STAGES[:6]] == ["done"] * 6 and markers["train"]["status"] == "running"
+    assert set(markers) == set(STAGES[:7])
+    assert sorted(p.name for p in (out / "train" / "checkpoints").iterdir() if (p / "COMPLETE").exists()) == ["step0000004"]
+    step4 = _sha(first / "model.safetensors")
+
+    # --- the same command again: finished stages skipped, training continues from step 4 --------------
+    r = _run("quickstart", "--tiny", "--out", str(out))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    log = _stage_log(r.stdout)
+    assert list(log) == list(STAGES)
+    assert all("finished earlier" in log[s] for s in STAGES[:6]), r.stdout[-3000:]
+    assert "resuming an interrupted run of this stage" in log["train"]
+    assert re.search(r"resumed from \S*step0000004 at step 4\b", log["train"]), log["train"]
+    assert "[step  4/12]" not in log["train"] and "[step  5/12]" in log["train"]  # steps 1-4 are not trained again
+    assert all("done in" in log[s] for s in STAGES[6:])
+    run = out / "train"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir() if (p / "COMPLETE").exists()) == ["step0000004", "step0000008", "step0000012"]
+    assert _sha(first / "model.safetensors") == step4  # kept, not redone
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == list(range(1, 13))  # each step once
+    assert all(m["status"] == "done" for m in _markers(out).values()) and set(_markers(out)) == set(STAGES)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 12 and summary["tokens_trained"] == 12 * 4 * 64
+    assert summary["revisions"] == ["step4-tokens1024", "step8-tokens2048", "step12-tokens3072"]
+    assert [r["step"] for r in json.loads((out / "eval" / "summary.json").read_text())["rows"]] == [4, 8, 12]
+    assert (out / "samples.json").is_file()
+
+    # --- a setting only the tokenizer stage reads changes: it and every stage after it run again ------
+    before = _markers(out)
+    r = subprocess.run([sys.executable, "-c", _TOKENIZER_VOCAB_384, "quickstart", "--tiny", "--out", str(out)],
+                       capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    log = _stage_log(r.stdout)
+    skipped = {s for s in STAGES if "finished earlier" in log[s]}
+    redone = {s for s in STAGES if "done in" in log[s]}
+    assert skipped == {"fetch", "tag", "dedup", "mix"} and redone == set(STAGES[4:]), (skipped, redone)
+    after = _markers(out)
+    assert all(after[s]["id"] == before[s]["id"] for s in ("fetch", "tag", "dedup", "mix"))
+    assert all(after[s]["id"] != before[s]["id"] for s in STAGES[4:])
+    assert after["tokenizer"]["settings"] == {"vocab_size": 384} and before["tokenizer"]["settings"] == {"vocab_size": 512}
+    from lmforge.tokenizer import Tokenizer
+
+    assert Tokenizer.from_file(out / "tokenizer" / "tokenizer.json").vocab_size <= 384
+    assert "resumed from" not in log["train"]  # trained from scratch: the old run directory was removed
+    assert _sha(first / "model.safetensors") != step4
+    assert "vocab_size: 384" in (run / "config.yaml").read_text()
+    assert json.loads((out / "summary.json").read_text())["steps"] == 12

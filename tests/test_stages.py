@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from lmforge.stages import StageRunner, format_seconds, settings_hash
+from lmforge.formatting import format_seconds
+from lmforge.stages import StageRunner, settings_hash
 
 
 @dataclasses.dataclass

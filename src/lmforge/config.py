@@ -27,7 +27,7 @@ import yaml
 
 from lmforge.storage import atomic_write_bytes, atomic_write_text, temp_path_beside  # noqa: F401 - re-exported
 
-__all__ = ["Config", "ConfigError", "atomic_write_bytes", "atomic_write_text", "check_sections", "option", "parse_overrides"]
+__all__ = ["DTYPES", "Config", "ConfigError", "atomic_write_bytes", "atomic_write_text", "check_sections", "option", "parse_dtype", "parse_overrides"]
 
 C = TypeVar("C", bound="Config")
 
@@ -45,6 +45,22 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+#: dtype name -> torch dtype attribute: what ``--dtype`` and every ``dtype`` setting accept.
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
+
+
+def parse_dtype(value: Any, *, key: str = "--dtype", names: typing.Mapping[str, str] = DTYPES, error: type[Exception] = ConfigError) -> Any:
+    """``"bf16"`` -> ``torch.bfloat16`` (a name of ``names``); a torch dtype or None passes through.
+    An unknown name raises ``error`` in one line naming ``key``. (torch is imported only here.)"""
+    if value is None or not isinstance(value, str):
+        return value
+    if value not in names:
+        raise error(f"{key} must be one of {', '.join(dict.fromkeys(names.values()))}; got {value!r}")
+    import torch
+
+    return getattr(torch, names[value])
 
 
 def option(

@@ -34,8 +34,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 from lmforge.config import atomic_write_text
+from lmforge.formatting import format_seconds
 
-__all__ = ["StageRunner", "format_seconds", "remove_path", "settings_hash"]
+__all__ = ["StageRunner", "remove_path", "settings_hash"]
 
 S = TypeVar("S")
 
@@ -43,14 +44,6 @@ S = TypeVar("S")
 def settings_hash(obj: Any) -> str:
     """A short, stable hash of a JSON-able value (keys sorted; other objects by ``str``)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def format_seconds(seconds: float) -> str:
-    """``12.3s`` below a minute, ``4m05s`` above."""
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m}m{s:02d}s"
 
 
 def remove_path(path: Path) -> None:

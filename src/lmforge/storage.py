@@ -2,6 +2,7 @@
 
     atomic_write_text(path, text)            temp file beside it, fsync, rename, fsync the directory
     with durable_file(path) as (f, tmp): ... the same for a file written in pieces
+    with atomic_directory(out) as tmp: ...   the same for a directory: filled, then renamed whole
     commit_file(tmp, path)                   fsync a finished temp file, rename it, fsync the directory
     with lock_output(out_dir, "lmforge data tokenize"): ...   one command at a time per output
 
@@ -26,6 +27,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import socket
 import sys
 import tempfile
@@ -36,6 +38,7 @@ from typing import IO, Iterator
 __all__ = [
     "LOCK_NAME",
     "OutputLockedError",
+    "atomic_directory",
     "atomic_write_bytes",
     "atomic_write_text",
     "commit_file",
@@ -43,6 +46,7 @@ __all__ = [
     "durable_file",
     "fsync_dir",
     "fsync_file",
+    "fsync_tree",
     "lock_output",
     "remove_stale_temporaries",
     "temp_path_beside",
@@ -177,6 +181,46 @@ def atomic_write_bytes(path: str | os.PathLike, *chunks: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` durably and atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def fsync_tree(root: str | os.PathLike) -> None:
+    """fsync every file under ``root``, then every directory (deepest first), then ``root``."""
+    for dirpath, _dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            p = os.path.join(dirpath, name)
+            if not os.path.islink(p):
+                fsync_file(p)
+        fsync_dir(dirpath)
+
+
+@contextlib.contextmanager
+def atomic_directory(final: str | os.PathLike, *, replace: bool = False) -> Iterator[Path]:
+    """A directory published whole at ``final``: yields a new hidden directory beside it
+    (``.NAME.tmp-XXXXXXXX``, normal permissions) to fill. When the block ends normally its files
+    are fsynced, it is renamed to ``final`` and the parent directory is fsynced; when the block
+    raises (or is interrupted) it is deleted. An empty ``final`` is replaced; one with files only
+    with ``replace`` (moved aside first, deleted once the new one is in place)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    old: Path | None = None
+    try:
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes it 0700
+        yield tmp
+        fsync_tree(tmp)
+        if replace and final.is_dir() and not final.is_symlink() and any(final.iterdir()):
+            old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-old-"))
+            os.replace(final, old / final.name)
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+    except BaseException:
+        if old is not None and not final.exists():  # the rename failed: put the old one back
+            os.replace(old / final.name, final)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 # --- owned directories ------------------------------------------------------------------------------

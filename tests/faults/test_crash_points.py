@@ -42,7 +42,7 @@ def test_tokenize_killed_anywhere_reruns_to_the_same_files(tmp_path, corpus):
         return lmforge("data", "tokenize", "--documents", corpus["root"] / "documents", "--tokenizer", corpus["tokenizer"],
                        "--out", out, "--workers", "1", "--max-document-chars", "400", **kw)
 
-    r = check_crash_and_rerun(tmp_path, run, lambda: digest_tree(out), lambda: fresh(out), k=4, seed=1)
+    r = check_crash_and_rerun(tmp_path, run, lambda: digest_tree(out), lambda: fresh(out), k=2, seed=1)
     assert r["points"] >= 10
     summary = json.loads((out / "tokenize_summary.json").read_text())
     acct = summary["accounting"]
@@ -55,7 +55,7 @@ def test_dedup_killed_anywhere_reruns_to_the_same_attributes(tmp_path, corpus):
     def run(**kw):
         return lmforge("data", "dedup", "--documents", corpus["root"] / "documents", "--mode", "paragraphs", "--name", "fault_dup", **kw)
 
-    check_crash_and_rerun(tmp_path, run, lambda: digest_tree(attrs), lambda: fresh(attrs), k=3, seed=2)
+    check_crash_and_rerun(tmp_path, run, lambda: digest_tree(attrs), lambda: fresh(attrs), k=2, seed=2)
 
 
 def test_mix_killed_anywhere_reruns_to_the_same_documents(tmp_path, corpus):
@@ -75,7 +75,7 @@ def test_mix_killed_anywhere_reruns_to_the_same_documents(tmp_path, corpus):
     def run(**kw):
         return lmforge("data", "mix", cfg, **kw)
 
-    r = check_crash_and_rerun(tmp_path, run, lambda: digest_tree(out), lambda: fresh(out), k=4, seed=3)
+    r = check_crash_and_rerun(tmp_path, run, lambda: digest_tree(out), lambda: fresh(out), k=2, seed=3)
     assert r["points"] >= 8
     summary = json.loads((out / "mix_summary.json").read_text())
     assert summary["accounting"]["balanced"] and summary["accounting"]["dropped"]
@@ -100,7 +100,7 @@ def test_train_killed_at_any_checkpoint_step_resumes_to_the_same_run(tmp_path, t
     def start(**kw):
         return lmforge("train", cfg, **kw)
 
-    r = check_crash_and_rerun(tmp_path, start, lambda: _train_outputs(run), lambda: fresh(run), k=3, seed=4,
+    r = check_crash_and_rerun(tmp_path, start, lambda: _train_outputs(run), lambda: fresh(run), k=2, seed=4,
                               rerun=lambda: lmforge("train", cfg, "--resume"))
     assert any("checkpoint" in t or "safetensors" in t or "COMPLETE" in t for t in r["tried"]) or r["points"] > 0
 
@@ -128,6 +128,6 @@ def test_release_killed_anywhere_reruns_to_the_same_revisions(tmp_path, token_di
     def release(**kw):
         return lmforge("release", run, "--repo", repo, **kw)
 
-    r = check_crash_and_rerun(tmp_path, release, trees, lambda: fresh(repo), k=3, seed=5)
+    r = check_crash_and_rerun(tmp_path, release, trees, lambda: fresh(repo), k=2, seed=5)
     assert r["points"] >= 3
     assert set(trees()) == {"main", "step2-tokens1024", "step4-tokens2048"}

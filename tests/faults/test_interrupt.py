@@ -68,7 +68,7 @@ def test_worker_pool_stops_at_once(tmp_path):
     p = _start([sys.executable, "-c", script])
     took = _interrupt_when(p, lambda: any(out.glob("*.done")))
     assert p.returncode == 130
-    assert took < 3.0, f"took {took:.1f}s to stop"
+    assert took < 4.0, f"took {took:.1f}s to stop"
     done = list(out.glob("*.done"))
     assert 1 <= len(done) <= 4
     assert not list(out.glob(".*.partial")), "an interrupted shard left its temporary file"
@@ -93,7 +93,7 @@ def test_tokenize_ctrl_c_stops_at_once_and_reruns(tmp_path, bpe_tokenizer):
     err = p.stderr.read()
     assert p.returncode == 130, err[-2000:]
     assert "lmforge: interrupted" in err
-    assert took < 3.0, f"took {took:.1f}s to stop"
+    assert took < 4.0, f"took {took:.1f}s to stop"
     assert len(list((out / "_done").glob("*.json"))) < 16
     assert not [q for q in out.rglob(".*.tmp")], "temporaries left behind"
     assert _group_gone(p.pid)

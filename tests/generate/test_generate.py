@@ -32,18 +32,34 @@ PAD = 0
 PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [20, 21, 22], [30, 31, 32, 33, 34]]  # different lengths: left padding
 
 
-def tiny_model(arch="olmo2", tie=False, kv=None, vocab=VOCAB, seed=0):
+def tiny_model(arch="olmo2", tie=False, kv=None, vocab=VOCAB, seed=0, std=None):
+    """A random tiny model. ``std``: redraw the blocks' (and an untied head's) matrices from N(0, std²).
+
+    At the default init (std 0.02) the blocks add little to the residual stream, so a model with
+    tied embeddings scores the token it just read highest and greedy decoding repeats one token;
+    with ``std=0.2`` the blocks dominate and greedy output runs through many different tokens."""
     cfg = ModelConfig(
         arch=arch, d_model=64, n_layers=2, n_heads=4, n_kv_heads=kv, mlp_hidden=96, vocab_size=vocab,
         tie_embeddings=tie, max_seq_len=128, clip_qkv=0.5 if arch == "olmo1" else None,
     )
     torch.manual_seed(seed)
     model = cfg.build().eval()
+    g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():  # norm scales away from 1, so a wrong norm placement would show
         for name, p in model.named_parameters():
             if "norm" in name:
                 p.uniform_(0.5, 1.5)
+            elif std is not None and "embed" not in name and p.dim() == 2:
+                p.normal_(0.0, std, generator=g)
     return model
+
+
+VARIED = 0.2  # tiny_model(std=VARIED): greedy output that varies (see tiny_model)
+
+
+def assert_varied(rows, at_least=5):
+    """Greedy rows that are not one token repeated: each has ``at_least`` distinct tokens."""
+    assert all(len(set(r)) >= at_least for r in rows), [len(set(r)) for r in rows]
 
 
 def hf_twin(model, eos_token_id):
@@ -88,14 +104,16 @@ NO_EOS = VOCAB + 10  # an id in the padded vocabulary: can never be generated, s
 @pytest.mark.parametrize("tie", [False, True], ids=["untied", "tied"])
 @pytest.mark.parametrize("kv", [None, 2], ids=["mha", "gqa"])
 def test_greedy_matches_hf_generate(arch, tie, kv):
-    model = tiny_model(arch, tie, kv)
+    model = tiny_model(arch, tie, kv, std=VARIED)
     gen = GenerationConfig(max_new_tokens=24)
     hm = hf_twin(model, NO_EOS)
 
     single = generate_ids(model, PROMPTS[:1], gen, pad_token_id=PAD, eos_token_id=NO_EOS)
+    assert_varied(single, at_least=8)
     assert single == hf_greedy(hm, PROMPTS[:1], 24, NO_EOS)
 
     batch = generate_ids(model, PROMPTS, gen, pad_token_id=PAD, eos_token_id=NO_EOS)
+    assert_varied(batch)
     assert batch == hf_greedy(hm, PROMPTS, 24, NO_EOS)
     assert batch[0] == single[0]  # padding the batch changes nothing
     assert all(len(r) == 24 for r in batch)
@@ -131,12 +149,13 @@ def test_cached_decoding_logits_equal_full_forward():
 @pytest.mark.parametrize("penalty", [1.5, 0.7])
 @pytest.mark.parametrize("arch", ["olmo1", "olmo2"])
 def test_repetition_penalty_matches_hf(arch, penalty):
-    model = tiny_model(arch, tie=True)
+    model = tiny_model(arch, tie=True, std=VARIED)
     hm = hf_twin(model, NO_EOS)
     gen = GenerationConfig(max_new_tokens=20, repetition_penalty=penalty)
     # Same-length prompts: HF also penalises the pad ids of padded rows, which we (rightly) do not.
     prompts = [[5, 6, 7, 5, 6], [40, 41, 40, 42, 43]]
     ours = generate_ids(model, prompts, gen, pad_token_id=PAD, eos_token_id=NO_EOS)
+    assert_varied(ours, at_least=3)
     assert ours == hf_greedy(hm, prompts, 20, NO_EOS, repetition_penalty=penalty)
     plain = generate_ids(model, prompts, GenerationConfig(max_new_tokens=20), pad_token_id=PAD, eos_token_id=NO_EOS)
     assert ours != plain  # the penalty actually changed something

@@ -3,6 +3,7 @@
 Tiny random models, both architectures, tied and untied, grouped-query attention on and off.
 """
 
+import dataclasses
 import json
 import os
 
@@ -15,6 +16,9 @@ from lmforge.release import export_hf, import_hf, load_pretrained
 from tests.conftest import tiny_config
 
 CASES = [(arch, tie, kv) for arch in ("olmo1", "olmo2") for tie in (False, True) for kv in (None, 2)]
+# OLMo-1's clip_qkv, at values that bite for these models and inputs: about a tenth of the q/k/v
+# projections' outputs lie beyond them (lmforge's init with randomised norms reaches ~4, HF's ~0.6).
+EXPORT_CLIP, IMPORT_CLIP = 1.5, 0.25
 
 
 def _randomise_norms(model):
@@ -23,6 +27,25 @@ def _randomise_norms(model):
         for name, p in model.named_parameters():
             if "norm" in name:
                 p.uniform_(0.5, 1.5)
+
+
+def _check_clipping_bites(model, ids, mask, clip):
+    """The q/k/v projections' outputs (before the clamp) go beyond ``clip``, and the logits differ
+    from those of the same weights without clipping."""
+    outs = []
+    hooks = [b.attn.qkv.register_forward_hook(lambda m, a, o: outs.append(o.detach().abs().flatten())) for b in model.blocks]
+    with torch.no_grad():
+        clipped = model(ids, attention_mask=mask)
+    for h in hooks:
+        h.remove()
+    pre = torch.cat(outs)
+    assert model.config.clip_qkv == clip and (pre > clip).float().mean() > 0.01, (pre.max(), clip)
+    free = dataclasses.replace(model.config, clip_qkv=None).build().eval()
+    free.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        unclipped = free(ids, attention_mask=mask)
+    assert (clipped - unclipped)[mask.bool()].abs().max() > 1e-2
+    return clipped
 
 
 def _inputs(vocab, seed=0):
@@ -36,7 +59,7 @@ def _inputs(vocab, seed=0):
 @pytest.mark.parametrize("arch, tie, kv", CASES)
 def test_export_loads_in_transformers_with_equal_logits(tmp_path, bpe_tokenizer, arch, tie, kv):
     torch.manual_seed(0)
-    cfg = tiny_config(arch, vocab_size=bpe_tokenizer.vocab_size, tie_embeddings=tie, n_kv_heads=kv, clip_qkv=4.0 if arch == "olmo1" else None)
+    cfg = tiny_config(arch, vocab_size=bpe_tokenizer.vocab_size, tie_embeddings=tie, n_kv_heads=kv, clip_qkv=EXPORT_CLIP if arch == "olmo1" else None)
     model = cfg.build().eval()
     _randomise_norms(model)
     out = export_hf(model, bpe_tokenizer, tmp_path / "hf")
@@ -45,6 +68,9 @@ def test_export_loads_in_transformers_with_equal_logits(tmp_path, bpe_tokenizer,
     hf = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
     assert type(hf).__name__ == ("Olmo2ForCausalLM" if arch == "olmo2" else "OlmoForCausalLM")
     ids, mask = _inputs(bpe_tokenizer.vocab_size)
+    if arch == "olmo1":
+        assert hf.config.clip_qkv == EXPORT_CLIP
+        _check_clipping_bites(model, ids, mask, EXPORT_CLIP)
     with torch.no_grad():
         ours = model(ids, attention_mask=mask)
         theirs = hf(input_ids=ids, attention_mask=mask).logits
@@ -64,13 +90,15 @@ def test_import_from_transformers_with_equal_logits(tmp_path, arch, tie, kv):
         vocab_size=384, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=kv or 4, max_position_embeddings=128, tie_word_embeddings=tie, pad_token_id=1, eos_token_id=0,
     )
-    hf_cfg = transformers.Olmo2Config(**common, rms_norm_eps=1e-6) if arch == "olmo2" else transformers.OlmoConfig(**common, clip_qkv=4.0)
+    hf_cfg = transformers.Olmo2Config(**common, rms_norm_eps=1e-6) if arch == "olmo2" else transformers.OlmoConfig(**common, clip_qkv=IMPORT_CLIP)
     hf = transformers.AutoModelForCausalLM.from_config(hf_cfg).eval()
     _randomise_norms(hf)
     hf.save_pretrained(tmp_path / "hf")
     model, tokenizer = import_hf(tmp_path / "hf")
     assert tokenizer is None and model.config.arch == arch and model.config.tie_embeddings == tie
     ids, mask = _inputs(384, seed=1)
+    if arch == "olmo1":
+        _check_clipping_bites(model, ids, mask, IMPORT_CLIP)
     with torch.no_grad():
         diff = (model(ids, attention_mask=mask) - hf(input_ids=ids, attention_mask=mask).logits)[mask.bool()]
     assert diff.abs().max().item() < 1e-5

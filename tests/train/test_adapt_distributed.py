@@ -20,9 +20,10 @@ from lmforge.train.dpo import REFERENCE_CACHE
 from tests.train.chat_data import HELDOUT_OBJECTS, TRAIN_OBJECTS, dpo_rows, sft_rows, write_jsonl
 from tests.train.test_distributed_train import Job, _run_all
 
-pytestmark = pytest.mark.skipif(
-    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()), reason="needs torch.distributed with gloo"
-)
+pytestmark = [
+    pytest.mark.required_in_ci,
+    pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()), reason="needs torch.distributed with gloo"),
+]
 
 
 def _config(tmp_path, name: str, objective: str, parallel: str, data: dict, background: bool = False) -> str:

@@ -31,9 +31,10 @@ from lmforge.cli import main
 from lmforge.train.callbacks import read_metrics
 from tests.train.conftest import write_run_config
 
-pytestmark = pytest.mark.skipif(
-    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()), reason="needs torch.distributed with gloo"
-)
+pytestmark = [
+    pytest.mark.required_in_ci,
+    pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()), reason="needs torch.distributed with gloo"),
+]
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS, HALF, WORLD = 8, 4, 2
@@ -116,7 +117,7 @@ class Job:
         try:
             self.rc = self._proc.wait(timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            os.killpg(self._proc.pid, signal.SIGKILL)  # torchrun and its workers: the session we started
+            os.killpg(self._proc.pid, signal.SIGKILL)  # torchrun and its workers: the process group we started
             self.rc = self._proc.wait()
         self.output = self.log.read_text()
         return self

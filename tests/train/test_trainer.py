@@ -21,7 +21,7 @@ from lmforge.data.mixture import document_ids
 from lmforge.data.token_files import read_token_file
 from lmforge.nn.loss import IGNORE_INDEX
 from lmforge.optim import OptimConfig, ScheduleConfig
-from lmforge.train.callbacks import read_metrics
+from lmforge.train.callbacks import Callback, read_metrics
 from lmforge.train.config import StabilityConfig, TrainConfig
 from lmforge.train.module import LMTrainModule, MicroBatch, TrainingError
 from lmforge.train.run import build_trainer, train
@@ -405,6 +405,7 @@ def _wandb_history_and_summary(run_dir: Path) -> tuple[list[dict], dict]:
     return history, summary
 
 
+@pytest.mark.required_in_ci
 def test_wandb_offline(token_dirs, tmp_path, monkeypatch):
     wandb = pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -583,16 +584,36 @@ def test_async_metrics_give_the_same_run(token_dirs, tmp_path):
         TrainConfig.from_dict(run_config(token_dirs, tmp_path / "x", trainer={"async_metrics": True}))
 
 
+class _ComputeDtypes(Callback):
+    """A callback that records, for every ``nn.Linear`` call of the training steps, the dtypes of its
+    input, its weight (as the forward sees it) and its output."""
+
+    def __init__(self):
+        self.seen: set[tuple[str, str, str]] = set()
+
+    def on_start(self, trainer) -> None:
+        def hook(module, args, output):
+            self.seen.add((str(args[0].dtype), str(module.weight.dtype), str(output.dtype)))
+
+        for m in trainer.module.model.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.register_forward_hook(hook)
+
+    def column(self, i: int) -> set[str]:
+        return {t[i] for t in self.seen}
+
+
 def test_fsdp_in_one_process(token_dirs, tmp_path):
     """trainer.fsdp_single_process: one process wrapped by FSDP2 on a 1-rank in-memory group. In
     float32 it trains exactly like the plain model; with bf16 its mixed-precision policy (bf16
-    parameters in compute, float32 master weights) stays within bf16 tolerance of autocast."""
+    parameters in compute, float32 master weights) computes in bf16 and stays within bf16
+    tolerance of autocast."""
     import torch.distributed as dist
 
     from lmforge.checkpoint.unsharded import load_model
     from lmforge.checkpoint.sharded import checkpoint_dir
 
-    curves = {}
+    curves, dtypes = {}, {}
     for name, trainer in {
         "plain": {"parallel": "none"},
         "fsdp1": {"parallel": "fsdp", "fsdp_single_process": True},
@@ -600,12 +621,24 @@ def test_fsdp_in_one_process(token_dirs, tmp_path):
         "fsdp1-bf16": {"parallel": "fsdp", "fsdp_single_process": True, "precision": "bf16"},
     }.items():
         run = tmp_path / name
-        train(TrainConfig.from_dict(run_config(token_dirs, run, trainer=trainer)), quiet=True)
+        dtypes[name] = _ComputeDtypes()
+        train(TrainConfig.from_dict(run_config(token_dirs, run, trainer=trainer)), quiet=True, callbacks=[dtypes[name]])
         assert not dist.is_initialized()  # the 1-rank group is torn down with the run
         curves[name] = torch.tensor([r["loss"] for r in read_metrics(run) if "loss" in r], dtype=torch.float64)
     torch.testing.assert_close(curves["fsdp1"], curves["plain"], rtol=1e-5, atol=1e-6)
     a, b = load_model(checkpoint_dir(tmp_path / "plain", 10)), load_model(checkpoint_dir(tmp_path / "fsdp1", 10))
     for x, y in zip(a.state_dict().values(), b.state_dict().values()):
         torch.testing.assert_close(y, x, rtol=1e-4, atol=1e-5)
+    # What each run computed in: every matmul of the steps, float32 or bf16 (recorded by forward hooks).
+    f32, bf16 = "torch.float32", "torch.bfloat16"
+    for name in ("plain", "fsdp1"):
+        assert dtypes[name].seen == {(f32, f32, f32)}, (name, dtypes[name].seen)
+    assert dtypes["autocast-bf16"].column(1) == {f32} and dtypes["autocast-bf16"].column(2) == {bf16}  # autocast: float32 weights, bf16 matmuls
+    assert dtypes["fsdp1-bf16"].seen == {(bf16, bf16, bf16)}, dtypes["fsdp1-bf16"].seen  # FSDP's policy: bf16 parameters in compute
+    master = load_model(checkpoint_dir(tmp_path / "fsdp1-bf16", 10)).state_dict()
+    assert {str(v.dtype) for v in master.values() if v.is_floating_point()} == {f32}  # float32 master weights
+    # bf16 changed the numbers (close, not equal) ...
+    assert not torch.equal(curves["fsdp1-bf16"], curves["plain"]) and not torch.equal(curves["autocast-bf16"], curves["plain"])
+    # ... within bf16 tolerance
     torch.testing.assert_close(curves["fsdp1-bf16"], curves["autocast-bf16"], rtol=3e-2, atol=3e-2)
     torch.testing.assert_close(curves["fsdp1-bf16"], curves["plain"], rtol=3e-2, atol=3e-2)

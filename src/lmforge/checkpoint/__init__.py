@@ -3,7 +3,7 @@ and loading a model from any path (lmforge checkpoint, run directory, HF directo
 
     lmforge.checkpoint.unsharded   save_model / load_model: one safetensors file + config.yaml
     lmforge.checkpoint.sharded     save_checkpoint / load_checkpoint / prune_checkpoints (torch.distributed.checkpoint)
-    lmforge.checkpoint.listing     list_checkpoints, list_checkpoint_infos (CheckpointInfo), resolve_checkpoint
+    lmforge.checkpoint.listing     list_checkpoints, list_checkpoint_infos (CheckpointInfo), resolve_checkpoint, read_metrics
     lmforge.checkpoint.hf          import_hf: reading HF transformers directories, hardened
     lmforge.checkpoint.pretrained  load_pretrained
 """
@@ -13,6 +13,7 @@ from lmforge.checkpoint.listing import (
     latest_checkpoint,
     list_checkpoint_infos,
     list_checkpoints,
+    read_metrics,
     resolve_checkpoint,
 )
 from lmforge.checkpoint.unsharded import (
@@ -33,6 +34,7 @@ __all__ = [
     "list_checkpoints",
     "load_model",
     "load_state",
+    "read_metrics",
     "read_model_config",
     "resolve_checkpoint",
     "save_model",

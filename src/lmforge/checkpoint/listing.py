@@ -3,6 +3,7 @@
     for info in list_checkpoint_infos("runs/x"):      # complete checkpoints, oldest first
         info.step, info.tokens_seen, info.world_size, info.global_batch, info.seq_len, info.path
     ckpt = resolve_checkpoint("runs/x")               # a run directory -> its latest complete checkpoint
+    records = read_metrics("runs/x")                  # what the run logged: runs/x/metrics.jsonl
 
 A checkpoint is ``run_dir/checkpoints/step{step:07d}/`` (see :mod:`lmforge.checkpoint.sharded`); it is
 complete once its ``COMPLETE`` marker exists. Its ``extra.json`` holds what the trainer saved with it:
@@ -27,6 +28,7 @@ __all__ = [
     "CHECKPOINTS",
     "COMPLETE",
     "EXTRA_JSON",
+    "METRICS",
     "CheckpointInfo",
     "checkpoint_dir",
     "checkpoint_info",
@@ -36,12 +38,14 @@ __all__ = [
     "list_checkpoint_infos",
     "list_checkpoints",
     "read_extra",
+    "read_metrics",
     "resolve_checkpoint",
 ]
 
 CHECKPOINTS = "checkpoints"
 COMPLETE = "COMPLETE"
 EXTRA_JSON = "extra.json"
+METRICS = "metrics.jsonl"  # RUN/metrics.jsonl: one JSON record per logged step or evaluation
 _NAME = re.compile(r"^step(\d{7,})$")
 
 
@@ -109,6 +113,23 @@ def read_extra(ckpt: str | os.PathLike) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: unreadable ({e})") from None
     return data if isinstance(data, dict) else {}
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of ``run_dir/metrics.jsonl`` ([] when there is none; a torn last line, from a
+    killed run, and anything but a JSON object are ignored)."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(r, dict):
+            records.append(r)
+    return records
 
 
 def _count(value: Any) -> int | None:

@@ -69,6 +69,7 @@ from lmforge.checkpoint.listing import (  # re-exported: finding checkpoints liv
 )
 from lmforge.checkpoint.unsharded import CheckpointError, atomic_save_safetensors, load_state, save_model
 from lmforge.config import atomic_write_text
+from lmforge.distributed import rank_and_world, unwrap
 from lmforge.storage import crash_point, fsync_dir, umask as _umask
 
 EXTRA_TENSORS = "extra.safetensors"
@@ -91,14 +92,6 @@ __all__ = [
 
 
 # --- process groups --------------------------------------------------------------------------
-def _dist() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def _rank() -> int:
-    return dist.get_rank() if _dist() else 0
-
-
 # DCP says this for every single-process save/load, including on the background writer's thread
 # (where a catch_warnings() of the main thread no longer applies): single process is the intent.
 warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
@@ -114,7 +107,7 @@ def _single_process_quiet() -> Iterator[None]:
 
 def _broadcast(obj: Any) -> Any:
     """Rank 0's ``obj`` on every rank (also a barrier)."""
-    if not _dist():
+    if not dist.is_initialized():
         return obj
     box = [obj]
     dist.broadcast_object_list(box, src=0)
@@ -319,10 +312,7 @@ class _FullModel:
 
 
 def _model_config(model: torch.nn.Module) -> Any:
-    m = model
-    while not hasattr(m, "config") and hasattr(m, "module"):  # DDP and similar wrappers
-        m = m.module
-    return getattr(m, "config", None)
+    return getattr(unwrap(model), "config", None)
 
 
 def _begin_save(run_dir: str | os.PathLike, step: int, extra: dict[str, Any] | None) -> tuple[Path, Path]:
@@ -333,7 +323,7 @@ def _begin_save(run_dir: str | os.PathLike, step: int, extra: dict[str, Any] | N
     final = checkpoint_dir(run_dir, step)
     _encode(dict(extra or {}), {}, "")  # unstorable extra: TypeError on every rank, before writing anything
     tmp_name = None
-    if _rank() == 0:
+    if rank_and_world()[0] == 0:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp_name = tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent)
         os.chmod(tmp_name, 0o777 & ~_umask())  # mkdtemp makes it 0700
@@ -353,7 +343,7 @@ def save_checkpoint(
     """Write ``run_dir/checkpoints/step{step:07d}`` atomically; every rank must call this.
     (:func:`save_checkpoint_background` writes the same directory without blocking training.)"""
     final, tmp = _begin_save(run_dir, step, extra)
-    rank = _rank()
+    rank = rank_and_world()[0]
     error: str | None = None
     cause: BaseException | None = None
     try:
@@ -361,7 +351,7 @@ def save_checkpoint(
         state = {"model": get_model_state_dict(model), "optim": {"state": osd["state"]}}
         try:
             with _single_process_quiet():
-                dcp.save(state, storage_writer=dcp.FileSystemWriter(str(tmp)), no_dist=not _dist())
+                dcp.save(state, storage_writer=dcp.FileSystemWriter(str(tmp)), no_dist=not dist.is_initialized())
         except (OSError, CheckpointException) as e:  # every rank learns of any rank's write error from DCP
             raise CheckpointError(_save_error(final, _last_error_line(e))) from None
         full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
@@ -370,7 +360,7 @@ def save_checkpoint(
                 cfg = _model_config(model)
                 if cfg is None:
                     raise CheckpointError("save_checkpoint: the model has no .config; cannot write model.safetensors")
-                world = dist.get_world_size() if _dist() else 1
+                world = rank_and_world()[1]
                 _finish_on_rank0(tmp, final, step, full, cfg, config, tokenizer, osd["param_groups"], dict(extra or {}), world)
             except Exception as e:  # report to the other ranks instead of leaving them in a barrier
                 error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
@@ -446,11 +436,11 @@ class PendingSave:
         except Exception as e:  # noqa: BLE001 - reported on every rank below
             error, cause = f"{type(e).__name__}: {_last_error_line(e)}", e
         finally:
-            if _rank() == 0 and self.tmp.exists() and not self.final.exists():
+            if rank_and_world()[0] == 0 and self.tmp.exists() and not self.final.exists():
                 shutil.rmtree(self.tmp, ignore_errors=True)
         # Every rank learns whether any rank failed (a rank's own write error, or rank 0's finish).
         errors = [error]
-        if _dist():
+        if dist.is_initialized():
             errors = [None] * dist.get_world_size()
             dist.all_gather_object(errors, error)
         self._done = True
@@ -480,7 +470,7 @@ def _background_group():
     """A gloo process group for the background writer's collectives, so they never interleave with
     training's (NCCL) collectives on the default group. Created once, collectively."""
     global _BACKGROUND_GROUP
-    if _dist() and _BACKGROUND_GROUP is None:
+    if dist.is_initialized() and _BACKGROUND_GROUP is None:
         _BACKGROUND_GROUP = dist.new_group(backend="gloo")
     return _BACKGROUND_GROUP
 
@@ -502,7 +492,7 @@ def save_checkpoint_background(
     t0 = time.perf_counter()
     final, tmp = _begin_save(run_dir, step, extra)
     extra = dict(extra or {})
-    rank = _rank()
+    rank = rank_and_world()[0]
     group = _background_group()
     osd = get_optimizer_state_dict(model, optimizer)
     model_sd = get_model_state_dict(model)
@@ -510,9 +500,9 @@ def save_checkpoint_background(
     shapes = {k: (tuple(v.shape), v.dtype) for k, v in model_sd.items()}  # global shapes, DTensors included
     param_groups = copy.deepcopy(osd["param_groups"])
     cfg = _model_config(model)
-    world = dist.get_world_size() if _dist() else 1
+    world = rank_and_world()[1]
     with _single_process_quiet():
-        future = dcp.async_save(state, storage_writer=dcp.FileSystemWriter(str(tmp)), process_group=group, no_dist=not _dist())
+        future = dcp.async_save(state, storage_writer=dcp.FileSystemWriter(str(tmp)), process_group=group, no_dist=not dist.is_initialized())
     finisher = None
     if rank == 0:
         if cfg is None:
@@ -559,7 +549,7 @@ def load_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimize
     reader.read_metadata()  # checked here, before DCP (which falls back to other files when it fails)
     try:
         with _single_process_quiet():
-            dcp.load(state, storage_reader=reader, planner=_TensorOnlyPlanner(), no_dist=not _dist())
+            dcp.load(state, storage_reader=reader, planner=_TensorOnlyPlanner(), no_dist=not dist.is_initialized())
     except CheckpointError:
         raise
     except (Exception, CheckpointException) as e:
@@ -577,7 +567,7 @@ def prune_checkpoints(run_dir: str | os.PathLike, keep_last: int, keep_every: in
         raise ValueError(f"keep_last must be >= 0, got {keep_last}")
     if keep_every is not None and keep_every < 1:
         raise ValueError(f"keep_every must be >= 1 or None, got {keep_every}")
-    if _rank() != 0:
+    if rank_and_world()[0] != 0:
         return []
     found = list_checkpoints(run_dir)
     keep = {p for _, p in found[max(0, len(found) - keep_last) :]} if keep_last else set()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from lmforge.cli.args import add_config_arguments, config_from_args
-from lmforge.cli.common import no_overrides, parse_dtype
-from lmforge.config import ConfigError
+from lmforge.cli.common import no_overrides
+from lmforge.config import ConfigError, parse_dtype
 from lmforge.release.config import ReleaseConfig
 
 def cmd_export(args, overrides) -> int:

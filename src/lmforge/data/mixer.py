@@ -227,6 +227,53 @@ def _stored_result(marker: Path, fingerprint: dict[str, Any]) -> dict[str, Any] 
         return None
 
 
+class _Parts:
+    """The output files of one shard, ``part-SSSSS-NNNN``, each started once the last holds
+    ``max_bytes`` of text."""
+
+    def __init__(self, out_dir: Path, index: int, suffix: str, max_bytes: int):
+        self.out_dir, self.index, self.suffix, self.max_bytes = out_dir, index, suffix, max_bytes
+        self.files: list[str] = []
+        self.writer: AtomicWriter | None = None
+        self.size = 0
+
+    def write(self, line: str, nbytes: int) -> None:
+        if self.writer is None or self.size >= self.max_bytes:
+            if self.writer is not None:
+                self.files.append(str(self.writer.close()))
+            self.writer = AtomicWriter(self.out_dir / f"part-{self.index:05d}-{len(self.files):04d}{self.suffix}")
+            self.size = 0
+        self.writer.write(line)
+        self.size += nbytes
+
+    def close(self) -> list[str]:
+        if self.writer is not None:
+            self.files.append(str(self.writer.close()))
+            self.writer = None
+        return self.files
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+
+
+def _verdict(doc: Document, attrs: dict[str, list], cfg: MixerConfig, matched: Counter, edits: Counter) -> tuple[str | None, int]:
+    """``(why the document is dropped, or None; how many copies of it are written)``: the first
+    rule that drops it, then the span edits (applied to ``doc.text``), then the source's sampling rate."""
+    for rule in cfg.rules:
+        value = reduce_spans(attrs.get(rule.attribute), rule.reduce, len(doc.text))
+        holds = value is not None and _OPS[rule.op](value, rule.value)
+        matched[rule.label] += holds
+        if holds == (rule.action == "drop"):
+            return rule.label, 0
+    if cfg.span_edits:
+        doc.text = apply_span_edits(doc.text, attrs, cfg.span_edits, edits)
+        if not doc.text.strip():
+            return "empty after span edits", 0
+    n = copies_for(doc.id, cfg.sampling.get(doc.source, 1.0), cfg.seed)
+    return (f"sampled out ({doc.source})", 0) if n == 0 else (None, n)
+
+
 def mix_shard(task: _ShardTask) -> dict[str, Any]:
     cfg = MixerConfig.from_dict(task.cfg)
     out_dir = Path(cfg.output) / "documents"
@@ -249,39 +296,12 @@ def mix_shard(task: _ShardTask) -> dict[str, Any]:
     source_bytes_in: Counter = Counter()
     source_bytes_out: Counter = Counter()
     written = 0
-    files: list[str] = []
-    writer: AtomicWriter | None = None
-    size = 0
-
-    def out_writer() -> AtomicWriter:
-        nonlocal writer, size
-        if writer is None or size >= cfg.max_shard_bytes:
-            if writer is not None:
-                files.append(str(writer.close()))
-            writer = AtomicWriter(out_dir / f"part-{task.index:05d}-{len(files):04d}{suffix}")
-            size = 0
-        return writer
-
+    parts = _Parts(out_dir, task.index, suffix, cfg.max_shard_bytes)
     try:
         for doc, attrs in _joined(Path(task.path), cfg.attributes, acct):
             seen_keys.update(attrs.keys())
             source_bytes_in[doc.source] += len(doc.text.encode("utf-8"))
-            reason = None
-            for rule in cfg.rules:
-                value = reduce_spans(attrs.get(rule.attribute), rule.reduce, len(doc.text))
-                holds = value is not None and _OPS[rule.op](value, rule.value)
-                matched[rule.label] += holds
-                if holds == (rule.action == "drop"):
-                    reason = rule.label
-                    break
-            if reason is None and cfg.span_edits:
-                doc.text = apply_span_edits(doc.text, attrs, cfg.span_edits, edits)
-                if not doc.text.strip():
-                    reason = "empty after span edits"
-            if reason is None:
-                n = copies_for(doc.id, cfg.sampling.get(doc.source, 1.0), cfg.seed)
-                if n == 0:
-                    reason = f"sampled out ({doc.source})"
+            reason, n = _verdict(doc, attrs, cfg, matched, edits)
             if reason is not None:
                 acct.drop(reason)
                 fired[reason] += 1
@@ -290,19 +310,15 @@ def mix_shard(task: _ShardTask) -> dict[str, Any]:
             line = doc.to_json()
             nbytes = len(doc.text.encode("utf-8"))
             for _ in range(n):
-                w = out_writer()
-                w.write(line)
-                size += nbytes
+                parts.write(line, nbytes)
                 written += 1
                 source_bytes_out[doc.source] += nbytes
     except TruncatedFileError as e:
         acct.errors.append(str(e))  # what was read before the damage is kept
     except BaseException:
-        if writer is not None:
-            writer.abort()
+        parts.abort()
         raise
-    if writer is not None:
-        files.append(str(writer.close()))
+    files = parts.close()
     result = {
         "accounting": acct.to_json(),
         "rule_matched": dict(matched),

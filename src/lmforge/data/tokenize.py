@@ -101,7 +101,7 @@ class TokenizeConfig(Config):
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
 
 
-# --- helpers ---------------------------------------------------------------------------------------
+# --- small pieces ----------------------------------------------------------------------------------
 def _resolve_dtype(dtype: Any, vocab_size: int) -> np.dtype:
     if dtype is None:
         return choose_dtype(vocab_size)

@@ -43,15 +43,16 @@ from typing import Any, Sequence
 
 import torch
 
-from lmforge.config import ConfigError, atomic_write_bytes, atomic_write_text
+from lmforge.config import ConfigError, atomic_write_bytes, atomic_write_text, parse_dtype
 from lmforge.eval.config import CheckpointsEvalConfig
 from lmforge.eval.downstream import evaluate_tasks, load_examples, parse_tasks, task_version
-from lmforge.eval.loading import load_for_eval, parse_dtype, resolve_tokenizer
+from lmforge.eval.loading import load_for_eval, resolve_tokenizer
 from lmforge.eval.perplexity import perplexity_suite
+from lmforge.formatting import format_count, format_number
 
 __all__ = [
-    "CheckpointInfo",
-    "checkpoint_info",
+    "EvaluatedCheckpoint",
+    "evaluated_checkpoint",
     "find_checkpoints",
     "evaluate_checkpoints",
     "evaluate_across_checkpoints",
@@ -68,7 +69,7 @@ MAX_DOMAIN_LINES = 12  # more domains than this: the plot and the table show per
 PMI = "primary"  # unconditional requests only where the primary metric needs them
 
 # --- which checkpoints ------------------------------------------------------------------------------
-class CheckpointInfo:
+class EvaluatedCheckpoint:
     """A checkpoint directory with its ``name`` (cache key), ``step`` and ``tokens_seen`` (or None)."""
 
     __slots__ = ("path", "name", "step", "tokens_seen", "source")
@@ -77,7 +78,7 @@ class CheckpointInfo:
         self.path, self.name, self.step, self.tokens_seen, self.source = path, name, step, tokens_seen, source
 
     def __repr__(self) -> str:
-        return f"CheckpointInfo({str(self.path)!r}, step={self.step}, tokens_seen={self.tokens_seen}, from {self.source})"
+        return f"EvaluatedCheckpoint({str(self.path)!r}, step={self.step}, tokens_seen={self.tokens_seen}, from {self.source})"
 
 
 def parse_name(name: str) -> tuple[int | None, int | None]:
@@ -88,7 +89,7 @@ def parse_name(name: str) -> tuple[int | None, int | None]:
     return parse_checkpoint_name(name)
 
 
-def checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
+def evaluated_checkpoint(path: str | os.PathLike) -> EvaluatedCheckpoint:
     """Step and tokens seen of one checkpoint directory: ``extra.json`` first, then the name."""
     from lmforge.checkpoint.sharded import EXTRA_JSON
 
@@ -105,20 +106,20 @@ def checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
         if isinstance(extra, dict) and isinstance(extra.get("step"), int):
             tokens = extra.get("tokens_seen")
             tokens = int(tokens) if isinstance(tokens, (int, float)) and not isinstance(tokens, bool) else name_tokens
-            return CheckpointInfo(p, p.name, int(extra["step"]), tokens, EXTRA_JSON)
+            return EvaluatedCheckpoint(p, p.name, int(extra["step"]), tokens, EXTRA_JSON)
     if name_step is None:
         raise ConfigError(f"{p}: cannot tell its step (no {EXTRA_JSON} with 'step', no 'stepN' in the name)")
-    return CheckpointInfo(p, p.name, name_step, name_tokens, "name")
+    return EvaluatedCheckpoint(p, p.name, name_step, name_tokens, "name")
 
 
-def find_checkpoints(paths: Sequence[str | os.PathLike]) -> list[CheckpointInfo]:
+def find_checkpoints(paths: Sequence[str | os.PathLike]) -> list[EvaluatedCheckpoint]:
     """The checkpoints of ``paths`` (checkpoint directories, or run directories holding
     ``checkpoints/``), sorted by step; duplicates dropped; names must be distinct."""
     from lmforge.checkpoint.sharded import CHECKPOINTS, list_checkpoints
 
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    found: dict[Path, CheckpointInfo] = {}
+    found: dict[Path, EvaluatedCheckpoint] = {}
     for raw in paths:
         p = Path(raw)
         if not p.exists():
@@ -133,7 +134,7 @@ def find_checkpoints(paths: Sequence[str | os.PathLike]) -> list[CheckpointInfo]
         for c in ckpts:
             key = c.resolve()
             if key not in found:
-                found[key] = checkpoint_info(c)
+                found[key] = evaluated_checkpoint(c)
     infos = sorted(found.values(), key=lambda i: (i.step, i.name))
     names: dict[str, Path] = {}
     for i in infos:
@@ -156,7 +157,7 @@ def _cache_path(out_dir: Path, name: str) -> Path:
     return out_dir / PER_CHECKPOINT / f"{name}.json"
 
 
-def _read_cache(path: Path, info: CheckpointInfo) -> dict[str, Any]:
+def _read_cache(path: Path, info: EvaluatedCheckpoint) -> dict[str, Any]:
     """The cached results of ``info`` (parts whose checkpoint changed are dropped); {} if none."""
     if not path.is_file():
         return {}
@@ -416,19 +417,6 @@ def _summary(infos, docs, task_names, chance, versions, formulation, limit, data
 
 
 # --- outputs ------------------------------------------------------------------------------------------
-def _fmt(x: Any, spec: str = ".4f") -> str:
-    return "-" if x is None else format(x, spec)
-
-
-def _tokens_str(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit, mult in (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3)):
-        if n >= mult:
-            return f"{n / mult:.3g}{unit}"
-    return str(n)
-
-
 def _bpb_columns(summary: dict[str, Any]) -> tuple[str, list[str]]:
     """("bpb", domain keys) when there are few domains, else ("source_bpb", source names)."""
     rows = summary["rows"]
@@ -454,19 +442,19 @@ def format_summary(summary: dict[str, Any]) -> str:
         head.append("average")
     lines = ["| " + " | ".join(head) + " |", "|---|---:|---:|" + "---:|" * (len(head) - 3)]
     for r in summary["rows"]:
-        cells = [r["checkpoint"], str(r["step"]), _tokens_str(r["tokens_seen"])]
-        cells += [_fmt(r[field].get(k)) for k in keys]
+        cells = [r["checkpoint"], str(r["step"]), format_count(r["tokens_seen"])]
+        cells += [format_number(r[field].get(k)) for k in keys]
         if keys:
-            cells.append(_fmt(r.get("macro_bpb")))
-        cells += [_fmt(r["tasks"][t]["primary"]) for t in tasks]
+            cells.append(format_number(r.get("macro_bpb")))
+        cells += [format_number(r["tasks"][t]["primary"]) for t in tasks]
         if tasks:
-            cells.append(_fmt(r.get("average")))
+            cells.append(format_number(r.get("average")))
         lines.append("| " + " | ".join(cells) + " |")
     if tasks and summary.get("chance"):
         chance = [summary["chance"].get(t) for t in tasks]
         known = [c for c in chance if c is not None]
         cells = ["*chance*", "", ""] + [""] * (len(keys) + (1 if keys else 0))
-        cells += [_fmt(c) for c in chance] + [_fmt(sum(known) / len(known) if known else None)]
+        cells += [format_number(c) for c in chance] + [format_number(sum(known) / len(known) if known else None)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -31,11 +31,13 @@ from typing import Any, Sequence
 import torch
 
 from lmforge.config import ConfigError, atomic_write_text
+from lmforge.distributed import rank_and_world, unwrap
 from lmforge.eval import metrics
 from lmforge.eval.config import DownstreamEvalConfig, Pmi, pmi_setting
 from lmforge.eval.metrics import METRICS  # acc, acc_per_token, acc_per_char, acc_pmi (where PMI applies), bpb
 from lmforge.eval.requests import Example, LoglikelihoodScore
 from lmforge.eval.scoring import Tokenization, plain_batches, run_plain_batch, score_requests
+from lmforge.formatting import format_number
 
 __all__ = [
     "METRICS",
@@ -208,10 +210,6 @@ def evaluate_tasks(
 
 
 # --- results files ------------------------------------------------------------------------------
-def _fmt(x: Any, spec: str = ".4f") -> str:
-    return "-" if x is None else format(x, spec) if isinstance(x, (int, float)) else str(x)
-
-
 def format_table(results: dict[str, Any]) -> str:
     """Markdown: one row per task (primary metric first), then the average of the primary metrics."""
     lines = [
@@ -221,14 +219,14 @@ def format_table(results: dict[str, Any]) -> str:
     prim = []
     for name, r in results["tasks"].items():
         lines.append(
-            f"| {name} | {r['n']:,} | {r['primary_metric']} | {_fmt(r['primary'])} | "
-            + " | ".join(_fmt(r.get(k)) for k in METRICS)
+            f"| {name} | {r['n']:,} | {r['primary_metric']} | {format_number(r['primary'])} | "
+            + " | ".join(format_number(r.get(k)) for k in METRICS)
             + " |"
         )
         if r.get("primary") is not None:
             prim.append(r["primary"])
     if len(results["tasks"]) > 1 and prim:
-        lines.append(f"| **average** | | primary | {_fmt(sum(prim) / len(prim))} | | | | | |")
+        lines.append(f"| **average** | | primary | {format_number(sum(prim) / len(prim))} | | | | | |")
     return "\n".join(lines)
 
 
@@ -309,8 +307,8 @@ def compare_results(a_path: str | os.PathLike, b_path: str | os.PathLike, *, met
             label = f"{key} ({ra.get('primary_metric') or rb.get('primary_metric')})" if key == "primary" else key
             diff = vb - va if isinstance(va, (int, float)) and isinstance(vb, (int, float)) else None
             lines.append(
-                f"| {name} | {label} | {_fmt(ra.get('n'), ',')} | {_fmt(rb.get('n'), ',')} | {_fmt(va)} | {_fmt(vb)} | "
-                f"{'-' if diff is None else format(diff, '+.4f')} |"
+                f"| {name} | {label} | {format_number(ra.get('n'), ',')} | {format_number(rb.get('n'), ',')} | {format_number(va)} | {format_number(vb)} | "
+                f"{format_number(diff, '+.4f')} |"
             )
         va_v, vb_v = ra.get("version"), rb.get("version")
         if ra and rb and va_v != vb_v:
@@ -319,21 +317,6 @@ def compare_results(a_path: str | os.PathLike, b_path: str | os.PathLike, *, met
 
 
 # --- in-loop evaluation -------------------------------------------------------------------------
-def _dist() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _config_of(model: Any) -> Any:
-    for m in (model, getattr(model, "module", None), getattr(model, "_orig_mod", None)):
-        if m is not None and getattr(m, "config", None) is not None:
-            return m.config
-    return None
-
-
 class DownstreamEvaluator:
     """In-loop evaluator for the trainer's ``Evaluation`` callback: ``ev(model) -> {"TASK/METRIC": v}``.
 
@@ -371,7 +354,7 @@ class DownstreamEvaluator:
 
     @torch.no_grad()
     def __call__(self, model: torch.nn.Module) -> dict[str, float]:
-        rank, world = _dist()
+        rank, world = rank_and_world()
         device = next(model.parameters()).device
         max_length = self._max_length(model)
         task_names = list(self.by_task)
@@ -416,7 +399,7 @@ class DownstreamEvaluator:
     def _max_length(self, model: torch.nn.Module) -> int:
         if self.max_length is not None:
             return self.max_length
-        cfg = _config_of(model)
+        cfg = getattr(unwrap(model), "config", None)
         if cfg is None:
             raise ValueError("DownstreamEvaluator: pass max_length=, the model has no config.max_seq_len")
         return int(cfg.max_seq_len)
@@ -482,7 +465,8 @@ class DownstreamEvaluator:
 def evaluate_downstream(cfg: DownstreamEvalConfig) -> dict[str, Any]:
     """``lmforge eval downstream``: load ``cfg.model``, evaluate ``cfg.tasks``, write the results JSON
     (when ``cfg.out``); returns the results (:func:`evaluate_tasks`). Raises ConfigError on bad settings."""
-    from lmforge.eval.loading import load_for_eval, parse_dtype
+    from lmforge.config import parse_dtype
+    from lmforge.eval.loading import load_for_eval
 
     names = parse_tasks(cfg.tasks)
     dtype = parse_dtype(cfg.dtype)

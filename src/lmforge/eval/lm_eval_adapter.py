@@ -55,6 +55,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
+from lmforge.config import DTYPES, parse_dtype
+
 __all__ = ["LMForgeLM", "register", "write_lm_eval_tasks", "main", "MISSING_LM_EVAL"]
 
 MISSING_LM_EVAL = "lm-eval is not installed: pip install 'lmforge[eval]' (lm-eval[hf]>=0.4.13,<0.5)"
@@ -95,19 +97,15 @@ def _as_batch_size(v: Any, default: int = 32) -> int:
     return n
 
 
-def _as_dtype(v: Any):
-    import torch
+#: lm-eval's dtype names besides lmforge's (``dtype=auto`` is None: the checkpoint's own dtype).
+_MODEL_ARG_DTYPES = {**DTYPES, "float": "float32", "half": "float16", "float64": "float64", "double": "float64"}
 
-    if v is None or isinstance(v, torch.dtype):
-        return v
-    s = str(v).strip().lower().removeprefix("torch.")
-    if s == "auto":
-        return None
-    names = {"float32": "float32", "fp32": "float32", "float": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-             "float16": "float16", "fp16": "float16", "half": "float16", "float64": "float64", "double": "float64"}  # fmt: skip
-    if s not in names:
-        raise ValueError(f"lmforge model argument dtype={v!r}: expected float32, bfloat16, float16, float64 or auto")
-    return getattr(torch, names[s])
+
+def _as_dtype(v: Any):
+    if not isinstance(v, str):
+        return v  # None or a torch dtype
+    s = v.strip().lower().removeprefix("torch.")
+    return None if s == "auto" else parse_dtype(s, key="lmforge model argument dtype", names=_MODEL_ARG_DTYPES, error=ValueError)
 
 
 class _LeftTruncated:
@@ -128,237 +126,241 @@ class _LeftTruncated:
 _GEN_KEYS = {"until", "max_gen_toks", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty", "seed"}
 
 
-@functools.cache
-def _adapter_class() -> type:  # long: one class body, defined here so lm_eval is imported only on use
-    """Build the ``LM`` subclass (``lm_eval`` is imported here, not when lmforge is)."""
-    lm_eval = _lm_eval()
-    LM = lm_eval.api.model.LM
+class _LMForgeMethods:
+    """lm-eval's ``LM`` interface over an lmforge model and tokenizer (see the module docstring).
 
-    class LMForgeLM(LM):
-        """lm-eval's ``LM`` interface over an lmforge model and tokenizer (see the module docstring).
+    ``pretrained``: an lmforge checkpoint or HF model directory (loaded with
+    :func:`lmforge.release.load_pretrained`), or pass ``model=`` and ``tokenizer=`` objects.
+    ``tokenizer`` as a string: a tokenizer path or name for a directory that holds none.
+    ``max_length`` defaults to the model's ``max_seq_len``. ``tokenization``: ``joint``
+    (lm-eval's rule, default) or ``separate`` (olmo_eval's). ``shared_prefix``: encode each
+    context once for all its continuations (default). ``max_batch_size`` and other arguments
+    lm-eval hands every model are accepted and ignored.
+    """
 
-        ``pretrained``: an lmforge checkpoint or HF model directory (loaded with
-        :func:`lmforge.release.load_pretrained`), or pass ``model=`` and ``tokenizer=`` objects.
-        ``tokenizer`` as a string: a tokenizer path or name for a directory that holds none.
-        ``max_length`` defaults to the model's ``max_seq_len``. ``tokenization``: ``joint``
-        (lm-eval's rule, default) or ``separate`` (olmo_eval's). ``shared_prefix``: encode each
-        context once for all its continuations (default). ``max_batch_size`` and other arguments
-        lm-eval hands every model are accepted and ignored.
-        """
+    def __init__(
+        self,
+        pretrained: str | os.PathLike | None = None,
+        *,
+        model: Any = None,
+        tokenizer: Any = None,
+        device: str | None = None,
+        dtype: Any = None,
+        batch_size: int | str | None = 32,
+        max_length: int | str | None = None,
+        tokenization: str = "joint",
+        shared_prefix: bool | str = True,
+        max_gen_toks: int | str = DEFAULT_MAX_GEN_TOKS,
+        max_batch_size: Any = None,
+        **kwargs: Any,
+    ):
+        super().__init__()
+        import torch
 
-        def __init__(
-            self,
-            pretrained: str | os.PathLike | None = None,
-            *,
-            model: Any = None,
-            tokenizer: Any = None,
-            device: str | None = None,
-            dtype: Any = None,
-            batch_size: int | str | None = 32,
-            max_length: int | str | None = None,
-            tokenization: str = "joint",
-            shared_prefix: bool | str = True,
-            max_gen_toks: int | str = DEFAULT_MAX_GEN_TOKS,
-            max_batch_size: Any = None,
-            **kwargs: Any,
-        ):
-            super().__init__()
-            import torch
+        from lmforge.eval.loading import resolve_tokenizer
 
-            from lmforge.eval.loading import resolve_tokenizer
+        ignored = {k: v for k, v in kwargs.items() if v is not None}
+        if ignored:
+            warnings.warn(f"lmforge model: ignoring arguments {sorted(ignored)}", stacklevel=2)
+        if (pretrained is None) == (model is None):
+            raise ValueError("lmforge model: pass pretrained=PATH or model= (with tokenizer=), not both")
+        dtype = _as_dtype(dtype)
+        if device is not None and str(device).startswith("cuda") and not torch.cuda.is_available():
+            # lm-eval's command line asks for cuda:0 unless told otherwise; HF's backend falls back too
+            log.warning("lmforge model: device %s is not available, using cpu", device)
+            device = "cpu"
+        if model is None:
+            from lmforge.release import load_pretrained
 
-            ignored = {k: v for k, v in kwargs.items() if v is not None}
-            if ignored:
-                warnings.warn(f"lmforge model: ignoring arguments {sorted(ignored)}", stacklevel=2)
-            if (pretrained is None) == (model is None):
-                raise ValueError("lmforge model: pass pretrained=PATH or model= (with tokenizer=), not both")
-            dtype = _as_dtype(dtype)
-            if device is not None and str(device).startswith("cuda") and not torch.cuda.is_available():
-                # lm-eval's command line asks for cuda:0 unless told otherwise; HF's backend falls back too
-                log.warning("lmforge model: device %s is not available, using cpu", device)
-                device = "cpu"
-            if model is None:
-                from lmforge.release import load_pretrained
+            device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+            model, tok = load_pretrained(pretrained, device=device, dtype=dtype)
+            self._name = str(pretrained)
+        else:
+            tok = None
+            if dtype is not None:
+                model = model.to(dtype)
+            if device is not None:
+                model = model.to(device)
+            self._name = type(model).__name__
+        if tokenizer is not None:
+            tok = resolve_tokenizer(tokenizer)
+        if tok is None:
+            raise ValueError(f"lmforge model: {pretrained} holds no tokenizer.json; pass tokenizer=PATH")
+        if tokenization not in ("joint", "separate"):
+            raise ValueError(f"lmforge model argument tokenization must be 'joint' or 'separate', got {tokenization!r}")
+        self.model = model.eval()
+        self.tokenizer = tok
+        self._device = next(model.parameters()).device
+        self.batch_size = _as_batch_size(batch_size)
+        self._max_length = int(max_length) if max_length not in (None, "", "None") else int(model.config.max_seq_len)
+        self.tokenization = tokenization
+        self.shared_prefix = _as_bool("shared_prefix", shared_prefix)
+        self.max_gen_toks = int(max_gen_toks)
 
-                device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-                model, tok = load_pretrained(pretrained, device=device, dtype=dtype)
-                self._name = str(pretrained)
-            else:
-                tok = None
-                if dtype is not None:
-                    model = model.to(dtype)
-                if device is not None:
-                    model = model.to(device)
-                self._name = type(model).__name__
-            if tokenizer is not None:
-                tok = resolve_tokenizer(tokenizer)
-            if tok is None:
-                raise ValueError(f"lmforge model: {pretrained} holds no tokenizer.json; pass tokenizer=PATH")
-            if tokenization not in ("joint", "separate"):
-                raise ValueError(f"lmforge model argument tokenization must be 'joint' or 'separate', got {tokenization!r}")
-            self.model = model.eval()
-            self.tokenizer = tok
-            self._device = next(model.parameters()).device
-            self.batch_size = _as_batch_size(batch_size)
-            self._max_length = int(max_length) if max_length not in (None, "", "None") else int(model.config.max_seq_len)
-            self.tokenization = tokenization
-            self.shared_prefix = _as_bool("shared_prefix", shared_prefix)
-            self.max_gen_toks = int(max_gen_toks)
+    # -- lm-eval's properties ------------------------------------------------------------
+    @property
+    def max_length(self) -> int:
+        return self._max_length
 
-        # -- lm-eval's properties ------------------------------------------------------------
-        @property
-        def max_length(self) -> int:
-            return self._max_length
+    @property
+    def prefix_token_id(self) -> int:
+        from lmforge.eval.scoring import prefix_token_id
 
-        @property
-        def prefix_token_id(self) -> int:
-            from lmforge.eval.scoring import prefix_token_id
+        return prefix_token_id(self.tokenizer)
 
-            return prefix_token_id(self.tokenizer)
+    @property
+    def eot_token_id(self) -> int:
+        return int(self.tokenizer.eos_token_id)
 
-        @property
-        def eot_token_id(self) -> int:
-            return int(self.tokenizer.eos_token_id)
+    @property
+    def tokenizer_name(self) -> str:
+        return f"lmforge:{self._name}"
 
-        @property
-        def tokenizer_name(self) -> str:
-            return f"lmforge:{self._name}"
+    def get_model_info(self) -> dict:
+        import lmforge
 
-        def get_model_info(self) -> dict:
-            import lmforge
+        p = next(self.model.parameters())
+        return {
+            "model_num_parameters": sum(x.numel() for x in self.model.parameters()),
+            "model_dtype": str(p.dtype).replace("torch.", ""),
+            "lmforge_version": lmforge.__version__,
+            "lmforge_tokenization": self.tokenization,
+        }
 
-            p = next(self.model.parameters())
-            return {
-                "model_num_parameters": sum(x.numel() for x in self.model.parameters()),
-                "model_dtype": str(p.dtype).replace("torch.", ""),
-                "lmforge_version": lmforge.__version__,
-                "lmforge_tokenization": self.tokenization,
-            }
+    # -- requests --------------------------------------------------------------------------
+    def _requests(self, requests: Sequence[Any]) -> list:
+        from lmforge.eval.requests import LoglikelihoodRequest
 
-        # -- requests --------------------------------------------------------------------------
-        def _requests(self, requests: Sequence[Any]) -> list:
-            from lmforge.eval.requests import LoglikelihoodRequest
+        out = []
+        prefix = self.prefix_token_id
+        prefix_text = None
+        for i, r in enumerate(requests):
+            context, continuation = r.args[0], r.args[1]
+            if context == "" and self.tokenization == "joint":
+                # lm-eval: an empty context is the prefix token, unless the continuation itself
+                # starts with that token, which then becomes the context. A context holding the
+                # prefix token's text gives exactly that split under joint tokenisation.
+                ids = self.tokenizer.encode(continuation)
+                if ids and ids[0] == prefix:
+                    if prefix_text is None:
+                        prefix_text = self.tokenizer.decode([prefix], skip_special_tokens=False)
+                    if list(self.tokenizer.encode(prefix_text)) == [prefix] and continuation.startswith(prefix_text):
+                        context, continuation = prefix_text, continuation[len(prefix_text) :]
+            out.append(LoglikelihoodRequest(context, continuation, (i,)))
+        return out
 
-            out = []
-            prefix = self.prefix_token_id
-            prefix_text = None
-            for i, r in enumerate(requests):
-                context, continuation = r.args[0], r.args[1]
-                if context == "" and self.tokenization == "joint":
-                    # lm-eval: an empty context is the prefix token, unless the continuation itself
-                    # starts with that token, which then becomes the context. A context holding the
-                    # prefix token's text gives exactly that split under joint tokenisation.
-                    ids = self.tokenizer.encode(continuation)
-                    if ids and ids[0] == prefix:
-                        if prefix_text is None:
-                            prefix_text = self.tokenizer.decode([prefix], skip_special_tokens=False)
-                        if list(self.tokenizer.encode(prefix_text)) == [prefix] and continuation.startswith(prefix_text):
-                            context, continuation = prefix_text, continuation[len(prefix_text) :]
-                out.append(LoglikelihoodRequest(context, continuation, (i,)))
-            return out
+    def loglikelihood(self, requests: list, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        from lmforge.eval.scoring import score_requests
 
-        def loglikelihood(self, requests: list, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-            from lmforge.eval.scoring import score_requests
+        if not requests:
+            return []
+        scores = score_requests(
+            self.model,
+            self.tokenizer,
+            self._requests(requests),
+            batch_size=self.batch_size,
+            max_length=self.max_length,
+            progress=not disable_tqdm,
+            tokenization=self.tokenization,  # type: ignore[arg-type]
+            shared_prefix=self.shared_prefix,
+        )
+        out = []
+        for r, s in zip(requests, scores):
+            res = (float(s.logprob), bool(s.is_greedy))
+            self.cache_hook.add_partial("loglikelihood", r.args, res)
+            out.append(res)
+        return out
 
-            if not requests:
-                return []
-            scores = score_requests(
+    def loglikelihood_rolling(self, requests: list, disable_tqdm: bool = False) -> list[float]:
+        from tqdm.auto import tqdm
+
+        from lmforge.eval.perplexity import plan_windows, score_token_lists
+
+        if not requests:
+            return []
+        texts = [r.args[0] for r in requests]
+        enc = self.tokenizer.encode_batch(texts) if hasattr(self.tokenizer, "encode_batch") else [self.tokenizer.encode(t) for t in texts]
+        n_windows = sum(len(plan_windows(len(ids), self.max_length)) for ids in enc)
+        bar = tqdm(total=n_windows, desc="loglikelihood_rolling", unit="window", disable=disable_tqdm)
+        try:
+            nll = score_token_lists(
                 self.model,
-                self.tokenizer,
-                self._requests(requests),
+                [list(ids) for ids in enc],
+                prefix_id=self.prefix_token_id,
+                max_len=self.max_length,
                 batch_size=self.batch_size,
-                max_length=self.max_length,
-                progress=not disable_tqdm,
-                tokenization=self.tokenization,  # type: ignore[arg-type]
-                shared_prefix=self.shared_prefix,
+                pad_id=getattr(self.tokenizer, "pad_token_id", None),
+                bar=bar,
             )
-            out = []
-            for r, s in zip(requests, scores):
-                res = (float(s.logprob), bool(s.is_greedy))
-                self.cache_hook.add_partial("loglikelihood", r.args, res)
-                out.append(res)
-            return out
+        finally:
+            bar.close()
+        out = []
+        for text, x in zip(texts, nll):
+            self.cache_hook.add_partial("loglikelihood_rolling", (text,), -float(x))
+            out.append(-float(x))
+        return out
 
-        def loglikelihood_rolling(self, requests: list, disable_tqdm: bool = False) -> list[float]:
-            from tqdm.auto import tqdm
+    def generate_until(self, requests: list, disable_tqdm: bool = False) -> list[str]:
+        from tqdm.auto import tqdm
 
-            from lmforge.eval.perplexity import plan_windows, score_token_lists
+        from lmforge.generate import GenerationConfig, generate
 
-            if not requests:
-                return []
-            texts = [r.args[0] for r in requests]
-            enc = self.tokenizer.encode_batch(texts) if hasattr(self.tokenizer, "encode_batch") else [self.tokenizer.encode(t) for t in texts]
-            n_windows = sum(len(plan_windows(len(ids), self.max_length)) for ids in enc)
-            bar = tqdm(total=n_windows, desc="loglikelihood_rolling", unit="window", disable=disable_tqdm)
-            try:
-                nll = score_token_lists(
-                    self.model,
-                    [list(ids) for ids in enc],
-                    prefix_id=self.prefix_token_id,
-                    max_len=self.max_length,
-                    batch_size=self.batch_size,
-                    pad_id=getattr(self.tokenizer, "pad_token_id", None),
-                    bar=bar,
+        results: list[str | None] = [None] * len(requests)
+        groups: dict[str, list[int]] = {}
+        kwargs_of: dict[str, dict] = {}
+        for i, r in enumerate(requests):
+            gk = dict(r.args[1] or {})
+            key = json.dumps(gk, sort_keys=True, default=str)
+            groups.setdefault(key, []).append(i)
+            kwargs_of[key] = gk
+        bar = tqdm(total=len(requests), desc="generate_until", disable=disable_tqdm)
+        try:
+            for key, idx in groups.items():
+                gk = kwargs_of[key]
+                unknown = sorted(set(gk) - _GEN_KEYS)
+                if unknown:
+                    warnings.warn(f"lmforge model: generate_until ignores gen_kwargs {unknown}", stacklevel=2)
+                until = gk.get("until") or []
+                until = [until] if isinstance(until, str) else [s for s in until if s]
+                max_gen = int(gk.get("max_gen_toks", self.max_gen_toks))
+                temperature = float(gk.get("temperature", 0.0) or 0.0)
+                do_sample = bool(gk.get("do_sample", False)) and temperature > 0
+                gen = GenerationConfig(
+                    max_new_tokens=max_gen,
+                    do_sample=do_sample,
+                    temperature=temperature if do_sample else 1.0,
+                    top_p=float(gk.get("top_p", 1.0) or 1.0) if do_sample else 1.0,
+                    top_k=int(gk.get("top_k", 0) or 0) if do_sample else 0,
+                    repetition_penalty=float(gk.get("repetition_penalty", 1.0)),
+                    stop_strings=list(until),
+                    seed=gk.get("seed"),
                 )
-            finally:
-                bar.close()
-            out = []
-            for text, x in zip(texts, nll):
-                self.cache_hook.add_partial("loglikelihood_rolling", (text,), -float(x))
-                out.append(-float(x))
-            return out
+                max_ctx = self.max_length - max_gen
+                if max_ctx < 1:
+                    raise ValueError(f"max_gen_toks {max_gen} leaves no room for a prompt in max_length {self.max_length}")
+                tok = _LeftTruncated(self.tokenizer, max_ctx)
+                # longest prompts first (lm-eval's order), batch_size prompts per decode
+                idx = sorted(idx, key=lambda i: -len(requests[i].args[0]))
+                for s in range(0, len(idx), self.batch_size):
+                    chunk = idx[s : s + self.batch_size]
+                    texts = generate(self.model, tok, [requests[i].args[0] for i in chunk], gen)
+                    for i, text in zip(chunk, texts):
+                        results[i] = text
+                        self.cache_hook.add_partial("generate_until", requests[i].args, text)
+                    bar.update(len(chunk))
+        finally:
+            bar.close()
+        return results  # type: ignore[return-value]
 
-        def generate_until(self, requests: list, disable_tqdm: bool = False) -> list[str]:
-            from tqdm.auto import tqdm
 
-            from lmforge.generate import GenerationConfig, generate
+@functools.cache
+def _adapter_class() -> type:
+    """The ``LM`` subclass: lm-eval's base class with the methods above (``lm_eval`` is imported
+    here, on first use, not when lmforge is)."""
+    LM = _lm_eval().api.model.LM
 
-            results: list[str | None] = [None] * len(requests)
-            groups: dict[str, list[int]] = {}
-            kwargs_of: dict[str, dict] = {}
-            for i, r in enumerate(requests):
-                gk = dict(r.args[1] or {})
-                key = json.dumps(gk, sort_keys=True, default=str)
-                groups.setdefault(key, []).append(i)
-                kwargs_of[key] = gk
-            bar = tqdm(total=len(requests), desc="generate_until", disable=disable_tqdm)
-            try:
-                for key, idx in groups.items():
-                    gk = kwargs_of[key]
-                    unknown = sorted(set(gk) - _GEN_KEYS)
-                    if unknown:
-                        warnings.warn(f"lmforge model: generate_until ignores gen_kwargs {unknown}", stacklevel=2)
-                    until = gk.get("until") or []
-                    until = [until] if isinstance(until, str) else [s for s in until if s]
-                    max_gen = int(gk.get("max_gen_toks", self.max_gen_toks))
-                    temperature = float(gk.get("temperature", 0.0) or 0.0)
-                    do_sample = bool(gk.get("do_sample", False)) and temperature > 0
-                    gen = GenerationConfig(
-                        max_new_tokens=max_gen,
-                        do_sample=do_sample,
-                        temperature=temperature if do_sample else 1.0,
-                        top_p=float(gk.get("top_p", 1.0) or 1.0) if do_sample else 1.0,
-                        top_k=int(gk.get("top_k", 0) or 0) if do_sample else 0,
-                        repetition_penalty=float(gk.get("repetition_penalty", 1.0)),
-                        stop_strings=list(until),
-                        seed=gk.get("seed"),
-                    )
-                    max_ctx = self.max_length - max_gen
-                    if max_ctx < 1:
-                        raise ValueError(f"max_gen_toks {max_gen} leaves no room for a prompt in max_length {self.max_length}")
-                    tok = _LeftTruncated(self.tokenizer, max_ctx)
-                    # longest prompts first (lm-eval's order), batch_size prompts per decode
-                    idx = sorted(idx, key=lambda i: -len(requests[i].args[0]))
-                    for s in range(0, len(idx), self.batch_size):
-                        chunk = idx[s : s + self.batch_size]
-                        texts = generate(self.model, tok, [requests[i].args[0] for i in chunk], gen)
-                        for i, text in zip(chunk, texts):
-                            results[i] = text
-                            self.cache_hook.add_partial("generate_until", requests[i].args, text)
-                        bar.update(len(chunk))
-            finally:
-                bar.close()
-            return results  # type: ignore[return-value]
+    class LMForgeLM(_LMForgeMethods, LM):
+        __doc__ = _LMForgeMethods.__doc__
 
     LMForgeLM.__module__ = "lmforge.eval.lm_eval_adapter"
     LMForgeLM.__qualname__ = "LMForgeLM"

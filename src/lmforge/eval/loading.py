@@ -1,7 +1,7 @@
-"""What every ``lmforge eval`` command does first: read ``--dtype`` and load a model with its tokenizer.
+"""What every ``lmforge eval`` command does first: load a model with its tokenizer.
 
-The one loader of the evaluators (downstream, perplexity, across checkpoints) and eval's one
-``--dtype`` parser."""
+The one loader of the evaluators (downstream, perplexity, across checkpoints); ``--dtype`` is read
+with :func:`lmforge.config.parse_dtype`."""
 
 from __future__ import annotations
 
@@ -10,20 +10,9 @@ from typing import Any
 
 import torch
 
-from lmforge.config import ConfigError
+from lmforge.config import ConfigError, parse_dtype
 
-__all__ = ["DTYPES", "parse_dtype", "load_for_eval", "resolve_tokenizer"]
-
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-
-
-def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """``"bf16"`` -> ``torch.bfloat16``; a torch dtype or None passes through."""
-    if not isinstance(dtype, str):
-        return dtype
-    if dtype not in DTYPES:
-        raise ConfigError(f"--dtype must be one of float32, bfloat16, float16; got {dtype!r}")
-    return DTYPES[dtype]
+__all__ = ["load_for_eval", "resolve_tokenizer"]
 
 
 def resolve_tokenizer(tokenizer: Any) -> Any:

@@ -71,6 +71,7 @@ import torch
 from lmforge.config import ConfigError, atomic_write_text
 from lmforge.data.documents import Accounting, DataError, TruncatedFileError, is_document_file, read_documents
 from lmforge.eval.config import PerplexityEvalConfig
+from lmforge.formatting import format_number
 from lmforge.nn.loss import IGNORE_INDEX
 
 __all__ = [
@@ -459,10 +460,6 @@ def perplexity_suite(
 
 
 # --- reporting --------------------------------------------------------------------------------------
-def _fmt(x: float | None, spec: str) -> str:
-    return "-" if x is None else format(x, spec)
-
-
 def format_table(results: dict[str, Any]) -> str:
     """Markdown: one row per domain, then one per source (macro averages) and the overall figures."""
     lines = [
@@ -473,7 +470,7 @@ def format_table(results: dict[str, Any]) -> str:
         a = r["accounting"]
         lines.append(
             f"| {r['source']} | {r['domain']} | {r['documents']:,} | {r['tokens']:,} | {r['bytes']:,} | "
-            f"{_fmt(r['ppl'], '.3f')} | {_fmt(r['bpb'], '.4f')} | {a['empty']:,} | {a['malformed']:,} |"
+            f"{format_number(r['ppl'], '.3f')} | {format_number(r['bpb'], '.4f')} | {a['empty']:,} | {a['malformed']:,} |"
         )
     lines += [
         "",
@@ -483,7 +480,7 @@ def format_table(results: dict[str, Any]) -> str:
     for name, s in [*results["sources"].items(), ("**all**", results["overall"])]:
         lines.append(
             f"| {name} | {s['scored_domains']}/{s['domains']} | {s['documents']:,} | {s['tokens']:,} | "
-            f"{_fmt(s['macro_ppl'], '.3f')} | {_fmt(s['macro_bpb'], '.4f')} | {_fmt(s['micro_ppl'], '.3f')} | {_fmt(s['micro_bpb'], '.4f')} |"
+            f"{format_number(s['macro_ppl'], '.3f')} | {format_number(s['macro_bpb'], '.4f')} | {format_number(s['micro_ppl'], '.3f')} | {format_number(s['micro_bpb'], '.4f')} |"
         )
     return "\n".join(lines)
 
@@ -497,7 +494,8 @@ def evaluate_perplexity(cfg: PerplexityEvalConfig) -> dict[str, Any]:
     ``cfg.device``: default ``cuda`` when available, else ``cpu``. ``cfg.dtype``: float32 | bfloat16 | float16.
     """
     from lmforge import __version__
-    from lmforge.eval.loading import load_for_eval, parse_dtype
+    from lmforge.config import parse_dtype
+    from lmforge.eval.loading import load_for_eval
 
     cfg.validate()
     dtype = parse_dtype(cfg.dtype)

@@ -49,6 +49,7 @@ from typing import Any, Sequence
 
 import torch
 
+from lmforge.distributed import unwrap
 from lmforge.eval.requests import LoglikelihoodRequest, LoglikelihoodScore, Tokenization
 
 __all__ = ["score_requests", "encode_pair", "encode_requests", "prefix_token_id", "plain_batches", "run_plain_batch", "Tokenization"]
@@ -129,13 +130,6 @@ class _Item:
 
 def _device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
-
-
-def _model_config(model: Any) -> Any:
-    for m in (model, getattr(model, "module", None), getattr(model, "_orig_mod", None)):
-        if m is not None and getattr(m, "config", None) is not None:
-            return m.config
-    return None
 
 
 def _window(ctx: Sequence[int], cont: Sequence[int], max_length: int) -> list[int]:
@@ -359,7 +353,7 @@ def score_requests(
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if max_length is None:
-        cfg = _model_config(model)
+        cfg = getattr(unwrap(model), "config", None)
         if cfg is None:
             raise ValueError("pass max_length=: the model has no config.max_seq_len")
         max_length = int(cfg.max_seq_len)

@@ -18,15 +18,10 @@ import torch
 import torch.distributed as dist
 
 from lmforge.data.dataset import TokenDataset
+from lmforge.distributed import rank_and_world
 from lmforge.nn.loss import IGNORE_INDEX
 
 __all__ = ["TokenLoss"]
-
-
-def _dist() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 class TokenLoss:
@@ -48,7 +43,7 @@ class TokenLoss:
 
     @torch.no_grad()
     def __call__(self, model: torch.nn.Module) -> dict[str, float]:
-        rank, world = _dist()
+        rank, world = rank_and_world()
         device = next(model.parameters()).device
         per_rank = self.n // world  # equal work on every rank (FSDP needs every rank in every forward)
         mine = list(range(rank * per_rank, (rank + 1) * per_rank))

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
+from lmforge.formatting import format_count
 from lmforge.models.olmo import ModelConfig
-
-
-def _human(n: float) -> str:
-    for unit, div in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return str(int(n))
 
 
 def describe(cfg: ModelConfig, *, name: str | None = None, seq_len: int | None = None) -> str:
@@ -34,11 +28,11 @@ def describe(cfg: ModelConfig, *, name: str | None = None, seq_len: int | None =
         ("tied embeddings", "yes" if cfg.tie_embeddings else "no"),
         ("clip_qkv", f"{cfg.clip_qkv}"),
         ("init", cfg.init_method),
-        ("parameters", f"{total:,} ({_human(total)})"),
+        ("parameters", f"{total:,} ({format_count(total, spec='.2f')})"),
         ("  embedding", f"{emb:,}"),
         ("  non-embedding", f"{total - emb:,}"),
         ("  per layer", f"{per_layer:,}"),
-        (f"training FLOPs/token @ seq {seq}", f"{flops:,} ({_human(flops)}; 6N + 12*L*d*seq)"),
+        (f"training FLOPs/token @ seq {seq}", f"{flops:,} ({format_count(flops, spec='.2f')}; 6N + 12*L*d*seq)"),
         ("weights in fp32 / bf16", f"{total * 4 / 2**30:.2f} GiB / {total * 2 / 2**30:.2f} GiB"),
     ]
     width = max(len(k) for k, _ in rows)

@@ -161,47 +161,26 @@ class OLMo(nn.Module):
         """Return logits (B, T, V) over the padded vocabulary, or the final hidden states (B, T, d)
         with ``return_hidden``, or with ``labels`` the training loss (a LossOutput; the logits are
         never materialised whole, see ``nn.loss.linear_cross_entropy``)."""
-        B, T = input_ids.shape
-        start = cache.length if cache is not None else 0
-        if cache is not None:
-            cache.append_mask(attention_mask[:, start:] if attention_mask is not None else None, T)
-            key_mask = cache.key_mask[:, : start + T]
-            padded = cache.has_padding
-        else:
-            key_mask = attention_mask.to(torch.bool) if attention_mask is not None else None
-            padded = key_mask is not None and not bool(key_mask.all())
-        if position_ids is None:
-            if padded:
-                # Left padding: a row's first real token is position 0, as in HF transformers.
-                position_ids = (key_mask.long().cumsum(-1) - 1).clamp(min=0)[:, start:]
-            else:
-                position_ids = torch.arange(start, start + T, device=input_ids.device).expand(B, T)
-        mask = self._attention_mask(T, start, key_mask if padded else None, input_ids.device)
-        if document_ids is not None:
-            # Intra-document masking for packed training rows: a token sees earlier tokens of its own
-            # document only. Positions are not reset (as in OLMo-core); RoPE is relative anyway.
-            if cache is not None or start:
-                raise ValueError("document_ids is for training on packed rows; it cannot be combined with a KV cache")
-            same = document_ids[:, :, None] == document_ids[:, None, :]  # (B, T, T)
-            causal = torch.ones(T, T, dtype=torch.bool, device=input_ids.device).tril()
-            doc_mask = (same & causal)[:, None]  # (B, 1, T, T)
-            mask = doc_mask if mask is None else mask & doc_mask
+        position_ids, mask = self._positions_and_mask(input_ids, attention_mask, position_ids, cache, document_ids)
         rope = self.rope(position_ids)  # cos, sin: (B, 1, T, hd)
-
         x = self.embed(input_ids)  # (B, T, d)
         for i, block in enumerate(self.blocks):
             x = block(x, rope, mask, cache, i)
         x = self.norm(x)
         if cache is not None:
-            cache.advance(T)
+            cache.advance(input_ids.shape[1])
         if return_hidden:
             return x
-        if labels is not None and reduction == "none":
-            # (B, T) per-token -log p(label), 0 where ignored: for sequence-level losses (DPO).
-            return linear_token_cross_entropy(x, self.head_weight, labels)
         if labels is not None:
-            return linear_cross_entropy(x, self.head_weight, labels, z_loss_coef=z_loss_coef, reduction=reduction)
+            return self._loss(x, labels, z_loss_coef, reduction)
         return self.output(x)
+
+    def _loss(self, hidden: torch.Tensor, labels: torch.Tensor, z_loss_coef: float, reduction: str):
+        """Cross-entropy of ``labels`` from the final hidden states, through the LM head in chunks."""
+        if reduction == "none":
+            # (B, T) per-token -log p(label), 0 where ignored: for sequence-level losses (DPO).
+            return linear_token_cross_entropy(hidden, self.head_weight, labels)
+        return linear_cross_entropy(hidden, self.head_weight, labels, z_loss_coef=z_loss_coef, reduction=reduction)
 
     def decode_step(
         self,
@@ -231,6 +210,34 @@ class OLMo(nn.Module):
         """Final hidden states (B, T, d) -> logits (B, T, V)."""
         return hidden @ self.head_weight.t()
 
+    # --- masks and positions ------------------------------------------------------------------
+    def _positions_and_mask(self, input_ids, attention_mask, position_ids, cache, document_ids):
+        """RoPE positions (B, T) and the boolean attention mask (B, 1, T, S), or None where plain
+        causal attention suffices: causal over the cached keys and the new ones, without padding
+        keys (``attention_mask``, remembered by the cache across calls), within one document."""
+        B, T = input_ids.shape
+        start = cache.length if cache is not None else 0
+        if cache is not None:
+            cache.append_mask(attention_mask[:, start:] if attention_mask is not None else None, T)
+            key_mask = cache.key_mask[:, : start + T]
+            padded = cache.has_padding
+        else:
+            key_mask = attention_mask.to(torch.bool) if attention_mask is not None else None
+            padded = key_mask is not None and not bool(key_mask.all())
+        if position_ids is None:
+            if padded:
+                # Left padding: a row's first real token is position 0, as in HF transformers.
+                position_ids = (key_mask.long().cumsum(-1) - 1).clamp(min=0)[:, start:]
+            else:
+                position_ids = torch.arange(start, start + T, device=input_ids.device).expand(B, T)
+        mask = self._attention_mask(T, start, key_mask if padded else None, input_ids.device)
+        if document_ids is not None:
+            if cache is not None or start:
+                raise ValueError("document_ids is for training on packed rows; it cannot be combined with a KV cache")
+            doc_mask = self._document_mask(document_ids)
+            mask = doc_mask if mask is None else mask & doc_mask
+        return position_ids, mask
+
     @staticmethod
     def _attention_mask(T: int, start: int, key_mask: torch.Tensor | None, device) -> torch.Tensor | None:
         """Boolean (B, 1, T, S) mask, or None when plain causal attention over T positions suffices."""
@@ -247,7 +254,16 @@ class OLMo(nn.Module):
         diag[torch.arange(T), torch.arange(start, S)] = True
         return mask | diag
 
-    # --- helpers ------------------------------------------------------------------------------
+    @staticmethod
+    def _document_mask(document_ids: torch.Tensor) -> torch.Tensor:
+        """Intra-document masking for packed training rows (B, T): a token sees earlier tokens of its
+        own document only, (B, 1, T, T). Positions are not reset (as in OLMo-core); RoPE is relative anyway."""
+        T = document_ids.shape[1]
+        same = document_ids[:, :, None] == document_ids[:, None, :]  # (B, T, T)
+        causal = torch.ones(T, T, dtype=torch.bool, device=document_ids.device).tril()
+        return (same & causal)[:, None]  # (B, 1, T, T)
+
+    # --- cache, sizes --------------------------------------------------------------------------
     def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         cfg = self.config
         p = self.embed.weight

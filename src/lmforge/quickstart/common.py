@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from lmforge.config import ConfigError
+from lmforge.formatting import format_bytes, format_count, format_seconds
 from lmforge.quickstart.config import QuickstartConfig
-from lmforge.stages import StageRunner, format_seconds
+from lmforge.stages import StageRunner
 
 __all__ = ["Context", "Paths", "QuickstartError", "STAGES", "LAYOUT"]
 
@@ -121,14 +122,13 @@ class Context:
 
 
 def mb(n: float) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} KB"
+    """0.2 MB, 50.0 KB."""
+    return format_bytes(n, megabytes=True)
 
 
 def count(n: float) -> str:
-    for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.3g}{unit}"
-    return f"{n:.0f}"
+    """1.23M (3 significant digits; no unit past B)."""
+    return format_count(n, units="KMB")
 
 
 fmt_s = format_seconds  # 12.3s, 4m05s

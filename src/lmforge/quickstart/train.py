@@ -89,7 +89,7 @@ def after_training(ctx: Context, fetch: FetchSummary, mix: MixSummary, tokens: T
 
 def calibrate(ctx: Context, vocab_size: int, after: AfterTraining) -> TrainingPlan:
     """Train and time the first ``calibration_steps`` (training steps, within warmup), then plan."""
-    from lmforge.train.callbacks import read_metrics
+    from lmforge.checkpoint.listing import read_metrics
     from lmforge.train.run import train
 
     s = ctx.cfg
@@ -129,8 +129,8 @@ def run(ctx: Context, tokenizer: TokenizerSummary, tokens: TokenizeSummary, mix:
     desc = f"olmo2, d_model {m.d_model} x {m.n_layers} layers, vocab {vocab:,}; batch {s.global_batch} x {m.max_seq_len} tokens"
 
     def fn() -> TrainSummary:
-        from lmforge.checkpoint import list_checkpoints
-        from lmforge.train.callbacks import SaveAtSteps, read_metrics
+        from lmforge.checkpoint import list_checkpoints, read_metrics
+        from lmforge.train.callbacks import SaveAtSteps
         from lmforge.train.run import train
 
         after = after_training(ctx, fetch, mix, tokens)

@@ -29,10 +29,11 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from lmforge.formatting import format_bytes, format_count, format_seconds
 from lmforge.models.olmo import ModelConfig
 from lmforge.release.licenses import license_text
 
-__all__ = ["CardFacts", "render_card", "model_card", "revision_card", "license_text", "manifest_sources", "format_count"]
+__all__ = ["CardFacts", "render_card", "model_card", "revision_card", "license_text", "manifest_sources"]
 
 _HF_CLASS = {"olmo1": "OlmoForCausalLM", "olmo2": "Olmo2ForCausalLM"}
 _ARCH_NAME = {"olmo1": "OLMo (v1)", "olmo2": "OLMo-2"}
@@ -74,39 +75,6 @@ class CardFacts:
     hub_repo: str | None = None
     reproduce: str | None = None
     description: str | None = None
-
-
-# --- small formatters ------------------------------------------------------------------------------
-def format_count(n: float | None) -> str:
-    """1234 -> '1.23K', 409600 -> '410K', 2.1e12 -> '2.1T' (3 significant digits; for prose and tables)."""
-    if n is None:
-        return "-"
-    for unit, mult in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= mult:
-            return f"{n / mult:.3g}{unit}"
-    return f"{n:.0f}" if isinstance(n, float) else str(n)
-
-
-def _fmt_bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit, mult in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if n >= mult:
-            return f"{n / mult:.1f} {unit}"
-    return f"{int(n)} B"
-
-
-def _fmt_duration(seconds: float) -> str:
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    s = int(round(seconds))
-    h, rem = divmod(s, 3600)
-    m, s = divmod(rem, 60)
-    if h:
-        return f"{h} h {m:02d} min"
-    if m:
-        return f"{m} min {s:02d} s"
-    return f"{s} s"
 
 
 def _sci(x: float) -> str:
@@ -244,7 +212,7 @@ def _training_rows(f: CardFacts, final_step: int | None, final_tokens: int | Non
     times = [float(r["step_time"]) for r in steps if isinstance(r.get("step_time"), (int, float))]
     duration = None
     if times and final_step:
-        duration = f"about {_fmt_duration(sum(times) / len(times) * final_step)} (mean logged step time × steps)"
+        duration = f"about {format_seconds(sum(times) / len(times) * final_step, style='words')} (mean logged step time × steps)"
     precision = _get(train, "trainer", "precision")
     return [
         ("steps", f"{final_step:,}" if final_step is not None else None),
@@ -322,7 +290,7 @@ def _data(sources: Sequence[Mapping[str, Any]] | None) -> dict[str, Any] | None:
     for s in used:
         rows.append(
             [s["name"] or "-", s["domain"] or "-"] + ([s["split"] or "-"] if show_split else [])
-            + [_package(s), s["license"] or "-", _fmt_bytes(s["bytes"]) if isinstance(s["bytes"], (int, float)) else "-",
+            + [_package(s), s["license"] or "-", format_bytes(s["bytes"]) if isinstance(s["bytes"], (int, float)) else "-",
                f"{s['documents']:,}" if isinstance(s["documents"], int) else "-"]
         )
     groups = sorted({s["split"] or "" for s in used}) if show_split else [""]
@@ -332,7 +300,7 @@ def _data(sources: Sequence[Mapping[str, Any]] | None) -> dict[str, Any] | None:
         ndocs = [s["documents"] for s in part if isinstance(s["documents"], int)]
         if part and (nbytes or ndocs):
             label = f"**total {g}**" if g else "**total**"
-            rows.append([label, ""] + ([""] if show_split else []) + ["", "", _fmt_bytes(sum(nbytes)) if nbytes else "-", f"{sum(ndocs):,}" if ndocs else "-"])
+            rows.append([label, ""] + ([""] if show_split else []) + ["", "", format_bytes(sum(nbytes)) if nbytes else "-", f"{sum(ndocs):,}" if ndocs else "-"])
     return {
         "used": len(used),
         "domains": sorted({s["domain"] for s in used if s["domain"]}),

@@ -18,15 +18,15 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from lmforge.checkpoint.listing import CheckpointInfo
+from lmforge.checkpoint.listing import METRICS, CheckpointInfo, read_metrics
 from lmforge.checkpoint.unsharded import CONFIG
 from lmforge.release.card import CardFacts, manifest_sources
 from lmforge.release.errors import ReleaseError
 from lmforge.release.git import Git
 
-__all__ = ["METRICS", "CURVES", "card_facts", "default_reproduce", "read_metrics"]
+__all__ = ["METRICS", "CURVES", "card_facts", "default_reproduce"]
 
-METRICS, CURVES = "metrics.jsonl", "curves.png"
+CURVES = "curves.png"  # METRICS (metrics.jsonl): lmforge.checkpoint.listing
 
 
 def card_facts(
@@ -67,7 +67,7 @@ def card_facts(
         revisions=list(revisions),
         final_revision=final_revision,
         train_config=train_config,
-        metrics=read_metrics(run / METRICS),
+        metrics=read_metrics(run),
         world_size=final.world_size,
         global_batch=final.global_batch,
         seq_len=final.seq_len,
@@ -80,21 +80,6 @@ def card_facts(
         hub_repo=hub_repo,
         reproduce=reproduce,
     )
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """RUN/metrics.jsonl's records (a torn last line from a killed run is ignored)."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(r, dict):
-            records.append(r)
-    return records
 
 
 def _model_config(git: Git, revision: str):

@@ -13,12 +13,12 @@ import os
 import shutil
 import subprocess
 import tarfile
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from lmforge.release.errors import ReleaseError
 from lmforge.release.naming import parse_revision
+from lmforge.storage import atomic_directory
 
 __all__ = ["NEW", "TMP_PREFIX", "Git", "check_git", "commit_dir", "export_revision", "list_revisions", "open_repo"]
 
@@ -137,9 +137,7 @@ def export_revision(repo_dir: str | os.PathLike, revision: str, out_dir: str | o
         raise ReleaseError(f"{repo}: no revision {revision!r} (revisions: {names}; and main)")
     if out.exists() and any(out.iterdir()):
         raise ReleaseError(f"{out}: exists and is not empty")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with atomic_directory(out) as tmp:  # an empty ``out`` is replaced
         env = {k: v for k, v in os.environ.items() if k not in _GIT_ENV_DROP}
         with subprocess.Popen(["git", "-C", str(repo), "archive", "--format=tar", commit], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as proc:
             with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:  # streamed: weights never sit in memory whole
@@ -150,10 +148,4 @@ def export_revision(repo_dir: str | os.PathLike, revision: str, out_dir: str | o
             err = proc.stderr.read().decode("utf-8", "replace").strip()
         if proc.returncode:
             raise ReleaseError(f"{repo}: git archive {revision} failed: {err.splitlines()[-1] if err else proc.returncode}")
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

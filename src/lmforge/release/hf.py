@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +36,7 @@ from lmforge.checkpoint.unsharded import CheckpointError, atomic_save_safetensor
 from lmforge.config import atomic_write_text
 from lmforge.models.hf import to_hf_config, to_hf_state_dict
 from lmforge.models.olmo import OLMo
-from lmforge.storage import fsync_dir
+from lmforge.storage import atomic_directory
 
 __all__ = ["INDEX", "export_hf", "import_hf", "read_header", "read_hf_state", "read_lmforge_yaml", "weight_files"]
 
@@ -84,9 +82,7 @@ def export_hf(
     cfg = model.config
     check_fits(tokenizer, cfg.padded_vocab_size)
     dtype = dtype or model.embed.weight.dtype
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with atomic_directory(out, replace=True) as tmp:
         hf_cfg = to_hf_config(
             cfg,
             eos_token_id=tokenizer.eos_token_id,
@@ -117,11 +113,4 @@ def export_hf(
             index = {"metadata": {"total_size": total}, "weight_map": weight_map}
             atomic_write_text(tmp / INDEX, json.dumps(index, indent=2) + "\n")
         tokenizer.to_hf_files(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-        fsync_dir(out.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

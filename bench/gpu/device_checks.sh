@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 8's GPU checks in one device call (device tool: run(command="bash bench/gpu/issue8.sh",
+# The GPU benchmarks in one device call (device tool: run(command="bash bench/gpu/device_checks.sh",
 # carry=[".wheels"], timeout_s=580)). Before it, on the CPU machine, fetch OLMo-core's wheels:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform any -d .wheels \
 #       ai2-olmo-core==3.0.0 dataclass-extensions bettermap importlib_resources dill
@@ -22,8 +22,8 @@ run train_speed_fsdp1 60 python bench/train_speed_gpu.py --only lmforge --lmforg
     --lmforge trainer.fsdp_single_process=true --out "$OUT/fsdp1"
 # 2. same numbers, faster: 50 bf16 steps, fast path vs plain path
 run fast_vs_plain 80 python bench/fast_vs_plain.py --preset olmo2-150m --steps 50 --out "$OUT"
-# 3. decode: compiled static cache vs HF generate at batch 1, 16, 64
-run decode 100 python bench/decode_gpu.py --out "$OUT"
-# 4. checkpoint stall of the 1B model
-run checkpoint_stall 50 python bench/checkpoint_stall.py --out "$OUT"
+# 3. decode: compiled static cache vs HF generate at batch 1, 16, 64 (after a float32 token check against HF)
+run decode 130 python bench/decode_gpu.py --out "$OUT"
+# 4. checkpoint stall of the 1B model (then every save loaded back and compared with the live state)
+run checkpoint_stall 90 python bench/checkpoint_stall.py --out "$OUT"
 ls -la "$OUT"
