@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import python_source_docs  # noqa: E402
 
-from lmforge.data.dedup import DedupConfig, dedup
+from lmforge.corpus.dedup import DedupConfig, dedup
 from lmforge.data.documents import read_attributes
 
 SHARDS = 8

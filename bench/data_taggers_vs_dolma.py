@@ -1,11 +1,11 @@
-"""Tagger throughput: lmforge.data.taggers against dolma 1.2.1's taggers, on the same files.
+"""Tagger throughput: lmforge.corpus.taggers against dolma 1.2.1's taggers, on the same files.
 
 Builds a Dolma-format corpus (one document per file of this Python's standard library: ``.py``
 sources and text/reST docs, ~30 MB of text) as gzipped JSONL shards under ``WORK/documents/``, then
 times, one tagger set at a time, each as a fresh process (start-up included):
 
     dolma:   dolma tag --documents "WORK/documents/*.jsonl.gz" --taggers T --processes N
-    lmforge: lmforge.data.taggers.tag(WORK/documents, [...], workers=N)
+    lmforge: lmforge.corpus.taggers.tag(WORK/documents, [...], workers=N)
 
 Pairs compared (dolma's ``gopher_v1`` computes both Gopher quality and repetition values, so it is
 matched by lmforge's two Gopher taggers run together)::
@@ -94,7 +94,7 @@ def main() -> None:
         d_times, l_times, inner_times = [], [], []
         exp_l = "bench_lmforge_" + "_".join(ours)
         code = (
-            "from lmforge.data.taggers import tag; "
+            "from lmforge.corpus.taggers import tag; "
             f"tag({str(root / 'documents')!r}, {ours!r}, {exp_l!r}, workers={args.workers}, overwrite=True, progress=False)"
         )
         for _ in range(args.repeat):  # alternate, so a change in machine load hits both sides alike

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Side-by-side CPU benchmark: ``lmforge.data.tokenize`` vs ``dolma tokens`` (dolma 1.2.1).
+"""Side-by-side CPU benchmark: ``lmforge.corpus.tokenize`` vs ``dolma tokens`` (dolma 1.2.1).
 
 Corpus: this machine's Python standard library ``.py`` files as Dolma documents (one file = one
 document, id = its relative path), about ``--mb`` MB of text, in ``--shards`` ``.jsonl.gz`` shards
@@ -9,7 +9,7 @@ PAD 1), uint16. Both sides use ``--processes`` worker processes on the same file
     HF_HUB_OFFLINE=1 DOLMA --documents "ROOT/documents/*.jsonl.gz" --destination OUT \
         --tokenizer.name_or_path TOK.json --tokenizer.eos_token_id 0 --tokenizer.pad_token_id 1 \
         --processes 2 --dtype uint16
-    lmforge.data.tokenize.tokenize(ROOT/documents, TOK.json, OUT, workers=2, strip_whitespace=True)
+    lmforge.corpus.tokenize.tokenize(ROOT/documents, TOK.json, OUT, workers=2, strip_whitespace=True)
 
 ``strip_whitespace=True`` because dolma strips each text before tokenizing; with it both sides
 must give the same token count and, document by document (matched by id through the metadata
@@ -97,7 +97,7 @@ def run_lmforge(root: Path, out: Path, tok: Path, processes: int) -> float:
     # a fresh interpreter, like the dolma CLI, so start-up costs are counted the same way
     shutil.rmtree(out, ignore_errors=True)
     code = (
-        "from lmforge.data.tokenize import TokenizeConfig, tokenize;"
+        "from lmforge.corpus.tokenize import TokenizeConfig, tokenize;"
         f"tokenize(TokenizeConfig(documents=[{str(root / 'documents')!r}], tokenizer={str(tok)!r}, out={str(out)!r}, workers={processes}, "
         "strip_whitespace=True), progress=False)"
     )

@@ -94,11 +94,11 @@ def tiny_config(arch: str = "olmo2", vocab_size: int = 384, **kw) -> ModelConfig
 
 
 def run_tokenize(documents, tokenizer, out, *, progress: bool = False, raise_on_error: bool = True, **fields):
-    """``lmforge.data.tokenize.tokenize`` with a config built from these values (paths become strings,
+    """``lmforge.corpus.tokenize.tokenize`` with a config built from these values (paths become strings,
     as YAML or the command line give them)."""
     from pathlib import Path
 
-    from lmforge.data.tokenize import TokenizeConfig, tokenize
+    from lmforge.corpus.tokenize import TokenizeConfig, tokenize
 
     docs = [str(d) for d in (documents if isinstance(documents, (list, tuple)) else [documents])]
     fields = {k: (str(v) if isinstance(v, Path) else v) for k, v in fields.items()}

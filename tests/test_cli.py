@@ -119,8 +119,8 @@ def _subparser(*path: str):
 
 
 @pytest.mark.parametrize("path, config", [
-    (("data", "dedup"), "lmforge.data.dedup:DedupConfig"),
-    (("data", "tokenize"), "lmforge.data.tokenize:TokenizeConfig"),
+    (("data", "dedup"), "lmforge.corpus.dedup:DedupConfig"),
+    (("data", "tokenize"), "lmforge.corpus.tokenize:TokenizeConfig"),
     (("generate",), "lmforge.generate.config:GenerationConfig"),
 ])  # fmt: skip
 def test_stage_flags_are_their_configs_fields(path, config):

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.data.fetch import RecipeConfig
-from lmforge.data.mixer import MixerConfig
+from lmforge.corpus.fetch import RecipeConfig
+from lmforge.corpus.mixer import MixerConfig
 from lmforge.train.config import TrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -85,8 +85,8 @@ def test_config_modes():
 
 def test_mix_rules_and_tiny_recipe_ship_as_yaml(tmp_path):
     """The packaged rule groups are the quickstart's filters (the mixed output depends on nothing else)."""
-    from lmforge.data.fetch import load_recipe
-    from lmforge.data.mixer import MixRule, pii_span_edits
+    from lmforge.corpus.fetch import load_recipe
+    from lmforge.corpus.mixer import MixRule, pii_span_edits
     from lmforge.quickstart import TINY_RECIPE
     from lmforge.quickstart.mix import load_mix_groups, marker_settings, mix_configs
 
@@ -294,7 +294,7 @@ def test_quickstart_tiny_end_to_end_and_resume(tmp_path):
 
     mixed_text = "".join(d.text for s in list_shards(out / "mixed") for d in read_documents(s))
     assert "|||EMAIL_ADDRESS|||" in mixed_text
-    from lmforge.data.taggers.pii import find_emails
+    from lmforge.corpus.taggers.pii import find_emails
 
     assert find_emails(mixed_text) == []  # every address the tagger finds was masked
 

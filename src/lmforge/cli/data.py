@@ -1,7 +1,7 @@
 """``lmforge data ...``: fetch, tag, dedup, mix, tokenize, analyze, inspect, chat-demo, eval-filter.
 
-Stages with many options take one config each (:class:`~lmforge.data.dedup.DedupConfig`,
-:class:`~lmforge.data.tokenize.TokenizeConfig`, the mixer's YAML), whose fields are the flags.
+Stages with many options take one config each (:class:`~lmforge.corpus.dedup.DedupConfig`,
+:class:`~lmforge.corpus.tokenize.TokenizeConfig`, the mixer's YAML), whose fields are the flags.
 Exit status: 0 done; 1 done with damaged inputs (what could be read was processed; the damage is
 reported on stderr) or nothing produced; 2 a user error (raised by the library, printed by ``main``).
 """
@@ -16,13 +16,13 @@ from typing import Any
 
 from lmforge.cli.args import add_config_arguments, config_from_args
 from lmforge.cli.common import no_overrides
-from lmforge.data.dedup import DedupConfig
-from lmforge.data.tokenize import TokenizeConfig
+from lmforge.corpus.dedup import DedupConfig
+from lmforge.corpus.tokenize import TokenizeConfig
 
 
 # --- commands ---------------------------------------------------------------------------------------
 def cmd_fetch(args) -> int:
-    from lmforge.data.fetch import fetch_corpus, format_summary
+    from lmforge.corpus.fetch import fetch_corpus, format_summary
 
     out = Path(args.out)
     print(f"fetch: recipe {args.recipe} -> {out}", file=sys.stderr, flush=True)
@@ -59,7 +59,7 @@ def parse_tagger_options(items: list[str] | None) -> dict[str, dict[str, Any]]:
 
 
 def cmd_tag(args) -> int:
-    from lmforge.data.taggers import tag
+    from lmforge.corpus.taggers import tag
 
     acct = tag(args.documents, args.taggers, args.experiment, workers=args.workers, overwrite=args.overwrite,
                options=parse_tagger_options(args.option), progress=args.progress)
@@ -70,7 +70,7 @@ def cmd_tag(args) -> int:
 
 
 def cmd_dedup(args) -> int:
-    from lmforge.data.dedup import SUMMARY_NAME, attribute_root, dedup
+    from lmforge.corpus.dedup import SUMMARY_NAME, attribute_root, dedup
     from lmforge.data.documents import list_shards
 
     cfg = config_from_args(DedupConfig, args)
@@ -90,7 +90,7 @@ def cmd_dedup(args) -> int:
 
 def cmd_mix(args, overrides) -> int:
     from lmforge.data.documents import Accounting
-    from lmforge.data.mixer import MixerConfig, mix
+    from lmforge.corpus.mixer import MixerConfig, mix
 
     cfg = MixerConfig.from_yaml(args.config)
     if overrides:
@@ -108,7 +108,7 @@ def cmd_mix(args, overrides) -> int:
 
 def cmd_tokenize(args) -> int:
     from lmforge.data.documents import Accounting
-    from lmforge.data.tokenize import tokenize
+    from lmforge.corpus.tokenize import tokenize
 
     cfg = config_from_args(TokenizeConfig, args)
     s = tokenize(cfg, progress=args.progress, raise_on_error=False)
@@ -125,7 +125,7 @@ def cmd_tokenize(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from lmforge.data.analysis import analyze
+    from lmforge.corpus.analysis import analyze
 
     tasks = None if args.tasks is None else [t for t in args.tasks.split(",") if t]
     r = analyze(args.documents, args.out, tokenizer=args.tokenizer, eval_tasks=tasks, near_dup=args.near_dup, workers=args.workers,
@@ -135,7 +135,7 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_taggers(args) -> int:
-    from lmforge.data.taggers import list_taggers, tagger_class
+    from lmforge.corpus.taggers import list_taggers, tagger_class
 
     for name in list_taggers():
         doc = (tagger_class(name).__doc__ or "").strip().splitlines()
@@ -144,7 +144,7 @@ def cmd_taggers(args) -> int:
 
 
 def cmd_eval_filter(args) -> int:
-    from lmforge.data.bloom import build_filter
+    from lmforge.corpus.bloom import build_filter
     from lmforge.data.evalsets import DOWNSTREAM, EvalSets
 
     sets = EvalSets()
@@ -157,7 +157,7 @@ def cmd_eval_filter(args) -> int:
 
 
 def cmd_chat_demo(args) -> int:
-    from lmforge.data.chat_demo import build_chat_demo
+    from lmforge.corpus.chat_demo import build_chat_demo
 
     s = build_chat_demo(args.documents, args.out, max_sft=args.max_sft, max_pairs=args.max_pairs, seed=args.seed)
     print(f"{s['definitions']:,} definitions -> " + ", ".join(f"{k} {v:,}" for k, v in s["files"].items()) + f" in {args.out}")

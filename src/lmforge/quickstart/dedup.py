@@ -1,4 +1,4 @@
-"""Stage 3, dedup: exact duplicate documents and paragraphs with a Bloom filter (``lmforge.data.dedup``)."""
+"""Stage 3, dedup: exact duplicate documents and paragraphs with a Bloom filter (``lmforge.corpus.dedup``)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def run(ctx: Context) -> DedupSummary:
     attrs = ctx.paths.corpus / "attributes"
 
     def fn() -> DedupSummary:
-        from lmforge.data.dedup import DedupConfig, dedup
+        from lmforge.corpus.dedup import DedupConfig, dedup
 
         res = {}
         for mode, name in MODES:

