@@ -17,6 +17,10 @@ from lmforge.models import ModelConfig
 
 REQUIRE_ENV = "LMFORGE_REQUIRE"
 
+# A Ray started by a test (the Ray executor's tests) binds and connects on 127.0.0.1 only; Ray reads
+# this when it is imported, so it is set before any test module imports it.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 
 def _required_markers(config) -> set[str]:
     return {m.strip() for m in os.environ.get(REQUIRE_ENV, "").split(",") if m.strip()}

@@ -104,9 +104,11 @@ _crash_count = 0
 
 def crash_point(label: str = "") -> None:
     """Inert unless ``LMFORGE_CRASH_AT=N`` is set: then the N-th call in this process kills it with
-    SIGKILL (``LMFORGE_CRASH_LOG=FILE`` appends one line per call: the count and ``label``). Called
-    around every publishing step (before and after each rename), so the fault tests (tests/faults)
-    can stop a command at each point where a crash could lose or corrupt data."""
+    SIGKILL (``LMFORGE_CRASH_LOG=FILE`` appends one line per call: the count and ``label``; with
+    ``LMFORGE_CRASH_ONCE=FILE`` only the first process to get there dies: it creates FILE, and the
+    processes after it, which find FILE, go on: one worker killed, its retry not). Called around every
+    publishing step (before and after each rename), so the fault tests (tests/faults) can stop a
+    command at each point where a crash could lose or corrupt data."""
     global _crash_count
     at, log = os.environ.get("LMFORGE_CRASH_AT"), os.environ.get("LMFORGE_CRASH_LOG")
     if not at and not log:
@@ -118,6 +120,12 @@ def crash_point(label: str = "") -> None:
     if at and _crash_count == int(at):
         import signal
 
+        once = os.environ.get("LMFORGE_CRASH_ONCE")
+        if once:
+            try:
+                os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return
         os.kill(os.getpid(), signal.SIGKILL)
 
 

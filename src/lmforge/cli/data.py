@@ -17,6 +17,7 @@ from typing import Any
 from lmforge.cli.args import add_config_arguments, config_from_args
 from lmforge.cli.common import no_overrides
 from lmforge.corpus.dedup import DedupConfig
+from lmforge.corpus.executors import ExecutorConfig
 from lmforge.corpus.tokenize import TokenizeConfig
 
 
@@ -29,7 +30,7 @@ def cmd_fetch(args) -> int:
     with warnings.catch_warnings():  # skipped sources are logged (SKIP lines) and listed below instead
         warnings.simplefilter("ignore", UserWarning)
         manifest = fetch_corpus(args.recipe, out, only=args.only, max_bytes_per_source=args.max_bytes_per_source,
-                                workers=args.workers, force=args.force, progress=args.progress)
+                                workers=args.workers, force=args.force, progress=args.progress, executor=_executor(args))
     print(format_summary(manifest, sources=False))  # the per-source lines were logged as the sources finished
     print(f"manifest: {out / 'manifest.json'} ({manifest['seconds']:.0f}s; {len(manifest['ok'])} sources ok, {len(manifest['skipped'])} skipped)")
     if manifest["skipped"]:
@@ -62,7 +63,7 @@ def cmd_tag(args) -> int:
     from lmforge.corpus.taggers import tag
 
     acct = tag(args.documents, args.taggers, args.experiment, workers=args.workers, overwrite=args.overwrite,
-               options=parse_tagger_options(args.option), progress=args.progress)
+               options=parse_tagger_options(args.option), progress=args.progress, executor=_executor(args))
     print(f"tagged ({', '.join(args.taggers)}) as {args.experiment!r}: {acct.summary_line()}")
     for err in acct.errors:
         print(f"warning: {err}", file=sys.stderr)
@@ -74,7 +75,7 @@ def cmd_dedup(args) -> int:
     from lmforge.data.documents import list_shards
 
     cfg = config_from_args(DedupConfig, args)
-    acct = dedup(cfg, progress=args.progress)
+    acct = dedup(cfg, progress=args.progress, executor=_executor(args))
     roots = sorted({attribute_root(s, cfg.resolved_name) for s in list_shards(cfg.documents)})
     s = json.loads((roots[0] / SUMMARY_NAME).read_text())
     print(
@@ -95,7 +96,7 @@ def cmd_mix(args, overrides) -> int:
     cfg = MixerConfig.from_yaml(args.config)
     if overrides:
         cfg = cfg.merged(overrides)
-    summary = mix(cfg, progress=args.progress)
+    summary = mix(cfg, progress=args.progress, executor=_executor(args))
     acct = Accounting.from_json(summary["accounting"])
     print(f"mixed: {acct.summary_line()}; wrote {summary['written_documents']:,} documents in {len(summary['files'])} files")
     for w in summary["warnings"]:
@@ -111,7 +112,7 @@ def cmd_tokenize(args) -> int:
     from lmforge.corpus.tokenize import tokenize
 
     cfg = config_from_args(TokenizeConfig, args)
-    s = tokenize(cfg, progress=args.progress, raise_on_error=False)
+    s = tokenize(cfg, progress=args.progress, raise_on_error=False, executor=_executor(args))
     acct = Accounting.from_json(s["accounting"])
     rate = s["tokens"] / s["seconds"] if s["seconds"] else 0.0
     print(
@@ -129,7 +130,7 @@ def cmd_analyze(args) -> int:
 
     tasks = None if args.tasks is None else [t for t in args.tasks.split(",") if t]
     r = analyze(args.documents, args.out, tokenizer=args.tokenizer, eval_tasks=tasks, near_dup=args.near_dup, workers=args.workers,
-                progress=args.progress)
+                progress=args.progress, executor=_executor(args))
     print(f"report: {args.out}/report.md ({r['accounting']['read']:,} documents read)")
     return 0
 
@@ -144,14 +145,15 @@ def cmd_taggers(args) -> int:
 
 
 def cmd_eval_filter(args) -> int:
-    from lmforge.corpus.bloom import build_filter
-    from lmforge.data.evalsets import DOWNSTREAM, EvalSets
+    from lmforge.corpus.bloom import eval_set_filter
+    from lmforge.corpus.executors import run_tasks
+    from lmforge.data.evalsets import DOWNSTREAM
 
-    sets = EvalSets()
     tasks = [t for t in args.tasks.split(",") if t] if args.tasks else list(DOWNSTREAM)
-    texts = [text for t in tasks for text in sets.examples(t).values()]
-    build_filter(texts, args.out, mode=args.mode, ngram=args.ngram)
-    print(f"Bloom filter of {len(texts):,} examples from {len(tasks)} tasks ({args.mode}, n={args.ngram}) -> {args.out}; "
+    task = {"tasks": tasks, "out": args.out, "mode": args.mode, "ngram": args.ngram}
+    (n_texts,) = run_tasks(eval_set_filter, [task], executor=_executor(args), desc="eval-filter", unit="filter", progress=args.progress,
+                           describe=lambda t: t["out"])
+    print(f"Bloom filter of {n_texts:,} examples from {len(tasks)} tasks ({args.mode}, n={args.ngram}) -> {args.out}; "
           f"use: lmforge data dedup --mode {args.mode} --bloom-path {args.out} --read-only ...")
     return 0
 
@@ -203,8 +205,14 @@ def cmd_data(args, overrides) -> int:
 
 
 # --- parsers ----------------------------------------------------------------------------------------
+def _executor(args) -> ExecutorConfig:
+    return config_from_args(ExecutorConfig, args)
+
+
 def _progress(p) -> None:
+    """The flags every stage has: --no-progress and where its tasks run (ExecutorConfig)."""
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    add_config_arguments(p.add_argument_group("where the tasks run"), ExecutorConfig)
 
 
 def add_commands(sub) -> None:
@@ -238,6 +246,7 @@ def add_commands(sub) -> None:
     de.add_argument("--tasks", default=None, help="comma-separated tasks (default: the downstream set)")
     de.add_argument("--mode", default="ngrams", choices=["documents", "paragraphs", "ngrams"])
     de.add_argument("--ngram", type=int, default=13)
+    _progress(de)
     dt = dsub.add_parser("tokenize", help="documents -> OLMo token files (+ metadata per file)")
     add_config_arguments(dt, TokenizeConfig)
     _progress(dt)

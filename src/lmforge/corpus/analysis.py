@@ -26,7 +26,7 @@ import numpy as np
 
 from lmforge.config import atomic_write_text
 from lmforge.data.documents import Accounting, TruncatedFileError, attributes_path, list_shards, read_attributes, read_documents
-from lmforge.corpus.parallel import run_parallel
+from lmforge.corpus.executors import ExecutorConfig, run_tasks
 from lmforge.storage import lock_output
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -155,6 +155,7 @@ def analyze(
     workers: int = 1,
     top_k: int = 20,
     progress: bool = True,
+    executor: ExecutorConfig | None = None,
 ) -> dict[str, Any]:
     """Analyse the corpus; write ``report.md``, ``analysis.json`` and PNG plots into ``out_dir``
     (held for the run: a second analysis into it is refused).
@@ -164,10 +165,10 @@ def analyze(
     """
     with lock_output(out_dir, "lmforge data analyze"):
         return _analyze(paths, Path(out_dir), tokenizer=tokenizer, eval_tasks=eval_tasks, near_dup=near_dup, ngram=ngram,
-                        workers=workers, top_k=top_k, progress=progress)
+                        workers=workers, top_k=top_k, progress=progress, executor=executor)
 
 
-def _analyze(paths, out: Path, *, tokenizer, eval_tasks, near_dup, ngram, workers, top_k, progress) -> dict[str, Any]:
+def _analyze(paths, out: Path, *, tokenizer, eval_tasks, near_dup, ngram, workers, top_k, progress, executor) -> dict[str, Any]:
     from lmforge.data.evalsets import DOWNSTREAM
 
     shards = list_shards(paths)
@@ -176,7 +177,7 @@ def _analyze(paths, out: Path, *, tokenizer, eval_tasks, near_dup, ngram, worker
     all_hashes = np.unique(np.concatenate([h for ex in eval_by_task.values() for h in ex.values()] or [np.zeros(0, np.uint64)]))
     exp, key = (near_dup.split("/", 1) + [None])[:2] if near_dup else (None, None)
     work = [_Task(str(p), all_hashes, tokenizer, key, exp, ngram) for p in shards]
-    results = run_parallel(analyze_shard, work, workers=workers, desc="analyze", progress=progress)
+    results = run_tasks(analyze_shard, work, workers=workers, executor=executor, desc="analyze", progress=progress, describe=lambda t: t.path)
 
     acct = Accounting()
     per_source: dict[str, Counter] = defaultdict(Counter)

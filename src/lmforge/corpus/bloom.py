@@ -16,7 +16,7 @@ from lmforge.data.documents import DataError
 from lmforge.corpus.hashing import U64, hash_string, hash_strings, mix64, text_keys
 from lmforge.storage import atomic_write_bytes
 
-__all__ = ["BLOCK_BITS", "MAX_K", "BloomFilter", "as_hashes", "block_slack", "build_filter"]
+__all__ = ["BLOCK_BITS", "MAX_K", "BloomFilter", "as_hashes", "block_slack", "build_filter", "eval_set_filter"]
 
 _MASK64 = (1 << 64) - 1
 
@@ -240,3 +240,15 @@ def build_filter(
     if bloom_path is not None:
         bf.save(bloom_path)
     return bf
+
+
+def eval_set_filter(task: dict[str, Any]) -> int:
+    """``lmforge data eval-filter`` as one task: the filter of the downstream evaluation sets'
+    examples (``task["tasks"]``) in ``task["mode"]``, saved to ``task["out"]``; returns how many
+    examples went in."""
+    from lmforge.data.evalsets import EvalSets
+
+    sets = EvalSets()
+    texts = [text for t in task["tasks"] for text in sets.examples(t).values()]
+    build_filter(texts, task["out"], mode=task["mode"], ngram=task["ngram"])
+    return len(texts)

@@ -53,14 +53,12 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 
 from lmforge.config import Config, ConfigError, atomic_write_text, option
-from lmforge.corpus.bloom import BloomFilter
-from lmforge.corpus.dedup_phases import cluster_phase, phase1, phase3
+from lmforge.corpus.dedup_phases import cluster_phase, filter_phase, phase1, phase3, resolve_bucket
+from lmforge.corpus.executors import ExecutorConfig, run_tasks
 from lmforge.data.documents import Accounting, DataError, attributes_path, list_shards
-from lmforge.corpus.parallel import Workers
-from lmforge.storage import lock_output, remove_stale_temporaries
+from lmforge.storage import commit_file, lock_output, remove_stale_temporaries, temp_path_beside
 
 __all__ = ["DEFAULT_NAMES", "MODES", "SUMMARY_NAME", "DedupConfig", "attribute_root", "dedup"]
 
@@ -68,6 +66,7 @@ Mode = Literal["documents", "paragraphs", "ngrams", "minhash"]
 MODES = ("documents", "paragraphs", "ngrams", "minhash")
 SUMMARY_NAME = "_summary.json"
 MIN_BYTES_PER_WORKER = 4 << 20  # input file bytes (compressed as stored) that justify one more process
+BUCKET_INPUT_BYTES = 256 << 20  # input bytes per bucket of exact dedup, unless buckets is given
 DEFAULT_NAMES = {
     "documents": "bff_duplicate_document",
     "paragraphs": "bff_duplicate_paragraph_spans",
@@ -96,6 +95,7 @@ class DedupConfig(Config):
     rows: int = option(8, help="minhash: rows per band (bands x rows permutations)")
     threshold: float = option(0.8, help="minhash: Jaccard threshold")
     seed: int = option(1, help="minhash: permutation seed")
+    buckets: int | None = option(None, help="exact modes: key buckets, each resolved by its own task (default: one per 256 MB of input; the result is the same for any number)")
     workers: int = option(1, help="processes (results do not depend on it)")
 
     def validate(self) -> None:
@@ -105,6 +105,8 @@ class DedupConfig(Config):
             raise ConfigError(f"ngram must be >= 1, not {self.ngram}")
         if self.mode == "ngrams" and not 0 < self.overlap_threshold <= 1:
             raise ConfigError(f"overlap_threshold must be in (0, 1], not {self.overlap_threshold}")
+        if self.buckets is not None and self.buckets < 1:
+            raise ConfigError(f"buckets must be >= 1, not {self.buckets}")
         if self.read_only and self.mode == "minhash":
             raise ConfigError("read_only applies to the Bloom filter modes (documents, paragraphs, ngrams), not minhash")
 
@@ -124,7 +126,7 @@ def attribute_root(shard: Path, name: str) -> Path:
     return Path(*parts[:i], "attributes", name)
 
 
-def dedup(cfg: DedupConfig, *, progress: bool = True) -> Accounting:
+def dedup(cfg: DedupConfig, *, progress: bool = True, executor: ExecutorConfig | None = None) -> Accounting:
     """Mark duplicates in the document shards of ``cfg.documents``, writing ``attributes/NAME/...``
     next to ``documents/...`` and ``attributes/NAME/_summary.json``. Returns the Accounting (every
     valid document is kept: attributes mark, a later mix drops).
@@ -132,11 +134,12 @@ def dedup(cfg: DedupConfig, *, progress: bool = True) -> Accounting:
     mode "documents": by ``key`` (None/"text", "id", or a dotted path like "metadata.url"); the first
     occurrence is unmarked. "paragraphs": exact "\\n"-separated paragraphs. "ngrams": a paragraph whose
     word ``ngram``-grams (default 13) were seen before in at least ``overlap_threshold`` of cases.
-    These use a Bloom filter (``bloom_path``: loaded when it exists, saved after the run unless
-    ``read_only``; sized from ``expected_items``/``fp_rate``, by default from the number of keys found).
-    "minhash": near-duplicates, ``ngram``-word shingles (default 5), ``bands * rows`` permutations,
-    LSH banding, pairs verified at estimated Jaccard >= ``threshold``, clusters by union-find.
-    Results do not depend on ``workers``."""
+    Exactly, by hash partitioning (no false positives), unless ``bloom_path`` is given: then through
+    that Bloom filter (loaded when it exists, saved after the run unless ``read_only``; sized from
+    ``expected_items``/``fp_rate``, by default from the number of keys found), for incremental runs
+    and decontamination. "minhash": near-duplicates, ``ngram``-word shingles (default 5),
+    ``bands * rows`` permutations, LSH banding, pairs verified at estimated Jaccard >= ``threshold``,
+    clusters by union-find. Results do not depend on ``workers``, ``buckets`` or the executor."""
     t0 = time.time()
     cfg.validate()
     if cfg.read_only and (cfg.bloom_path is None or not Path(cfg.bloom_path).exists()):
@@ -154,51 +157,82 @@ def dedup(cfg: DedupConfig, *, progress: bool = True) -> Accounting:
             for stale in d.glob(".dedup-work-*"):  # scratch of a killed run (we hold the lock: nobody else's)
                 shutil.rmtree(stale, ignore_errors=True)
             remove_stale_temporaries(d, recursive=True)
-        summary, acct, bf = _run(cfg, shards, outs, attr_dirs, progress)
+        summary, acct, new_filter = _run(cfg, shards, outs, attr_dirs, progress, executor)
         summary["accounting"] = acct.to_json()
         summary["seconds"] = round(time.time() - t0, 3)
         for d in attr_dirs:
             atomic_write_text(d / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
-        if bf is not None and cfg.bloom_path is not None and not cfg.read_only:
+        if new_filter is not None:
             # last: a run killed before this point left the filter as it was, so its rerun gives the same marks
-            bf.save(cfg.bloom_path)
+            commit_file(new_filter, cfg.bloom_path)
     return acct
 
 
-def _run(cfg: DedupConfig, shards: list[Path], outs: list[Path], attr_dirs: list[Path], progress: bool):
-    """The three phases over a scratch directory; (summary, accounting, Bloom filter or None)."""
-    from tqdm.auto import tqdm
+def _buckets(cfg: DedupConfig, shards: list[Path]) -> int:
+    """Buckets of the exact modes: ``cfg.buckets``, or one per BUCKET_INPUT_BYTES of input (the
+    result does not depend on it; memory per bucket task does)."""
+    if cfg.buckets:
+        return cfg.buckets
+    return max(1, -(-sum(s.stat().st_size for s in shards) // BUCKET_INPUT_BYTES))
 
+
+def _run(cfg: DedupConfig, shards: list[Path], outs: list[Path], attr_dirs: list[Path], progress: bool, executor: ExecutorConfig | None):
+    """The phases over a scratch directory, each on the executor; (summary, accounting, the updated
+    Bloom filter's temporary file or None)."""
     work = Path(tempfile.mkdtemp(prefix=".dedup-work-", dir=attr_dirs[0]))
     # spawning a worker costs ~0.5 s (numpy import): small inputs run in fewer processes (the output
     # never depends on the number of workers)
     in_bytes = sum(s.stat().st_size for s in shards)
     workers = max(1, min(cfg.workers, len(shards), in_bytes // MIN_BYTES_PER_WORKER if MIN_BYTES_PER_WORKER else cfg.workers))
     name, attr, ngram = cfg.resolved_name, cfg.attribute_name or cfg.resolved_name, cfg.resolved_ngram
-    base = {"work": str(work), "mode": cfg.mode, "key": cfg.key, "ngram": ngram, "bands": cfg.bands, "rows": cfg.rows, "seed": cfg.seed}
-    t1 = [dict(base, shard=str(s), index=i) for i, s in enumerate(shards)]
-    t3 = [dict(base, index=i, out=str(o), attribute=attr, overlap_threshold=cfg.overlap_threshold, read_only=cfg.read_only)
-          for i, o in enumerate(outs)]
+    exact = cfg.mode != "minhash" and cfg.bloom_path is None
+    buckets = _buckets(cfg, shards) if exact else None
+    base = {"work": str(work), "mode": cfg.mode, "key": cfg.key, "ngram": ngram, "bands": cfg.bands, "rows": cfg.rows, "seed": cfg.seed,
+            "buckets": buckets}
+    run = dict(workers=workers, executor=executor, progress=progress)
     summary: dict[str, Any] = {"mode": cfg.mode, "name": name, "attribute": attr, "shards": len(shards), "workers": workers}
-    bf = None
+    new_filter = None
     try:
-        with Workers(workers) as pool, tqdm(total=2 * len(shards), desc=f"dedup {cfg.mode} ({workers} workers)", unit="step",
-                                            disable=not progress, dynamic_ncols=True) as bar:
-            futs1 = [pool.submit(phase1, t) for t in t1]
-            if cfg.mode == "minhash":
-                res1 = [f.result() for f in futs1]
-                bar.update(len(res1))
-                tt = time.time()
-                summary.update(cluster_phase(work, len(shards), cfg.threshold))
-                summary.update(ngram=ngram, bands=cfg.bands, rows=cfg.rows, num_perm=cfg.bands * cfg.rows, threshold=cfg.threshold, seed=cfg.seed)
-                serial = time.time() - tt
-                futs3 = [pool.submit(phase3, t) for t in t3]
-            else:
-                res1, futs3, bf, serial = _filter_phase(cfg, futs1, t3, work, pool, bar, summary)
-            res3 = []
-            for f in futs3:
-                res3.append(f.result())
-                bar.update()
+        res1 = run_tasks(phase1, [dict(base, shard=str(s), index=i) for i, s in enumerate(shards)], desc=f"dedup {cfg.mode}: keys",
+                         describe=lambda t: t["shard"], **run)
+        tt = time.time()
+        if cfg.mode == "minhash":
+            (stats,) = run_tasks(cluster_phase, [{"work": str(work), "shards": len(shards), "threshold": cfg.threshold}],
+                                 desc="dedup minhash: clusters", unit="step", describe=lambda t: "clustering", **run)
+            summary.update(stats)
+            summary.update(ngram=ngram, bands=cfg.bands, rows=cfg.rows, num_perm=cfg.bands * cfg.rows, threshold=cfg.threshold, seed=cfg.seed)
+        elif exact:
+            found = run_tasks(resolve_bucket, [{"work": str(work), "bucket": j, "shards": len(shards)} for j in range(buckets)],
+                              desc=f"dedup {cfg.mode}: buckets", unit="bucket", describe=lambda t: f"bucket {t['bucket']}", **run)
+            summary.update(keys=sum(r["keys"] for r in res1), distinct_keys_per_shard=sum(r["distinct_keys"] for r in res1),
+                           keys_found_earlier=sum(r["found_earlier"] for r in found), buckets=buckets, exact=True)
+        else:
+            new_filter = str(work / "filter.bin") if not cfg.read_only else None
+            (stats,) = run_tasks(filter_phase, [{"work": str(work), "shards": len(shards), "bloom_path": cfg.bloom_path, "read_only": cfg.read_only,
+                                                 "expected_items": cfg.expected_items, "bloom_size_bytes": cfg.bloom_size_bytes,
+                                                 "fp_rate": cfg.fp_rate, "save_to": new_filter}],
+                                 desc=f"dedup {cfg.mode}: Bloom filter", unit="step", describe=lambda t: str(t["bloom_path"]), **run)
+            summary.update(keys=sum(r["keys"] for r in res1), distinct_keys_per_shard=sum(r["distinct_keys"] for r in res1),
+                           keys_found_in_filter=stats.pop("keys_found_in_filter"),
+                           bloom_filter={"path": str(cfg.bloom_path), **stats}, read_only=cfg.read_only)
+            if new_filter is not None:  # keep it past the scratch directory's removal, until it is published
+                kept = Path(temp_path_beside(Path(cfg.bloom_path)))
+                shutil.move(new_filter, kept)
+                new_filter = str(kept)
+        if cfg.mode != "minhash":
+            summary["key"] = cfg.key if cfg.mode == "documents" else None
+            if cfg.mode == "ngrams":
+                summary.update(ngram=ngram, overlap_threshold=cfg.overlap_threshold)
+            if cfg.mode == "documents":
+                summary["documents_without_key"] = sum(r.get("missing_key", 0) for r in res1)
+        serial = time.time() - tt
+        t3 = [dict(base, index=i, out=str(o), attribute=attr, overlap_threshold=cfg.overlap_threshold, read_only=cfg.read_only)
+              for i, o in enumerate(outs)]
+        res3 = run_tasks(phase3, t3, desc=f"dedup {cfg.mode}: attributes", describe=lambda t: str(shards[t["index"]]), **run)
+    except BaseException:
+        if new_filter is not None:
+            Path(new_filter).unlink(missing_ok=True)
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     acct = Accounting()
@@ -210,43 +244,4 @@ def _run(cfg: DedupConfig, shards: list[Path], outs: list[Path], attr_dirs: list
     for k in ("duplicate_documents", "duplicate_spans", "duplicate_chars", "clustered_documents"):
         if k in res3[0]:
             summary[k] = sum(r[k] for r in res3)
-    return summary, acct, bf
-
-
-def _filter_phase(cfg: DedupConfig, futs1, t3, work: Path, pool: Workers, bar, summary: dict[str, Any]):
-    """Phase 2 of the Bloom filter modes, pipelined: the filter takes shard i (in order) as soon as its
-    keys are ready, while the workers go on with later shards; its attribute file is then queued at
-    once. A new filter sized from the number of keys found has to wait for all of them."""
-    created = False
-    if cfg.bloom_path is not None and Path(cfg.bloom_path).exists():
-        bf = BloomFilter.load(cfg.bloom_path, read_only=cfg.read_only)
-    elif cfg.expected_items or cfg.bloom_size_bytes:
-        bf, created = BloomFilter(cfg.expected_items, cfg.fp_rate, size_bytes=cfg.bloom_size_bytes), True
-    else:
-        total = sum(f.result()["distinct_keys"] for f in futs1)
-        bf, created = BloomFilter(max(total, 1000), cfg.fp_rate), True
-    res1, futs3, hits, serial = [], [], 0, 0.0
-    for i, f in enumerate(futs1):
-        res1.append(f.result())
-        bar.update()
-        tt = time.time()
-        u = np.load(work / f"{i}.npz")["ukeys"]
-        present = bf.contains_many(u) if cfg.read_only else bf.add_many(u, distinct=True)
-        hits += int(present.sum())
-        np.save(work / f"{i}.present.npy", present)
-        serial += time.time() - tt
-        futs3.append(pool.submit(phase3, t3[i]))
-    summary.update(
-        keys=sum(r["keys"] for r in res1),
-        distinct_keys_per_shard=sum(r["distinct_keys"] for r in res1),
-        keys_found_in_filter=hits,
-        bloom_filter={"path": str(cfg.bloom_path) if cfg.bloom_path else None, "created": created, "bytes": bf.bits // 8, "k": bf.k,
-                      "items": bf.items, "estimated_fp_rate": bf.estimated_fp_rate},
-        read_only=cfg.read_only,
-        key=cfg.key if cfg.mode == "documents" else None,
-    )
-    if cfg.mode == "ngrams":
-        summary.update(ngram=cfg.resolved_ngram, overlap_threshold=cfg.overlap_threshold)
-    if cfg.mode == "documents":
-        summary["documents_without_key"] = sum(r.get("missing_key", 0) for r in res1)
-    return res1, futs3, bf, serial
+    return summary, acct, new_filter

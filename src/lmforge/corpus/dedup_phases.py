@@ -17,7 +17,7 @@ from lmforge.corpus.hashing import U64, chunks_of, hash_strings, mix64, paragrap
 from lmforge.corpus.minhash import cluster_minhash, minhash_params, minhash_signatures
 from lmforge.storage import commit_file, temp_path_beside
 
-__all__ = ["cluster_phase", "phase1", "phase3", "write_attribute_rows"]
+__all__ = ["bucket_of", "cluster_phase", "filter_phase", "phase1", "phase3", "resolve_bucket", "write_attribute_rows"]
 
 _MASK64 = (1 << 64) - 1
 
@@ -121,10 +121,81 @@ def phase1(task: dict[str, Any]) -> dict[str, Any]:
         out.update(ukeys=ukeys, inverse=inverse, local=local, groups=groups)
         info["keys"] = int(len(keys))
         info["distinct_keys"] = int(len(ukeys))
+        buckets = task.get("buckets")
+        if buckets:  # exact dedup by hash partitioning: this shard's distinct keys, bucket by bucket
+            b = bucket_of(ukeys, buckets)
+            for j in range(buckets):
+                np.save(work / f"{task['index']}.b{j}.npy", ukeys[b == j])
     np.savez(work / f"{task['index']}.npz", **out)
     with open(work / f"{task['index']}.ids.json", "w", encoding="utf-8") as f:
         json.dump(ids, f)
     return {"acct": acct, "docs": len(docs), **info}
+
+
+def bucket_of(keys: np.ndarray, buckets: int) -> np.ndarray:
+    """The bucket of each key (keys are mixed 64-bit hashes: their remainder spreads evenly)."""
+    return (keys % U64(buckets)).astype(np.int64)
+
+
+# --- phase 2: which keys occurred in an earlier shard -----------------------------------------------------
+def resolve_bucket(task: dict[str, Any]) -> dict[str, int]:
+    """Exact phase 2 for one bucket: a shard's key that some earlier shard also has is a duplicate
+    there (the first occurrence in (shard, position) order wins; within a shard, phase 1 already
+    marked the later ones). Reads every shard's keys of this bucket, writes one mask per shard.
+    Memory: the bucket's keys, not the corpus's."""
+    work, j, n = Path(task["work"]), task["bucket"], task["shards"]
+    parts = [np.load(work / f"{i}.b{j}.npy") for i in range(n)]
+    keys = np.concatenate(parts) if parts else np.zeros(0, dtype=U64)
+    shard = np.repeat(np.arange(n, dtype=np.int64), [len(p) for p in parts])
+    order = np.lexsort((shard, keys))  # by key, then shard
+    first = np.empty(len(keys), dtype=bool)
+    if len(keys):
+        first[0] = True
+        np.not_equal(keys[order][1:], keys[order][:-1], out=first[1:])
+    earlier = np.empty(len(keys), dtype=bool)
+    earlier[order] = ~first  # the same key in an earlier shard (each shard's keys are distinct)
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])])
+    for i in range(n):
+        np.save(work / f"{i}.b{j}.present.npy", earlier[offsets[i] : offsets[i + 1]])
+    return {"keys": int(len(keys)), "found_earlier": int(earlier.sum())}
+
+
+def filter_phase(task: dict[str, Any]) -> dict[str, Any]:
+    """Phase 2 through a Bloom filter (incremental runs and decontamination): shards in order, each
+    shard's distinct keys tested against the filter, then added unless read-only. The updated filter
+    is written to ``task["save_to"]`` (published by the driver last, after the summary)."""
+    from lmforge.corpus.bloom import BloomFilter
+
+    work, n = Path(task["work"]), task["shards"]
+    created = False
+    if task["bloom_path"] is not None and Path(task["bloom_path"]).exists():
+        bf = BloomFilter.load(task["bloom_path"], read_only=task["read_only"])
+    elif task["expected_items"] or task["bloom_size_bytes"]:
+        bf, created = BloomFilter(task["expected_items"], task["fp_rate"], size_bytes=task["bloom_size_bytes"]), True
+    else:
+        total = sum(len(np.load(work / f"{i}.npz")["ukeys"]) for i in range(n))
+        bf, created = BloomFilter(max(total, 1000), task["fp_rate"]), True
+    hits = 0
+    for i in range(n):
+        u = np.load(work / f"{i}.npz")["ukeys"]
+        present = bf.contains_many(u) if task["read_only"] else bf.add_many(u, distinct=True)
+        hits += int(present.sum())
+        np.save(work / f"{i}.present.npy", present)
+    if task.get("save_to") and not task["read_only"]:
+        bf.save(task["save_to"])
+    return {"keys_found_in_filter": hits, "created": created, "bytes": bf.bits // 8, "k": bf.k, "items": bf.items,
+            "estimated_fp_rate": bf.estimated_fp_rate}
+
+
+def _present(work: Path, i: int, buckets: int | None, ukeys: np.ndarray) -> np.ndarray:
+    """Which of shard ``i``'s distinct keys an earlier shard (or the filter) has."""
+    if not buckets:
+        return np.load(work / f"{i}.present.npy")
+    present = np.zeros(len(ukeys), dtype=bool)
+    b = bucket_of(ukeys, buckets)
+    for j in range(buckets):
+        present[b == j] = np.load(work / f"{i}.b{j}.present.npy")
+    return present
 
 
 # --- phase 3: attribute files ---------------------------------------------------------------------------
@@ -152,7 +223,7 @@ def phase3(task: dict[str, Any]) -> dict[str, int]:
             rows.append((ids[j], a))
         counts["clustered_documents"] = int((cl >= 0).sum())
     else:
-        present = np.load(work / f"{i}.present.npy")
+        present = _present(work, i, task.get("buckets"), z["ukeys"])
         dup = present[z["inverse"]] if len(z["inverse"]) else np.zeros(0, dtype=bool)
         if not task["read_only"]:  # read-only: only hits of the (unchanged) filter count
             dup |= z["local"]
@@ -225,7 +296,9 @@ def write_attribute_rows(path: Path, rows: list[tuple[str, dict[str, list]]] | N
         raise
 
 
-def cluster_phase(work: Path, n_shards: int, threshold: float) -> dict[str, Any]:
+def cluster_phase(task: dict[str, Any]) -> dict[str, Any]:
+    """MinHash between the phases: LSH candidate pairs, verified, clustered (one task)."""
+    work, n_shards, threshold = Path(task["work"]), task["shards"], task["threshold"]
     zs = [np.load(work / f"{i}.npz") for i in range(n_shards)]
     sizes = [len(z["lengths"]) for z in zs]
     band_keys = np.concatenate([z["band_keys"] for z in zs])

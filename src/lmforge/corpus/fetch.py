@@ -63,6 +63,7 @@ from typing import Any
 from lmforge.config import ConfigError, sha256_file
 from lmforge.corpus.archives import FetchError, unpack
 from lmforge.corpus.fetch_config import LIMIT_DEFAULTS, ClientsConfig, RecipeConfig, SourceConfig, load_recipe
+from lmforge.corpus.executors import ExecutorConfig, run_tasks
 from lmforge.corpus.fetch_source import glob_regex, holdout, process_source
 from lmforge.redact import redact_secrets
 from lmforge.storage import atomic_write_text, lock_output
@@ -163,6 +164,7 @@ def fetch_corpus(
     workers: int = 1,
     force: bool = False,
     progress: bool = True,
+    executor: ExecutorConfig | None = None,
 ) -> dict[str, Any]:
     """Fetch and extract every source of ``recipe`` into ``out_dir``; returns the manifest (also
     written to ``out_dir/manifest.json``).
@@ -187,7 +189,7 @@ def fetch_corpus(
     with lock_output(out, f"lmforge data fetch {recipe if isinstance(recipe, (str, os.PathLike)) else cfg.name}"):
         scratch = _scratch(out)
         try:
-            return _fetch_locked(cfg, recipe, base, out, scratch, only, max_bytes_per_source, workers, force, progress)
+            return _fetch_locked(cfg, recipe, base, out, scratch, only, max_bytes_per_source, workers, force, progress, executor)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
             try:
@@ -196,9 +198,8 @@ def fetch_corpus(
                 pass
 
 
-def _fetch_locked(cfg: RecipeConfig, recipe, base: Path, out: Path, scratch: Path, only, max_bytes_per_source, workers, force, progress) -> dict[str, Any]:
-    from lmforge.corpus.parallel import run_parallel
-
+def _fetch_locked(cfg: RecipeConfig, recipe, base: Path, out: Path, scratch: Path, only, max_bytes_per_source, workers, force, progress,
+                  executor: ExecutorConfig | None) -> dict[str, Any]:
     started = time.perf_counter()
     tasks, entries = [], {}
     for s in cfg.sources:
@@ -236,7 +237,8 @@ def _fetch_locked(cfg: RecipeConfig, recipe, base: Path, out: Path, scratch: Pat
         entries[e["name"]] = e
         _log(_describe(e), progress)
 
-    run_parallel(process_source, tasks, workers=workers, desc="sources", unit="source", progress=progress and bool(tasks), on_result=done)
+    run_tasks(process_source, tasks, workers=workers, executor=executor, desc="sources", unit="source", progress=progress and bool(tasks),
+              on_result=done, describe=lambda t: t["source"]["name"])
 
     ordered = [entries[s.name] for s in cfg.sources]
     for e in ordered:

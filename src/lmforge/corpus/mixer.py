@@ -43,7 +43,7 @@ from lmforge.data.documents import (
     read_attributes,
     read_documents,
 )
-from lmforge.corpus.parallel import run_parallel
+from lmforge.corpus.executors import ExecutorConfig, run_tasks
 from lmforge.storage import lock_output, remove_stale_temporaries
 
 PII_MASKS = {"email": "|||EMAIL_ADDRESS|||", "phone": "|||PHONE_NUMBER|||", "ip": "|||IP_ADDRESS|||"}
@@ -336,23 +336,23 @@ def mix_shard(task: _ShardTask) -> dict[str, Any]:
 
 
 # --- a whole run ------------------------------------------------------------------------------------
-def mix(cfg: MixerConfig, *, progress: bool = True) -> dict[str, Any]:
+def mix(cfg: MixerConfig, *, progress: bool = True, executor: ExecutorConfig | None = None) -> dict[str, Any]:
     """Run the mixer over every shard; returns (and writes) the run summary."""
     shards = list_shards(cfg.documents)
     if not shards:
         raise DataError(f"no document files found in {cfg.documents}")
     with lock_output(cfg.output, "lmforge data mix"):  # one mix at a time writes an output
-        return _mix_locked(cfg, shards, progress)
+        return _mix_locked(cfg, shards, progress, executor)
 
 
-def _mix_locked(cfg: MixerConfig, shards: list[Path], progress: bool) -> dict[str, Any]:
+def _mix_locked(cfg: MixerConfig, shards: list[Path], progress: bool, executor: ExecutorConfig | None) -> dict[str, Any]:
     out = Path(cfg.output)
     for d in (out, out / "documents", out / "_shards"):
         remove_stale_temporaries(d)  # left by killed runs (we hold the lock: no live run's)
     _remove_stale_shards(out, len(shards))
     cfg.save(out / "mix_config.yaml")
     tasks = [_ShardTask(i, str(p), cfg.to_dict()) for i, p in enumerate(shards)]
-    results = run_parallel(mix_shard, tasks, workers=cfg.workers, desc="mix", progress=progress)
+    results = run_tasks(mix_shard, tasks, workers=cfg.workers, executor=executor, desc="mix", progress=progress, describe=lambda t: t.path)
 
     acct = Accounting()
     totals: dict[str, Counter] = {k: Counter() for k in ("rule_matched", "dropped_by", "attribute_keys_seen", "span_edits", "bytes_in", "bytes_out")}

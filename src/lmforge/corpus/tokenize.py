@@ -52,7 +52,7 @@ import numpy as np
 
 from lmforge.config import Config, ConfigError, atomic_write_text, option, sha256_file, temp_path_beside
 from lmforge.data.documents import Accounting, DataError, iter_lines, list_shards, parse_document
-from lmforge.corpus.parallel import run_parallel
+from lmforge.corpus.executors import ExecutorConfig, run_tasks
 from lmforge.data.token_files import SUMMARY_NAME, MetadataRow, choose_dtype, load_tokenizer, output_name
 from lmforge.storage import commit_file, lock_output, remove_stale_temporaries
 
@@ -371,7 +371,7 @@ def _tokenize_shard(task: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- the whole job ----------------------------------------------------------------------------------
-def tokenize(cfg: TokenizeConfig, *, progress: bool = True, raise_on_error: bool = True) -> dict[str, Any]:
+def tokenize(cfg: TokenizeConfig, *, progress: bool = True, raise_on_error: bool = True, executor: ExecutorConfig | None = None) -> dict[str, Any]:
     """Tokenize the Dolma document shards of ``cfg.documents`` into OLMo token files in ``cfg.out``;
     returns the summary (also written to ``OUT/tokenize_summary.json``).
 
@@ -398,7 +398,7 @@ def tokenize(cfg: TokenizeConfig, *, progress: bool = True, raise_on_error: bool
     with lock_output(out, "lmforge data tokenize"):  # one tokenize at a time writes OUT
         remove_stale_temporaries(out)  # left by killed runs (we hold the lock: no live run's)
         remove_stale_temporaries(out / DONE_DIR)
-        summary = _tokenize_locked(cfg, shards, tokenizer_path, tok, out, dt, bos, progress)
+        summary = _tokenize_locked(cfg, shards, tokenizer_path, tok, out, dt, bos, progress, executor)
         summary["seconds"] = round(time.perf_counter() - t0, 3)
         atomic_write_text(out / SUMMARY_NAME, json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     errors = summary["errors"]
@@ -424,7 +424,7 @@ def _tokenizer_file(cfg: TokenizeConfig) -> tuple[Path, int | None, int | None]:
 
 
 def _tokenize_locked(cfg: TokenizeConfig, shards: list[Path], tokenizer_path: Path, tok, out: Path, dt: np.dtype, bos: int | None,
-                     progress: bool) -> dict[str, Any]:
+                     progress: bool, executor: ExecutorConfig | None) -> dict[str, Any]:
     sha = sha256_file(tokenizer_path)
     workers = max(1, int(cfg.workers))
     nthreads = cfg.threads or max(1, _cpus() // min(workers, len(shards)))
@@ -436,7 +436,8 @@ def _tokenize_locked(cfg: TokenizeConfig, shards: list[Path], tokenizer_path: Pa
     }
     tasks = [dict(base, shard=str(s), index=i) for i, s in enumerate(shards)]
     _remove_stale(out, len(shards))
-    results = run_parallel(_tokenize_shard, tasks, workers=workers, desc="tokenize", progress=progress)
+    results = run_tasks(_tokenize_shard, tasks, workers=workers, executor=executor, desc="tokenize", progress=progress,
+                        describe=lambda t: t["shard"])
     acct = Accounting()
     files: list[dict[str, Any]] = []
     errors: list[str] = []

@@ -26,7 +26,7 @@ from lmforge.data.documents import (
     read_documents,
     write_attributes,
 )
-from lmforge.corpus.parallel import run_parallel
+from lmforge.corpus.executors import ExecutorConfig, run_tasks
 from lmforge.corpus.taggers.base import Tagger, get_tagger, tagger_class
 from lmforge.storage import lock_output, remove_stale_temporaries
 
@@ -116,6 +116,7 @@ def tag(
     overwrite: bool = False,
     options: dict[str, dict[str, Any]] | None = None,
     progress: bool = True,
+    executor: ExecutorConfig | None = None,
 ) -> Accounting:
     """Tag every shard under ``paths`` (files, directories, globs) with ``taggers``; shards whose
     attribute file exists are skipped unless ``overwrite``. Writes a summary to
@@ -138,14 +139,16 @@ def tag(
         for d in sorted({_experiment_dir(s, experiment) for s in shards}):
             locks.enter_context(lock_output(d, f"lmforge data tag --experiment {experiment}"))
             remove_stale_temporaries(d, recursive=True)  # left by killed runs (we hold the lock: no live run's)
-        return _tag_locked(shards, taggers, experiment, options, overwrite, workers, progress)
+        return _tag_locked(shards, taggers, experiment, options, overwrite, workers, progress, executor)
 
 
-def _tag_locked(shards: list[Path], taggers: tuple[str, ...], experiment: str, options: dict, overwrite: bool, workers: int, progress: bool) -> Accounting:
+def _tag_locked(shards: list[Path], taggers: tuple[str, ...], experiment: str, options: dict, overwrite: bool, workers: int, progress: bool,
+                executor: ExecutorConfig | None) -> Accounting:
     tasks = [TagTask(str(s), taggers, experiment, options, overwrite) for s in shards]
     skipped = sum(1 for t in tasks if not overwrite and attributes_path(t.doc_path, experiment).exists())
     t0 = time.perf_counter()
-    results = run_parallel(tag_shard, tasks, workers=workers, desc=f"tag {experiment}", progress=progress)
+    results = run_tasks(tag_shard, tasks, workers=workers, executor=executor, desc=f"tag {experiment}", progress=progress,
+                        describe=lambda t: t.doc_path)
     seconds = time.perf_counter() - t0
     total = Accounting()
     for r in results:
