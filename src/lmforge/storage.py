@@ -16,12 +16,16 @@ into a directory it owns (a run dir, a fetch or tokenize OUT, a release reposito
 drops it when the process dies, however it dies, so a killed command never leaves a stale lock;
 a second command on the same directory is refused with one line naming the holder. Locks are
 re-entrant within one process (a quickstart holding its output directory calls train, which locks
-the run dir inside it).
+the run dir inside it). Inside ``with shared_outputs():`` the lock is shared instead: the tasks of one
+plan (``lmforge data run-shard``, many processes at once) hold it together, and a command that wants
+it alone is refused while they run (and they while it runs); there, leftover temporaries are not
+deleted (they may be a live task's), the plan's ``reduce`` (exclusive) deletes them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as _dt
 import errno
 import json
@@ -49,6 +53,7 @@ __all__ = [
     "fsync_tree",
     "lock_output",
     "remove_stale_temporaries",
+    "shared_outputs",
     "temp_path_beside",
     "umask",
 ]
@@ -167,7 +172,7 @@ def remove_stale_temporaries(directory: str | os.PathLike, *, recursive: bool = 
     """Delete the temporary files (``.NAME.XXXXXXXX.tmp``) that killed runs left in ``directory``;
     call it only while holding the directory's lock (then no live run owns them). Returns how many."""
     d = Path(directory)
-    if not d.is_dir():
+    if _SHARED.get() or not d.is_dir():  # shared: another live task's temporaries may be here
         return 0
     found = d.rglob(".*.tmp") if recursive else d.glob(".*.tmp")
     n = 0
@@ -238,6 +243,17 @@ class OutputLockedError(RuntimeError):
 
 _HELD: dict[str, list] = {}  # real path -> [fd, count]
 _HELD_GUARD = threading.Lock()
+_SHARED: contextvars.ContextVar[bool] = contextvars.ContextVar("lmforge_shared_outputs", default=False)
+
+
+@contextlib.contextmanager
+def shared_outputs() -> Iterator[None]:
+    """Locks taken in this block are shared (see the module doc); stale temporaries are kept."""
+    token = _SHARED.set(True)
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
 
 
 def _describe_holder(path: Path) -> str:
@@ -263,26 +279,31 @@ def lock_output(directory: str | os.PathLike, command: str) -> Iterator[Path]:
         if held is not None:
             held[1] += 1
         else:
+            shared = _SHARED.get()
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666 & ~umask())
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
+                holder = _describe_holder(lock_path)
+                if not shared and holder == "another process":
+                    holder = "the tasks of a plan: lmforge data run-shard"
                 raise OutputLockedError(
-                    f"{d} is in use by another lmforge command ({_describe_holder(lock_path)}); wait for it to finish, "
+                    f"{d} is in use by another lmforge command ({holder}); wait for it to finish, "
                     "or write to another directory"
                 ) from None
             except BaseException:
                 os.close(fd)
                 raise
-            info = {
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "command": command or " ".join(sys.argv),
-                "started": _dt.datetime.now().isoformat(timespec="seconds"),
-            }
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, (json.dumps(info) + "\n").encode("utf-8"), 0)
+            os.ftruncate(fd, 0)  # shared: many holders, no one's details (a refusal then names the plan)
+            if not shared:
+                info = {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "command": command or " ".join(sys.argv),
+                    "started": _dt.datetime.now().isoformat(timespec="seconds"),
+                }
+                os.pwrite(fd, (json.dumps(info) + "\n").encode("utf-8"), 0)
             _HELD[key] = [fd, 1]
     try:
         yield d

@@ -90,39 +90,90 @@ def _copy_documents(corpus, dst: Path) -> Path:
     return dst
 
 
+def _mixer(root: Path, workers: int) -> MixerConfig:
+    return MixerConfig.from_dict({
+        "documents": [str(root / "documents")], "attributes": ["q", "dd_documents", "dd_paragraphs"], "output": str(root / "mixed"),
+        "rules": [{"attribute": "dd_documents", "reduce": "count", "op": ">", "value": 0, "action": "drop"}],
+        "span_edits": [{"attribute": "dd_paragraphs", "replacement": ""}], "sampling": {"books": 0.5}, "workers": workers,
+    })  # fmt: skip
+
+
+DEDUP_RUNS = [(mode, ["--mode", mode, "--name", f"dd_{mode}", "--buckets", "3"]) for mode in ("documents", "paragraphs", "ngrams", "minhash")]
+
+
+def _all_stages(root: Path, corpus, workers: int, ex: ExecutorConfig | None) -> None:
+    """tag, dedup (every mode, exact and through a Bloom filter), mix, tokenize: the Python API."""
+    acct = tag(str(root / "documents"), ["gopher_quality", "pii"], "q", workers=workers, progress=False, executor=ex)
+    assert acct.balanced and acct.read == acct.kept
+    for mode in ("documents", "paragraphs", "ngrams", "minhash"):
+        cfg = DedupConfig(documents=[str(root / "documents")], mode=mode, name=f"dd_{mode}", workers=workers, buckets=3)
+        acct = dedup(cfg, progress=False, executor=ex)
+        assert acct.balanced
+    bloom = DedupConfig(documents=[str(root / "documents")], mode="paragraphs", name="dd_bloom", workers=workers,
+                        bloom_path=str(root / "filter.bin"), expected_items=50_000)
+    dedup(bloom, progress=False, executor=ex)
+    summary = mix(_mixer(root, workers), progress=False, executor=ex)
+    assert summary["accounting"]["balanced"] and summary["accounting"]["dropped"]
+    t = tokenize(TokenizeConfig(documents=[str(root / "mixed" / "documents")], tokenizer=str(corpus["tokenizer"]),
+                                out=str(root / "tokens"), workers=workers), progress=False, executor=ex)
+    assert t["accounting"]["balanced"]
+
+
+def run_plan(plan: Path, stage_argv: list[str], *, reverse: bool = False) -> int:
+    """``lmforge data plan``, then every step's tasks with ``run-shard`` (as an array job would: in
+    any order), then ``reduce``; returns how many tasks ran."""
+    from lmforge.cli import main
+
+    assert main(["data", "plan", "--out", str(plan), *stage_argv]) == 0
+    ran = 0
+    for _ in range(10):
+        from lmforge.cli.data_plan import status
+        from lmforge.corpus.plan import PlanStore
+
+        n = status(PlanStore.open(plan))["current_tasks"]
+        if n == 0:
+            break
+        for i in sorted(range(n), reverse=reverse):
+            assert main(["data", "run-shard", str(plan), "--index", str(i)]) == 0
+            ran += 1
+    assert main(["data", "reduce", str(plan)]) == 0
+    return ran
+
+
+def _all_stages_by_plans(root: Path, corpus, plans: Path) -> None:
+    """The same stages, each planned and run task by task (``lmforge data plan / run-shard / reduce``)."""
+    docs = str(root / "documents")
+    run_plan(plans / "tag" / "plan.json", ["tag", "--documents", docs, "--taggers", "gopher_quality", "pii", "--experiment", "q"], reverse=True)
+    for mode, argv in DEDUP_RUNS:
+        run_plan(plans / f"dedup-{mode}" / "plan.json", ["dedup", "--documents", docs, *argv], reverse=True)
+    run_plan(plans / "bloom" / "plan.json", ["dedup", "--documents", docs, "--mode", "paragraphs", "--name", "dd_bloom",
+                                             "--bloom-path", str(root / "filter.bin"), "--expected-items", "50000"])
+    cfg = plans / "mix.yaml"
+    _mixer(root, 1).save(cfg)
+    run_plan(plans / "mix" / "plan.json", ["mix", str(cfg)])
+    run_plan(plans / "tokenize" / "plan.json", ["tokenize", "--documents", str(root / "mixed" / "documents"),
+                                                                          "--tokenizer", str(corpus["tokenizer"]), "--out", str(root / "tokens")])
+
+
 def test_every_stage_gives_the_same_bytes_on_every_executor(tmp_path, corpus, cluster):
-    """The same directory each time (outputs name their own paths), emptied between executors."""
+    """The same directory each time (outputs name their own paths), emptied between executors:
+    local with 1 and 2 workers, Ray on two nodes, and plans run task by task."""
     import shutil
 
     digests = {}
     root = tmp_path / "work"
-    for kind in EXECUTORS:
-        workers, ex = _executor(kind, cluster)
+    for kind in [*EXECUTORS, "run-shard"]:
         shutil.rmtree(root, ignore_errors=True)
         _copy_documents(corpus, root)
-        acct = tag(str(root / "documents"), ["gopher_quality", "pii"], "q", workers=workers, progress=False, executor=ex)
-        assert acct.balanced and acct.read == acct.kept
-        for mode in ("documents", "paragraphs", "ngrams", "minhash"):
-            cfg = DedupConfig(documents=[str(root / "documents")], mode=mode, name=f"dd_{mode}", workers=workers, buckets=3)
-            acct = dedup(cfg, progress=False, executor=ex)
-            assert acct.balanced
-        bloom = DedupConfig(documents=[str(root / "documents")], mode="paragraphs", name="dd_bloom", workers=workers,
-                            bloom_path=str(root / "filter.bin"), expected_items=50_000)
-        dedup(bloom, progress=False, executor=ex)
-        m = MixerConfig.from_dict({
-            "documents": [str(root / "documents")], "attributes": ["q", "dd_documents", "dd_paragraphs"], "output": str(root / "mixed"),
-            "rules": [{"attribute": "dd_documents", "reduce": "count", "op": ">", "value": 0, "action": "drop"}],
-            "span_edits": [{"attribute": "dd_paragraphs", "replacement": ""}], "sampling": {"books": 0.5}, "workers": workers,
-        })  # fmt: skip
-        summary = mix(m, progress=False, executor=ex)
-        assert summary["accounting"]["balanced"] and summary["accounting"]["dropped"]
-        t = tokenize(TokenizeConfig(documents=[str(root / "mixed" / "documents")], tokenizer=str(corpus["tokenizer"]),
-                                    out=str(root / "tokens"), workers=workers), progress=False, executor=ex)
-        assert t["accounting"]["balanced"]
+        if kind == "run-shard":
+            shutil.rmtree(tmp_path / "plans", ignore_errors=True)
+            _all_stages_by_plans(root, corpus, tmp_path / "plans")
+        else:
+            _all_stages(root, corpus, *_executor(kind, cluster))
         # (done-markers record their inputs' modification times, which every run makes anew; the mixer's
         # saved config records the number of workers)
         digests[kind] = digest_tree(root, skip=lambda rel: "/_shards/" in rel or "/_done/" in rel or rel.endswith("mix_config.yaml"))
-    assert digests["local-1"] == digests["local-2"] == digests["ray"]
+    assert digests["local-1"] == digests["local-2"] == digests["ray"] == digests["run-shard"]
     assert any(k.startswith("attributes/dd_minhash/") for k in digests["ray"]) and "filter.bin" in digests["ray"]
 
 
@@ -161,6 +212,30 @@ def test_a_ray_worker_killed_in_a_shard_is_retried_and_changes_nothing(tmp_path,
         assert not list(out_ray.rglob(".*.tmp"))
     finally:
         c.shutdown()
+
+
+def test_a_driver_killed_mid_stage_resumes_from_the_done_markers(tmp_path, corpus, cluster):
+    """``lmforge data tokenize --executor ray`` SIGKILLed once two shards are done: the rerun keeps
+    those two (their markers and files untouched), does the rest, and equals an undisturbed run."""
+    docs = str(corpus["root"] / "documents")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LMFORGE_CRASH")}
+    cmd = [sys.executable, "-m", "lmforge", "data", "tokenize", "--documents", docs, "--tokenizer", str(corpus["tokenizer"]), "--no-progress",
+           "--executor", "ray", "--ray-address", cluster.address]
+    out = tmp_path / "killed"
+    r = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, env={**env, "LMFORGE_KILL_DRIVER_AFTER": "2"}, timeout=600)
+    assert r.returncode == -9, r.stderr[-3000:]
+    markers = sorted((out / "_done").glob("*.json"))
+    assert len(markers) >= 2 and not (out / "tokenize_summary.json").exists()
+    before = {m.name: m.stat().st_mtime_ns for m in markers}
+    r = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = __import__("json").loads((out / "tokenize_summary.json").read_text())
+    assert s["shards_skipped"] >= 2 and s["accounting"]["balanced"]
+    assert all((out / "_done" / name).stat().st_mtime_ns == t for name, t in before.items())  # not redone
+    r = subprocess.run([*cmd, "--out", str(tmp_path / "whole")], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    skip = lambda rel: rel == "tokenize_summary.json" or rel.startswith("_done")  # noqa: E731
+    assert digest_tree(out, skip=skip) == digest_tree(tmp_path / "whole", skip=skip)
 
 
 def test_a_task_that_raises_ends_the_stage_naming_its_file(tmp_path, cluster):

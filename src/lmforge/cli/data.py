@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from lmforge.cli import data_plan
 from lmforge.cli.args import add_config_arguments, config_from_args
 from lmforge.cli.common import no_overrides
 from lmforge.corpus.dedup import DedupConfig
@@ -201,6 +202,8 @@ def cmd_data(args, overrides) -> int:
     if args.data_cmd == "mix":  # the mixer's config is YAML, so it takes --KEY=VALUE overrides
         return cmd_mix(args, overrides)
     no_overrides(overrides, f"'lmforge data {args.data_cmd}'")
+    if args.data_cmd in data_plan.COMMANDS:
+        return data_plan.COMMANDS[args.data_cmd](args)
     return _COMMANDS[args.data_cmd](args)
 
 
@@ -272,4 +275,5 @@ def add_commands(sub) -> None:
     di.add_argument("--jsonl", action="store_true", help="print JSON lines instead of text")
     di.add_argument("--out", default=None, help="write JSON lines to this file")
     di.add_argument("--full", action="store_true", help="print whole instances (default: the first 400 characters)")
+    data_plan.add_commands(dsub)
     d.set_defaults(func=cmd_data)

@@ -48,7 +48,6 @@ import contextlib
 import dataclasses
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -57,6 +56,7 @@ from typing import Any, Literal
 from lmforge.config import Config, ConfigError, atomic_write_text, option
 from lmforge.corpus.dedup_phases import cluster_phase, filter_phase, phase1, phase3, resolve_bucket
 from lmforge.corpus.executors import ExecutorConfig, run_tasks
+from lmforge.corpus.plan import scratch_directory
 from lmforge.data.documents import Accounting, DataError, attributes_path, list_shards
 from lmforge.storage import commit_file, lock_output, remove_stale_temporaries, temp_path_beside
 
@@ -157,14 +157,21 @@ def dedup(cfg: DedupConfig, *, progress: bool = True, executor: ExecutorConfig |
             for stale in d.glob(".dedup-work-*"):  # scratch of a killed run (we hold the lock: nobody else's)
                 shutil.rmtree(stale, ignore_errors=True)
             remove_stale_temporaries(d, recursive=True)
-        summary, acct, new_filter = _run(cfg, shards, outs, attr_dirs, progress, executor)
-        summary["accounting"] = acct.to_json()
-        summary["seconds"] = round(time.time() - t0, 3)
-        for d in attr_dirs:
-            atomic_write_text(d / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
-        if new_filter is not None:
-            # last: a run killed before this point left the filter as it was, so its rerun gives the same marks
-            commit_file(new_filter, cfg.bloom_path)
+        with scratch_directory(attr_dirs[0], ".dedup-work-") as work:
+            summary, acct, new_filter = _run(cfg, shards, outs, work, progress, executor)
+            summary["accounting"] = acct.to_json()
+            summary["seconds"] = round(time.time() - t0, 3)
+            for d in attr_dirs:
+                atomic_write_text(d / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
+            if new_filter is not None:
+                # last: a run killed before this point left the filter as it was, so its rerun gives the same marks
+                tmp = temp_path_beside(Path(cfg.bloom_path))
+                try:
+                    shutil.copyfile(new_filter, tmp)
+                    commit_file(tmp, cfg.bloom_path)
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
     return acct
 
 
@@ -176,10 +183,9 @@ def _buckets(cfg: DedupConfig, shards: list[Path]) -> int:
     return max(1, -(-sum(s.stat().st_size for s in shards) // BUCKET_INPUT_BYTES))
 
 
-def _run(cfg: DedupConfig, shards: list[Path], outs: list[Path], attr_dirs: list[Path], progress: bool, executor: ExecutorConfig | None):
-    """The phases over a scratch directory, each on the executor; (summary, accounting, the updated
-    Bloom filter's temporary file or None)."""
-    work = Path(tempfile.mkdtemp(prefix=".dedup-work-", dir=attr_dirs[0]))
+def _run(cfg: DedupConfig, shards: list[Path], outs: list[Path], work: Path, progress: bool, executor: ExecutorConfig | None):
+    """The phases over the scratch directory ``work``, each a step on the executor; (summary,
+    accounting, the updated Bloom filter's file in ``work`` or None)."""
     # spawning a worker costs ~0.5 s (numpy import): small inputs run in fewer processes (the output
     # never depends on the number of workers)
     in_bytes = sum(s.stat().st_size for s in shards)
@@ -192,49 +198,40 @@ def _run(cfg: DedupConfig, shards: list[Path], outs: list[Path], attr_dirs: list
     run = dict(workers=workers, executor=executor, progress=progress)
     summary: dict[str, Any] = {"mode": cfg.mode, "name": name, "attribute": attr, "shards": len(shards), "workers": workers}
     new_filter = None
-    try:
-        res1 = run_tasks(phase1, [dict(base, shard=str(s), index=i) for i, s in enumerate(shards)], desc=f"dedup {cfg.mode}: keys",
-                         describe=lambda t: t["shard"], **run)
-        tt = time.time()
-        if cfg.mode == "minhash":
-            (stats,) = run_tasks(cluster_phase, [{"work": str(work), "shards": len(shards), "threshold": cfg.threshold}],
-                                 desc="dedup minhash: clusters", unit="step", describe=lambda t: "clustering", **run)
-            summary.update(stats)
-            summary.update(ngram=ngram, bands=cfg.bands, rows=cfg.rows, num_perm=cfg.bands * cfg.rows, threshold=cfg.threshold, seed=cfg.seed)
-        elif exact:
-            found = run_tasks(resolve_bucket, [{"work": str(work), "bucket": j, "shards": len(shards)} for j in range(buckets)],
-                              desc=f"dedup {cfg.mode}: buckets", unit="bucket", describe=lambda t: f"bucket {t['bucket']}", **run)
-            summary.update(keys=sum(r["keys"] for r in res1), distinct_keys_per_shard=sum(r["distinct_keys"] for r in res1),
-                           keys_found_earlier=sum(r["found_earlier"] for r in found), buckets=buckets, exact=True)
-        else:
-            new_filter = str(work / "filter.bin") if not cfg.read_only else None
-            (stats,) = run_tasks(filter_phase, [{"work": str(work), "shards": len(shards), "bloom_path": cfg.bloom_path, "read_only": cfg.read_only,
-                                                 "expected_items": cfg.expected_items, "bloom_size_bytes": cfg.bloom_size_bytes,
-                                                 "fp_rate": cfg.fp_rate, "save_to": new_filter}],
-                                 desc=f"dedup {cfg.mode}: Bloom filter", unit="step", describe=lambda t: str(t["bloom_path"]), **run)
-            summary.update(keys=sum(r["keys"] for r in res1), distinct_keys_per_shard=sum(r["distinct_keys"] for r in res1),
-                           keys_found_in_filter=stats.pop("keys_found_in_filter"),
-                           bloom_filter={"path": str(cfg.bloom_path), **stats}, read_only=cfg.read_only)
-            if new_filter is not None:  # keep it past the scratch directory's removal, until it is published
-                kept = Path(temp_path_beside(Path(cfg.bloom_path)))
-                shutil.move(new_filter, kept)
-                new_filter = str(kept)
-        if cfg.mode != "minhash":
-            summary["key"] = cfg.key if cfg.mode == "documents" else None
-            if cfg.mode == "ngrams":
-                summary.update(ngram=ngram, overlap_threshold=cfg.overlap_threshold)
-            if cfg.mode == "documents":
-                summary["documents_without_key"] = sum(r.get("missing_key", 0) for r in res1)
-        serial = time.time() - tt
-        t3 = [dict(base, index=i, out=str(o), attribute=attr, overlap_threshold=cfg.overlap_threshold, read_only=cfg.read_only)
-              for i, o in enumerate(outs)]
-        res3 = run_tasks(phase3, t3, desc=f"dedup {cfg.mode}: attributes", describe=lambda t: str(shards[t["index"]]), **run)
-    except BaseException:
-        if new_filter is not None:
-            Path(new_filter).unlink(missing_ok=True)
-        raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    run["more_steps"] = True
+    res1 = run_tasks(phase1, [dict(base, shard=str(s), index=i) for i, s in enumerate(shards)], desc=f"dedup {cfg.mode}: keys",
+                     describe=lambda t: t["shard"], **run)
+    tt = time.time()
+    if cfg.mode == "minhash":
+        (stats,) = run_tasks(cluster_phase, [{"work": str(work), "shards": len(shards), "threshold": cfg.threshold}],
+                             desc="dedup minhash: clusters", unit="step", describe=lambda t: "clustering", **run)
+        summary.update(stats)
+        summary.update(ngram=ngram, bands=cfg.bands, rows=cfg.rows, num_perm=cfg.bands * cfg.rows, threshold=cfg.threshold, seed=cfg.seed)
+    elif exact:
+        found = run_tasks(resolve_bucket, [{"work": str(work), "bucket": j, "shards": len(shards)} for j in range(buckets)],
+                          desc=f"dedup {cfg.mode}: buckets", unit="bucket", describe=lambda t: f"bucket {t['bucket']}", **run)
+        summary.update(keys=sum(r["keys"] for r in res1), distinct_keys_per_shard=sum(r["distinct_keys"] for r in res1),
+                       keys_found_earlier=sum(r["found_earlier"] for r in found), buckets=buckets, exact=True)
+    else:
+        new_filter = str(work / "filter.bin") if not cfg.read_only else None
+        (stats,) = run_tasks(filter_phase, [{"work": str(work), "shards": len(shards), "bloom_path": cfg.bloom_path, "read_only": cfg.read_only,
+                                             "expected_items": cfg.expected_items, "bloom_size_bytes": cfg.bloom_size_bytes,
+                                             "fp_rate": cfg.fp_rate, "save_to": new_filter}],
+                             desc=f"dedup {cfg.mode}: Bloom filter", unit="step", describe=lambda t: str(t["bloom_path"]), **run)
+        summary.update(keys=sum(r["keys"] for r in res1), distinct_keys_per_shard=sum(r["distinct_keys"] for r in res1),
+                       keys_found_in_filter=stats.pop("keys_found_in_filter"),
+                       bloom_filter={"path": str(cfg.bloom_path), **stats}, read_only=cfg.read_only)
+    if cfg.mode != "minhash":
+        summary["key"] = cfg.key if cfg.mode == "documents" else None
+        if cfg.mode == "ngrams":
+            summary.update(ngram=ngram, overlap_threshold=cfg.overlap_threshold)
+        if cfg.mode == "documents":
+            summary["documents_without_key"] = sum(r.get("missing_key", 0) for r in res1)
+    serial = time.time() - tt
+    run["more_steps"] = False
+    t3 = [dict(base, index=i, out=str(o), attribute=attr, overlap_threshold=cfg.overlap_threshold, read_only=cfg.read_only)
+          for i, o in enumerate(outs)]
+    res3 = run_tasks(phase3, t3, desc=f"dedup {cfg.mode}: attributes", describe=lambda t: str(shards[t["index"]]), **run)
     acct = Accounting()
     for r in res1:
         acct.merge(r["acct"])

@@ -28,6 +28,7 @@ from typing import Any, Callable, Literal, Sequence
 
 from lmforge.config import Config, ConfigError, option
 from lmforge.corpus.parallel import run_parallel
+from lmforge.corpus.plan import replaying, run_step
 from lmforge.data.documents import DataError
 
 __all__ = ["RAY_INSTALL", "ExecutorConfig", "TaskFailed", "run_tasks"]
@@ -82,14 +83,42 @@ def run_tasks(
     progress: bool = True,
     on_result: Callable[[int, Any], None] | None = None,
     describe: Callable[[Any], str] = str,
+    more_steps: bool = False,
 ) -> list[Any]:
     """``[fn(t) for t in tasks]`` on the executor, results in task order; ``on_result(i, result)``
-    runs in this process as each task finishes. ``describe(task)`` names a task in errors (its file)."""
+    runs in this process as each task finishes. ``describe(task)`` names a task in errors (its file).
+
+    One call is one *step* of a stage; ``more_steps``: the stage runs further steps after this one.
+    During a plan's replay (``lmforge data run-shard``, :mod:`lmforge.corpus.plan`) the step's
+    results come from its done-markers instead, or the replay stops here."""
+    if replaying():
+        return run_step(fn, tasks, desc=desc, unit=unit, describe=describe, on_result=on_result, more_steps=more_steps)
     executor = executor or ExecutorConfig()
     executor.validate()
+    on_result = _killable(on_result)
     if executor.executor == "local":
         return run_parallel(fn, tasks, workers=workers, desc=desc, unit=unit, progress=progress, on_result=on_result)
     return _run_on_ray(fn, tasks, executor, workers=workers, desc=desc, unit=unit, progress=progress, on_result=on_result, describe=describe)
+
+
+def _killable(on_result: Callable[[int, Any], None] | None) -> Callable[[int, Any], None] | None:
+    """With ``LMFORGE_KILL_DRIVER_AFTER=N`` (the fault tests) the driver SIGKILLs itself once N tasks
+    have finished: a driver killed in the middle of a stage, whose rerun must resume."""
+    after = int(os.environ.get("LMFORGE_KILL_DRIVER_AFTER") or 0)
+    if not after:
+        return on_result
+    finished = [0]
+
+    def wrapped(i: int, result: Any) -> None:
+        if on_result is not None:
+            on_result(i, result)
+        finished[0] += 1
+        if finished[0] >= after:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return wrapped
 
 
 # --- Ray -----------------------------------------------------------------------------------------------
