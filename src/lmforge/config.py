@@ -40,8 +40,10 @@ def sha256_file(path: str | os.PathLike) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks."""
     import hashlib
 
+    from lmforge.objectstore import as_path
+
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with as_path(path).open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -307,7 +309,9 @@ class Config:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the resolved config as YAML, atomically."""
-        path = Path(path)
+        from lmforge.objectstore import as_path
+
+        path = as_path(path)
         atomic_write_text(path, self.to_yaml())
         return path
 

@@ -39,6 +39,8 @@ import threading
 from pathlib import Path
 from typing import IO, Iterator
 
+from lmforge.objectstore import RemotePath, as_path, is_url, upload
+
 __all__ = [
     "LOCK_NAME",
     "OutputLockedError",
@@ -94,10 +96,14 @@ def fsync_file(path: str | os.PathLike) -> None:
 
 def temp_path_beside(path: str | os.PathLike) -> str:
     """A new temporary file next to ``path`` (``.NAME.XXXX.tmp``) with normal permissions (mkstemp
-    makes it 0600)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    makes it 0600). For an object-store ``path``: a local file, published by one upload."""
+    path = as_path(path)
+    if isinstance(path, RemotePath):
+        where = Path(tempfile.gettempdir()) / "lmforge-uploads"
+    else:
+        where = path.parent
+    where.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=where, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     os.chmod(tmp, 0o666 & ~umask())
     return tmp
@@ -135,8 +141,17 @@ def crash_point(label: str = "") -> None:
 
 
 def commit_file(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
-    """Publish a finished, closed temporary file: fsync it, rename it to ``path``, fsync the directory."""
-    path = Path(path)
+    """Publish a finished, closed temporary file: fsync it, rename it to ``path``, fsync the directory
+    (an object-store ``path``: upload it as one object, then delete the temporary file)."""
+    path = as_path(path)
+    if isinstance(path, RemotePath):
+        crash_point(f"before publishing {path.name}")
+        try:
+            upload(tmp, path)
+        finally:
+            os.unlink(tmp)
+        crash_point(f"after publishing {path.name}")
+        return path  # type: ignore[return-value]
     fsync_file(tmp)
     crash_point(f"before publishing {path.name}")
     os.replace(tmp, path)
@@ -150,6 +165,16 @@ def durable_file(path: str | os.PathLike, mode: str = "wb") -> Iterator[tuple[IO
     """``(file, temp path)`` to write ``path`` in pieces; published by :func:`commit_file` when the
     block ends normally, deleted when it raises (or is interrupted)."""
     tmp = temp_path_beside(path)
+    if is_url(path):
+        try:
+            with open(tmp, mode) as f:
+                yield f, tmp
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        commit_file(tmp, path)
+        return
     try:
         with open(tmp, mode) as f:
             yield f, tmp
@@ -171,6 +196,8 @@ _TEMP_FILE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # temp_path_beside's n
 def remove_stale_temporaries(directory: str | os.PathLike, *, recursive: bool = False) -> int:
     """Delete the temporary files (``.NAME.XXXXXXXX.tmp``) that killed runs left in ``directory``;
     call it only while holding the directory's lock (then no live run owns them). Returns how many."""
+    if is_url(directory):  # object stores have no temporaries (an object appears whole)
+        return 0
     d = Path(directory)
     if _SHARED.get() or not d.is_dir():  # shared: another live task's temporaries may be here
         return 0
@@ -188,7 +215,7 @@ def atomic_write_bytes(path: str | os.PathLike, *chunks: bytes) -> Path:
     with durable_file(path) as (f, _):
         for chunk in chunks:
             f.write(chunk)
-    return Path(path)
+    return as_path(path)  # type: ignore[return-value]
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -270,6 +297,9 @@ def lock_output(directory: str | os.PathLike, command: str) -> Iterator[Path]:
     :class:`OutputLockedError` at once if another process holds it."""
     import fcntl
 
+    if is_url(directory):  # no flock on an object store (see lmforge.objectstore)
+        yield as_path(directory)  # type: ignore[misc]
+        return
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     key = os.path.realpath(d)

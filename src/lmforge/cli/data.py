@@ -20,13 +20,14 @@ from lmforge.cli.common import no_overrides
 from lmforge.corpus.dedup import DedupConfig
 from lmforge.corpus.executors import ExecutorConfig
 from lmforge.corpus.tokenize import TokenizeConfig
+from lmforge.objectstore import as_path
 
 
 # --- commands ---------------------------------------------------------------------------------------
 def cmd_fetch(args) -> int:
     from lmforge.corpus.fetch import fetch_corpus, format_summary
 
-    out = Path(args.out)
+    out = as_path(args.out)
     print(f"fetch: recipe {args.recipe} -> {out}", file=sys.stderr, flush=True)
     with warnings.catch_warnings():  # skipped sources are logged (SKIP lines) and listed below instead
         warnings.simplefilter("ignore", UserWarning)
@@ -104,7 +105,7 @@ def cmd_mix(args, overrides) -> int:
         print(f"warning: {w}")
     for e in acct.errors:
         print(f"error: {e}", file=sys.stderr)
-    print(f"summary: {Path(cfg.output) / 'mix_summary.json'}")
+    print(f"summary: {as_path(cfg.output) / 'mix_summary.json'}")
     return 1 if acct.errors else 0
 
 
@@ -120,7 +121,7 @@ def cmd_tokenize(args) -> int:
         f"tokenized {s['documents']:,} documents into {s['tokens']:,} {s['dtype']} tokens in {len(s['files'])} file(s) "
         f"({s['shards_skipped']} of {s['shards']} shards already done; {rate:,.0f} tokens/s); {acct.summary_line()}"
     )
-    print(f"summary: {Path(cfg.out) / 'tokenize_summary.json'}")
+    print(f"summary: {as_path(cfg.out) / 'tokenize_summary.json'}")
     for err in s["errors"]:  # damaged inputs: their earlier documents were tokenized
         print(f"error: {err}; its earlier documents were tokenized", file=sys.stderr)
     return 1 if s["errors"] else 0

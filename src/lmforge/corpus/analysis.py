@@ -27,6 +27,7 @@ import numpy as np
 from lmforge.config import atomic_write_text
 from lmforge.data.documents import Accounting, TruncatedFileError, attributes_path, list_shards, read_attributes, read_documents
 from lmforge.corpus.executors import ExecutorConfig, run_tasks
+from lmforge.objectstore import staged_directory
 from lmforge.storage import lock_output
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -163,8 +164,8 @@ def analyze(
     ``near_dup`` is ``EXPERIMENT/ATTRIBUTE_KEY`` of a near-duplicate attribute (documents where the
     key has spans count as near duplicates). ``eval_tasks=[]`` skips contamination.
     """
-    with lock_output(out_dir, "lmforge data analyze"):
-        return _analyze(paths, Path(out_dir), tokenizer=tokenizer, eval_tasks=eval_tasks, near_dup=near_dup, ngram=ngram,
+    with staged_directory(out_dir, download=False) as out, lock_output(out, "lmforge data analyze"):
+        return _analyze(paths, out, tokenizer=tokenizer, eval_tasks=eval_tasks, near_dup=near_dup, ngram=ngram,
                         workers=workers, top_k=top_k, progress=progress, executor=executor)
 
 

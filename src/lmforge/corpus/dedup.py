@@ -57,7 +57,8 @@ from lmforge.config import Config, ConfigError, atomic_write_text, option
 from lmforge.corpus.dedup_phases import cluster_phase, filter_phase, phase1, phase3, resolve_bucket
 from lmforge.corpus.executors import ExecutorConfig, run_tasks
 from lmforge.corpus.plan import scratch_directory
-from lmforge.data.documents import Accounting, DataError, attributes_path, list_shards
+from lmforge.objectstore import RemotePath
+from lmforge.data.documents import Accounting, DataError, attribute_dir, attributes_path, list_shards
 from lmforge.storage import commit_file, lock_output, remove_stale_temporaries, temp_path_beside
 
 __all__ = ["DEFAULT_NAMES", "MODES", "SUMMARY_NAME", "DedupConfig", "attribute_root", "dedup"]
@@ -121,9 +122,7 @@ class DedupConfig(Config):
 
 def attribute_root(shard: Path, name: str) -> Path:
     """``ROOT/attributes/NAME`` for a shard under ``ROOT/documents/``."""
-    parts = shard.parts
-    i = len(parts) - 1 - parts[::-1].index("documents")
-    return Path(*parts[:i], "attributes", name)
+    return attribute_dir(shard, name)
 
 
 def dedup(cfg: DedupConfig, *, progress: bool = True, executor: ExecutorConfig | None = None) -> Accounting:
@@ -155,7 +154,7 @@ def dedup(cfg: DedupConfig, *, progress: bool = True, executor: ExecutorConfig |
             locks.enter_context(lock_output(d, f"lmforge data dedup --mode {cfg.mode} --name {name}"))
         for d in attr_dirs:
             for stale in d.glob(".dedup-work-*"):  # scratch of a killed run (we hold the lock: nobody else's)
-                shutil.rmtree(stale, ignore_errors=True)
+                stale.remove_tree() if isinstance(stale, RemotePath) else shutil.rmtree(stale, ignore_errors=True)
             remove_stale_temporaries(d, recursive=True)
         with scratch_directory(attr_dirs[0], ".dedup-work-") as work:
             summary, acct, new_filter = _run(cfg, shards, outs, work, progress, executor)

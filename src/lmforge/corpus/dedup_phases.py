@@ -5,6 +5,7 @@ to the run's work directory."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -15,11 +16,50 @@ import numpy as np
 from lmforge.data.documents import Accounting, Document, TruncatedFileError, read_documents, write_attributes
 from lmforge.corpus.hashing import U64, chunks_of, hash_strings, mix64, paragraph_keys, text_chunk, word_ngram_keys
 from lmforge.corpus.minhash import cluster_minhash, minhash_params, minhash_signatures
+from lmforge.objectstore import RemotePath, as_path
 from lmforge.storage import commit_file, temp_path_beside
 
 __all__ = ["bucket_of", "cluster_phase", "filter_phase", "phase1", "phase3", "resolve_bucket", "write_attribute_rows"]
 
 _MASK64 = (1 << 64) - 1
+
+
+# --- scratch files (local, or objects beside the outputs) ------------------------------------------------
+def save_bytes(path, data: bytes) -> None:
+    if isinstance(path, RemotePath):
+        path.write_bytes(data)
+    else:
+        with open(path, "wb") as f:
+            f.write(data)
+
+
+def load_bytes(path) -> bytes:
+    return path.read_bytes()
+
+
+def save_array(path, array: np.ndarray) -> None:
+    if not isinstance(path, RemotePath):
+        np.save(path, array)
+        return
+    buf = io.BytesIO()
+    np.save(buf, array)
+    path.write_bytes(buf.getvalue())
+
+
+def save_arrays(path, arrays: dict[str, np.ndarray]) -> None:
+    if not isinstance(path, RemotePath):
+        np.savez(path, **arrays)
+        return
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    path.write_bytes(buf.getvalue())
+
+
+def load_array(path):
+    """An array (``.npy``) or a dict-like of arrays (``.npz``); never pickles."""
+    if not isinstance(path, RemotePath):
+        return np.load(path, allow_pickle=False)
+    return np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
 
 
 # --- phase 1: keys per shard -------------------------------------------------------------------------
@@ -56,7 +96,7 @@ def _local_duplicates(keys: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray,
 
 
 def phase1(task: dict[str, Any]) -> dict[str, Any]:
-    shard, work, mode = Path(task["shard"]), Path(task["work"]), task["mode"]
+    shard, work, mode = as_path(task["shard"]), as_path(task["work"]), task["mode"]
     acct = Accounting()
     docs: list[Document] = []
     try:
@@ -125,10 +165,9 @@ def phase1(task: dict[str, Any]) -> dict[str, Any]:
         if buckets:  # exact dedup by hash partitioning: this shard's distinct keys, bucket by bucket
             b = bucket_of(ukeys, buckets)
             for j in range(buckets):
-                np.save(work / f"{task['index']}.b{j}.npy", ukeys[b == j])
-    np.savez(work / f"{task['index']}.npz", **out)
-    with open(work / f"{task['index']}.ids.json", "w", encoding="utf-8") as f:
-        json.dump(ids, f)
+                save_array(work / f"{task['index']}.b{j}.npy", ukeys[b == j])
+    save_arrays(work / f"{task['index']}.npz", out)
+    save_bytes(work / f"{task['index']}.ids.json", json.dumps(ids).encode("utf-8"))
     return {"acct": acct, "docs": len(docs), **info}
 
 
@@ -143,8 +182,8 @@ def resolve_bucket(task: dict[str, Any]) -> dict[str, int]:
     there (the first occurrence in (shard, position) order wins; within a shard, phase 1 already
     marked the later ones). Reads every shard's keys of this bucket, writes one mask per shard.
     Memory: the bucket's keys, not the corpus's."""
-    work, j, n = Path(task["work"]), task["bucket"], task["shards"]
-    parts = [np.load(work / f"{i}.b{j}.npy") for i in range(n)]
+    work, j, n = as_path(task["work"]), task["bucket"], task["shards"]
+    parts = [load_array(work / f"{i}.b{j}.npy") for i in range(n)]
     keys = np.concatenate(parts) if parts else np.zeros(0, dtype=U64)
     shard = np.repeat(np.arange(n, dtype=np.int64), [len(p) for p in parts])
     order = np.lexsort((shard, keys))  # by key, then shard
@@ -156,7 +195,7 @@ def resolve_bucket(task: dict[str, Any]) -> dict[str, int]:
     earlier[order] = ~first  # the same key in an earlier shard (each shard's keys are distinct)
     offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])])
     for i in range(n):
-        np.save(work / f"{i}.b{j}.present.npy", earlier[offsets[i] : offsets[i + 1]])
+        save_array(work / f"{i}.b{j}.present.npy", earlier[offsets[i] : offsets[i + 1]])
     return {"keys": int(len(keys)), "found_earlier": int(earlier.sum())}
 
 
@@ -166,21 +205,21 @@ def filter_phase(task: dict[str, Any]) -> dict[str, Any]:
     is written to ``task["save_to"]`` (published by the driver last, after the summary)."""
     from lmforge.corpus.bloom import BloomFilter
 
-    work, n = Path(task["work"]), task["shards"]
+    work, n = as_path(task["work"]), task["shards"]
     created = False
     if task["bloom_path"] is not None and Path(task["bloom_path"]).exists():
         bf = BloomFilter.load(task["bloom_path"], read_only=task["read_only"])
     elif task["expected_items"] or task["bloom_size_bytes"]:
         bf, created = BloomFilter(task["expected_items"], task["fp_rate"], size_bytes=task["bloom_size_bytes"]), True
     else:
-        total = sum(len(np.load(work / f"{i}.npz")["ukeys"]) for i in range(n))
+        total = sum(len(load_array(work / f"{i}.npz")["ukeys"]) for i in range(n))
         bf, created = BloomFilter(max(total, 1000), task["fp_rate"]), True
     hits = 0
     for i in range(n):
-        u = np.load(work / f"{i}.npz")["ukeys"]
+        u = load_array(work / f"{i}.npz")["ukeys"]
         present = bf.contains_many(u) if task["read_only"] else bf.add_many(u, distinct=True)
         hits += int(present.sum())
-        np.save(work / f"{i}.present.npy", present)
+        save_array(work / f"{i}.present.npy", present)
     if task.get("save_to") and not task["read_only"]:
         bf.save(task["save_to"])
     return {"keys_found_in_filter": hits, "created": created, "bytes": bf.bits // 8, "k": bf.k, "items": bf.items,
@@ -190,27 +229,26 @@ def filter_phase(task: dict[str, Any]) -> dict[str, Any]:
 def _present(work: Path, i: int, buckets: int | None, ukeys: np.ndarray) -> np.ndarray:
     """Which of shard ``i``'s distinct keys an earlier shard (or the filter) has."""
     if not buckets:
-        return np.load(work / f"{i}.present.npy")
+        return load_array(work / f"{i}.present.npy")
     present = np.zeros(len(ukeys), dtype=bool)
     b = bucket_of(ukeys, buckets)
     for j in range(buckets):
-        present[b == j] = np.load(work / f"{i}.b{j}.present.npy")
+        present[b == j] = load_array(work / f"{i}.b{j}.present.npy")
     return present
 
 
 # --- phase 3: attribute files ---------------------------------------------------------------------------
 def phase3(task: dict[str, Any]) -> dict[str, int]:
-    work, i, mode, attr = Path(task["work"]), task["index"], task["mode"], task["attribute"]
-    z = np.load(work / f"{i}.npz")
-    with open(work / f"{i}.ids.json", encoding="utf-8") as f:
-        ids = json.load(f)
+    work, i, mode, attr = as_path(task["work"]), task["index"], task["mode"], task["attribute"]
+    z = load_array(work / f"{i}.npz")
+    ids = json.loads(load_bytes(work / f"{i}.ids.json"))
     lengths = z["lengths"]
     n = len(ids)
     counts = {"duplicate_documents": 0, "duplicate_spans": 0, "duplicate_chars": 0}
     rows: list[tuple[str, dict[str, list]]] = []
     if mode == "minhash":
-        cl = np.load(work / f"{i}.clusters.npy")  # cluster id (global index of the first doc) or -1
-        isdup = np.load(work / f"{i}.isdup.npy")
+        cl = load_array(work / f"{i}.clusters.npy")  # cluster id (global index of the first doc) or -1
+        isdup = load_array(work / f"{i}.isdup.npy")
         for j in range(n):
             a: dict[str, list] = {}
             if cl[j] >= 0:
@@ -266,9 +304,9 @@ def phase3(task: dict[str, Any]) -> dict[str, int]:
             counts["duplicate_chars"] = int((pe - ps).sum())
             counts["duplicate_spans"] = int(marked.sum())
             counts["duplicate_documents"] = int(np.count_nonzero(np.diff(cut)))
-            write_attribute_rows(Path(task["out"]), lines=lines)
+            write_attribute_rows(as_path(task["out"]), lines=lines)
             return counts
-    write_attribute_rows(Path(task["out"]), rows)
+    write_attribute_rows(as_path(task["out"]), rows)
     return counts
 
 
@@ -298,8 +336,8 @@ def write_attribute_rows(path: Path, rows: list[tuple[str, dict[str, list]]] | N
 
 def cluster_phase(task: dict[str, Any]) -> dict[str, Any]:
     """MinHash between the phases: LSH candidate pairs, verified, clustered (one task)."""
-    work, n_shards, threshold = Path(task["work"]), task["shards"], task["threshold"]
-    zs = [np.load(work / f"{i}.npz") for i in range(n_shards)]
+    work, n_shards, threshold = as_path(task["work"]), task["shards"], task["threshold"]
+    zs = [load_array(work / f"{i}.npz") for i in range(n_shards)]
     sizes = [len(z["lengths"]) for z in zs]
     band_keys = np.concatenate([z["band_keys"] for z in zs])
     sigs = np.concatenate([z["sig"] for z in zs])
@@ -308,7 +346,7 @@ def cluster_phase(task: dict[str, Any]) -> dict[str, Any]:
     isdup = (cluster >= 0) & (cluster != gidx)
     off = 0
     for i, n in enumerate(sizes):
-        np.save(work / f"{i}.clusters.npy", cluster[off : off + n])
-        np.save(work / f"{i}.isdup.npy", isdup[off : off + n])
+        save_array(work / f"{i}.clusters.npy", cluster[off : off + n])
+        save_array(work / f"{i}.isdup.npy", isdup[off : off + n])
         off += n
     return stats

@@ -64,6 +64,7 @@ from lmforge.config import ConfigError, sha256_file
 from lmforge.corpus.archives import FetchError, unpack
 from lmforge.corpus.fetch_config import LIMIT_DEFAULTS, ClientsConfig, RecipeConfig, SourceConfig, load_recipe
 from lmforge.corpus.executors import ExecutorConfig, run_tasks
+from lmforge.objectstore import staged_directory
 from lmforge.corpus.fetch_source import glob_regex, holdout, process_source
 from lmforge.redact import redact_secrets
 from lmforge.storage import atomic_write_text, lock_output
@@ -176,7 +177,11 @@ def fetch_corpus(
     raises :class:`lmforge.storage.OutputLockedError` before writing anything.
     """
     cfg, base = load_recipe(recipe)
-    out = Path(out_dir)
+    with staged_directory(out_dir) as out:  # a URL: fetched here, then uploaded (one object per file)
+        return _fetch(cfg, recipe, base, out, only, max_bytes_per_source, workers, force, progress, executor)
+
+
+def _fetch(cfg: RecipeConfig, recipe, base: Path, out: Path, only, max_bytes_per_source, workers, force, progress, executor) -> dict[str, Any]:
     if isinstance(only, str):
         only = [x for x in only.split(",") if x]
     if only:

@@ -44,6 +44,7 @@ from lmforge.data.documents import (
     read_documents,
 )
 from lmforge.corpus.executors import ExecutorConfig, run_tasks
+from lmforge.objectstore import as_path
 from lmforge.storage import lock_output, remove_stale_temporaries
 
 PII_MASKS = {"email": "|||EMAIL_ADDRESS|||", "phone": "|||PHONE_NUMBER|||", "ip": "|||IP_ADDRESS|||"}
@@ -276,9 +277,9 @@ def _verdict(doc: Document, attrs: dict[str, list], cfg: MixerConfig, matched: C
 
 def mix_shard(task: _ShardTask) -> dict[str, Any]:
     cfg = MixerConfig.from_dict(task.cfg)
-    out_dir = Path(cfg.output) / "documents"
+    out_dir = as_path(cfg.output) / "documents"
     suffix = {"gz": ".jsonl.gz", "zst": ".jsonl.zst", "none": ".jsonl"}[cfg.compression]
-    done_marker = Path(cfg.output) / "_shards" / f"part-{task.index:05d}.json"
+    done_marker = as_path(cfg.output) / "_shards" / f"part-{task.index:05d}.json"
     fingerprint = _shard_fingerprint(task, cfg)
     stored = _stored_result(done_marker, fingerprint)
     if stored is not None:  # finished on an earlier run, same inputs and settings, files intact
@@ -298,7 +299,7 @@ def mix_shard(task: _ShardTask) -> dict[str, Any]:
     written = 0
     parts = _Parts(out_dir, task.index, suffix, cfg.max_shard_bytes)
     try:
-        for doc, attrs in _joined(Path(task.path), cfg.attributes, acct):
+        for doc, attrs in _joined(as_path(task.path), cfg.attributes, acct):
             seen_keys.update(attrs.keys())
             source_bytes_in[doc.source] += len(doc.text.encode("utf-8"))
             reason, n = _verdict(doc, attrs, cfg, matched, edits)
@@ -346,7 +347,7 @@ def mix(cfg: MixerConfig, *, progress: bool = True, executor: ExecutorConfig | N
 
 
 def _mix_locked(cfg: MixerConfig, shards: list[Path], progress: bool, executor: ExecutorConfig | None) -> dict[str, Any]:
-    out = Path(cfg.output)
+    out = as_path(cfg.output)
     for d in (out, out / "documents", out / "_shards"):
         remove_stale_temporaries(d)  # left by killed runs (we hold the lock: no live run's)
     _remove_stale_shards(out, len(shards))
@@ -386,7 +387,7 @@ def _mix_locked(cfg: MixerConfig, shards: list[Path], progress: bool, executor: 
         "span_edits": dict(totals["span_edits"]),
         "warnings": warnings,
     }
-    atomic_write_text(Path(cfg.output) / "mix_summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(as_path(cfg.output) / "mix_summary.json", json.dumps(summary, indent=2))
     return summary
 
 

@@ -44,6 +44,7 @@ from typing import Any, Callable, Iterator, Literal, Sequence
 import numpy as np
 
 from lmforge.data.documents import Accounting, DataError
+from lmforge.objectstore import RemotePath, as_path
 from lmforge.storage import atomic_write_text, shared_outputs
 
 __all__ = [
@@ -389,7 +390,17 @@ def scratch_directory(parent: str | os.PathLike, prefix: str) -> Iterator[Path]:
         rp.store.work.mkdir(parents=True, exist_ok=True)
         yield rp.store.work
         return
-    Path(parent).mkdir(parents=True, exist_ok=True)
+    parent = as_path(parent)
+    if isinstance(parent, RemotePath):  # the tasks may run anywhere: the scratch lives beside the outputs
+        import uuid
+
+        work = parent / f"{prefix}{uuid.uuid4().hex[:12]}"
+        try:
+            yield work  # type: ignore[misc]
+        finally:
+            work.remove_tree()
+        return
+    parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     try:
         yield work

@@ -53,6 +53,7 @@ import numpy as np
 from lmforge.config import Config, ConfigError, atomic_write_text, option, sha256_file, temp_path_beside
 from lmforge.data.documents import Accounting, DataError, iter_lines, list_shards, parse_document
 from lmforge.corpus.executors import ExecutorConfig, run_tasks
+from lmforge.objectstore import as_path
 from lmforge.data.token_files import SUMMARY_NAME, MetadataRow, choose_dtype, load_tokenizer, output_name
 from lmforge.storage import commit_file, lock_output, remove_stale_temporaries
 
@@ -214,7 +215,7 @@ def _done_path(out_dir: Path, index: int) -> Path:
 
 
 def _fingerprint(task: dict[str, Any]) -> dict[str, Any]:
-    st = os.stat(task["shard"])
+    st = as_path(task["shard"]).stat()
     keys = ("shard", "index", "tokenizer_sha256", "eos_id", "bos_id", "dtype", "max_tokens_per_file", "strip_whitespace")
     fp = {"format": FORMAT, "size": st.st_size, "mtime_ns": st.st_mtime_ns, **{k: task[k] for k in keys}}
     if task.get("max_document_chars", DEFAULT_MAX_DOCUMENT_CHARS) != DEFAULT_MAX_DOCUMENT_CHARS:
@@ -253,7 +254,7 @@ class _ShardTokenizer:
     appended to ``part-{index}-*`` files, each closed before a document would overflow it."""
 
     def __init__(self, task: dict[str, Any]):
-        self.task, self.out_dir = task, Path(task["out_dir"])
+        self.task, self.out_dir = task, as_path(task["out_dir"])
         backend = _worker_tokenizer(task).backend
         self.encode = getattr(backend, "encode_batch_fast", None) or backend.encode_batch  # _fast: no offsets
         self.dtype = np.dtype(task["dtype"])
@@ -344,7 +345,7 @@ class _ShardTokenizer:
 
 def _tokenize_shard(task: dict[str, Any]) -> dict[str, Any]:
     """Tokenize one input shard into ``part-{index}-*`` files; returns a picklable result."""
-    out_dir = Path(task["out_dir"])
+    out_dir = as_path(task["out_dir"])
     if task.get("threads"):
         # must happen before the first encode in this process (the Rust pool starts then)
         os.environ.setdefault("RAYON_NUM_THREADS", str(task["threads"]))
@@ -394,7 +395,7 @@ def tokenize(cfg: TokenizeConfig, *, progress: bool = True, raise_on_error: bool
         raise DataError(f"add_bos=True but tokenizer {tokenizer_path} has no BOS token; pass bos_id= (or --bos-id) or drop add_bos")
     bos = tok.bos_token_id if cfg.add_bos else None
     dt = _resolve_dtype(cfg.dtype, tok.vocab_size)
-    out = Path(cfg.out)
+    out = as_path(cfg.out)
     with lock_output(out, "lmforge data tokenize"):  # one tokenize at a time writes OUT
         remove_stale_temporaries(out)  # left by killed runs (we hold the lock: no live run's)
         remove_stale_temporaries(out / DONE_DIR)
@@ -467,7 +468,7 @@ def _tokenize_locked(cfg: TokenizeConfig, shards: list[Path], tokenizer_path: Pa
         "shards_skipped": sum(bool(r.get("skipped")) for r in results),
         "files": files,
         "seconds": None,
-        "input_bytes": sum(os.path.getsize(s) for s in shards),
+        "input_bytes": sum(s.stat().st_size for s in shards),
     }
 
 

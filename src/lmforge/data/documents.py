@@ -27,6 +27,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from lmforge.objectstore import RemotePath, as_path
 from lmforge.storage import commit_file, temp_path_beside
 
 DOC_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".json.zst", ".json")
@@ -142,7 +143,17 @@ def list_shards(paths: Iterable[str | os.PathLike] | str | os.PathLike) -> list[
         paths = [paths]
     found: set[Path] = set()
     for p in paths:
-        p = Path(p)
+        p = as_path(p)
+        if isinstance(p, RemotePath):  # an object-store prefix, object or glob
+            if any(c in p.key for c in "*?["):
+                found.update(f for f in p.parent.glob(p.name) if is_document_file(f))
+            elif p.is_file():
+                found.add(p)
+            elif p.is_dir():
+                found.update(f for f in p.rglob("*") if is_document_file(f))
+            else:
+                raise DataError(f"{p}: no such object or prefix")
+            continue
         if p.is_dir():
             found.update(f for f in p.rglob("*") if f.is_file() and is_document_file(f))
         elif p.is_file():
@@ -152,25 +163,42 @@ def list_shards(paths: Iterable[str | os.PathLike] | str | os.PathLike) -> list[
             found.update(f for f in anchor.glob(str(p.relative_to(anchor)) if p.is_absolute() else str(p)) if f.is_file())
         else:
             raise DataError(f"{p}: no such file or directory")
-    return sorted(found)
+    return sorted(found, key=str)
 
 
-def _open_for_reading(path: Path):
+class _ClosingGzip(gzip.GzipFile):
+    """gzip over an object-store file, closing both."""
+
+    def __init__(self, raw):
+        super().__init__(fileobj=raw, mode="rb")
+        self._raw_file = raw
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._raw_file.close()
+
+
+def _open_for_reading(path):
     name = str(path)
-    if name.endswith(".gz"):
+    if name.endswith(".gz") and not isinstance(path, RemotePath):
         return gzip.open(path, "rb")
+    raw = path.open("rb") if isinstance(path, RemotePath) else open(path, "rb")
+    if name.endswith(".gz"):
+        return _ClosingGzip(raw)
     if name.endswith(".zst"):
         import zstandard
 
-        reader = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), read_across_frames=True, closefd=True)
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
         return io.BufferedReader(reader, 1 << 20)  # adds line iteration
-    return open(path, "rb")
+    return raw
 
 
 def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
     """(line number, raw bytes) of a possibly compressed file; a damaged stream raises TruncatedFileError
     after every intact line before it has been yielded."""
-    path = Path(path)
+    path = as_path(path)
     n = 0
     try:
         with _open_for_reading(path) as raw:
@@ -242,7 +270,7 @@ class AtomicWriter:
     """Write a (possibly compressed) JSONL file under a temporary name; rename on success only."""
 
     def __init__(self, path: str | os.PathLike, *, level: int = 6):
-        self.path = Path(path)
+        self.path = as_path(path)
         self._tmp = temp_path_beside(self.path)
         self._fh = _open_for_writing(self.path, self._tmp, level)  # compression follows the final name
         self.count = 0
@@ -312,12 +340,26 @@ def write_documents(path: str | os.PathLike, docs: Iterable[Document | dict[str,
 # --- attributes -------------------------------------------------------------------------------------
 def attributes_path(doc_path: str | os.PathLike, name: str) -> Path:
     """``ROOT/documents/x/y.jsonl.gz`` -> ``ROOT/attributes/NAME/x/y.jsonl.gz`` (Dolma's layout)."""
-    p = Path(doc_path)
+    p = as_path(doc_path)
     parts = p.parts
-    if "documents" not in parts:
+    if "documents" not in (parts[1:] if isinstance(p, RemotePath) else parts):
         raise DataError(f"{p}: document files must live under a 'documents' directory (Dolma layout) to have attributes")
     i = len(parts) - 1 - parts[::-1].index("documents")
+    if isinstance(p, RemotePath):
+        return RemotePath("/".join((*parts[:i], "attributes", name, *parts[i + 1 :])))  # type: ignore[return-value]
     return Path(*parts[:i], "attributes", name, *parts[i + 1 :])
+
+
+def attribute_dir(doc_path: str | os.PathLike, name: str) -> Path:
+    """``ROOT/attributes/NAME`` for a document file under ``ROOT/documents/``."""
+    p = as_path(doc_path)
+    parts = p.parts
+    if "documents" not in (parts[1:] if isinstance(p, RemotePath) else parts):
+        raise DataError(f"{p}: document files must live under a 'documents' directory (Dolma layout) to have attributes")
+    i = len(parts) - 1 - parts[::-1].index("documents")
+    if isinstance(p, RemotePath):
+        return RemotePath("/".join((*parts[:i], "attributes", name)))  # type: ignore[return-value]
+    return Path(*parts[:i], "attributes", name)
 
 
 def write_attributes(path: str | os.PathLike, rows: Iterable[tuple[str, dict[str, list]]]) -> int:

@@ -21,6 +21,7 @@ from lmforge.data.documents import (
     Accounting,
     DataError,
     TruncatedFileError,
+    attribute_dir,
     attributes_path,
     list_shards,
     read_documents,
@@ -171,6 +172,4 @@ def _tag_locked(shards: list[Path], taggers: tuple[str, ...], experiment: str, o
 
 def _experiment_dir(doc_path: str | os.PathLike, experiment: str) -> Path:
     """``ROOT/attributes/<experiment>`` for a shard under ``ROOT/documents/``."""
-    parts = Path(doc_path).parts
-    i = len(parts) - 1 - parts[::-1].index("documents")
-    return Path(*parts[:i], "attributes", experiment)
+    return attribute_dir(doc_path, experiment)
