@@ -269,3 +269,32 @@ def test_plain_jsonl_and_odd_ids(tmp_path):
     run_dedup(tmp_path / "documents", mode="paragraphs", name="pp")
     rows = list(read_attributes(tmp_path / "attributes" / "pp" / "plain.jsonl"))
     assert rows == [{"id": 'q"ü', "attributes": {"pp": [[10, 19, 1]]}}, {"id": "7", "attributes": {"pp": [[2, 12, 1]]}}]
+
+
+def test_partitioned_minhash_clusters_equal_the_single_pass_for_any_number_of_buckets():
+    """Band buckets + union-find over the verified pairs == cluster_minhash on the same signatures."""
+    from lmforge.corpus.minhash import bucket_pairs, cluster_minhash, split_bands, union_clusters
+
+    rng = np.random.default_rng(5)
+    n, bands, rows = 600, 8, 4
+    sigs = rng.integers(0, 2**32, size=(n, bands * rows), dtype=np.uint64).astype(np.uint32)
+    for i in range(0, n, 7):  # near-duplicates: copies with a few values changed, chained across shards
+        j = (i * 13) % n
+        sigs[j] = sigs[i]
+        sigs[j, rng.integers(0, bands * rows, size=3)] = rng.integers(0, 2**32, size=3, dtype=np.uint64).astype(np.uint32)
+    band_keys = np.stack([np.bitwise_xor.reduce(sigs[:, b * rows : (b + 1) * rows].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15), axis=1)
+                          for b in range(bands)], axis=1)
+    want, stats = cluster_minhash(band_keys, sigs, 0.7)
+    assert stats["clusters"] > 10
+    sizes = [150, 250, 200]
+    offsets = [0, 150, 400]
+    for buckets in (1, 3, 7):
+        shards = [split_bands(band_keys[o : o + s], sigs[o : o + s], buckets) for o, s in zip(offsets, sizes)]
+        found = [bucket_pairs([sh[p] for sh in shards], offsets, 0.7) for p in range(buckets)]
+        verified = np.unique(np.concatenate([v for _, v in found]), axis=0)
+        candidates = np.unique(np.concatenate([c for c, _ in found]), axis=0)
+        nodes, cluster = union_clusters(verified)
+        got = np.full(n, -1, dtype=np.int64)
+        got[nodes] = cluster
+        assert (got == want).all(), buckets
+        assert len(candidates) == stats["candidate_pairs"] and len(verified) == stats["verified_pairs"]

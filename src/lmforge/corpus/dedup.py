@@ -53,8 +53,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 
+import numpy as np
+
 from lmforge.config import Config, ConfigError, atomic_write_text, option
-from lmforge.corpus.dedup_phases import cluster_phase, filter_phase, phase1, phase3, resolve_bucket
+from lmforge.corpus.dedup_phases import band_bucket_phase, filter_phase, phase1, phase3, resolve_bucket, union_phase
 from lmforge.corpus.executors import ExecutorConfig, run_tasks
 from lmforge.corpus.plan import scratch_directory
 from lmforge.objectstore import RemotePath
@@ -96,7 +98,7 @@ class DedupConfig(Config):
     rows: int = option(8, help="minhash: rows per band (bands x rows permutations)")
     threshold: float = option(0.8, help="minhash: Jaccard threshold")
     seed: int = option(1, help="minhash: permutation seed")
-    buckets: int | None = option(None, help="exact modes: key buckets, each resolved by its own task (default: one per 256 MB of input; the result is the same for any number)")
+    buckets: int | None = option(None, help="exact modes and minhash: key buckets, each resolved by its own task (default: one per 256 MB of input, 64 MB for minhash; the result is the same for any number)")
     workers: int = option(1, help="processes (results do not depend on it)")
 
     def validate(self) -> None:
@@ -175,11 +177,13 @@ def dedup(cfg: DedupConfig, *, progress: bool = True, executor: ExecutorConfig |
 
 
 def _buckets(cfg: DedupConfig, shards: list[Path]) -> int:
-    """Buckets of the exact modes: ``cfg.buckets``, or one per BUCKET_INPUT_BYTES of input (the
-    result does not depend on it; memory per bucket task does)."""
+    """Buckets of the exact modes and MinHash: ``cfg.buckets``, or one per BUCKET_INPUT_BYTES of
+    input (MinHash: a quarter of that, its entries carry signatures). The result does not depend on
+    it; memory per bucket task does."""
     if cfg.buckets:
         return cfg.buckets
-    return max(1, -(-sum(s.stat().st_size for s in shards) // BUCKET_INPUT_BYTES))
+    per = BUCKET_INPUT_BYTES // 4 if cfg.mode == "minhash" else BUCKET_INPUT_BYTES
+    return max(1, -(-sum(s.stat().st_size for s in shards) // per))
 
 
 def _run(cfg: DedupConfig, shards: list[Path], outs: list[Path], work: Path, progress: bool, executor: ExecutorConfig | None):
@@ -191,7 +195,7 @@ def _run(cfg: DedupConfig, shards: list[Path], outs: list[Path], work: Path, pro
     workers = max(1, min(cfg.workers, len(shards), in_bytes // MIN_BYTES_PER_WORKER if MIN_BYTES_PER_WORKER else cfg.workers))
     name, attr, ngram = cfg.resolved_name, cfg.attribute_name or cfg.resolved_name, cfg.resolved_ngram
     exact = cfg.mode != "minhash" and cfg.bloom_path is None
-    buckets = _buckets(cfg, shards) if exact else None
+    buckets = _buckets(cfg, shards) if exact or cfg.mode == "minhash" else None
     base = {"work": str(work), "mode": cfg.mode, "key": cfg.key, "ngram": ngram, "bands": cfg.bands, "rows": cfg.rows, "seed": cfg.seed,
             "buckets": buckets}
     run = dict(workers=workers, executor=executor, progress=progress)
@@ -201,10 +205,14 @@ def _run(cfg: DedupConfig, shards: list[Path], outs: list[Path], work: Path, pro
     res1 = run_tasks(phase1, [dict(base, shard=str(s), index=i) for i, s in enumerate(shards)], desc=f"dedup {cfg.mode}: keys",
                      describe=lambda t: t["shard"], **run)
     tt = time.time()
-    if cfg.mode == "minhash":
-        (stats,) = run_tasks(cluster_phase, [{"work": str(work), "shards": len(shards), "threshold": cfg.threshold}],
-                             desc="dedup minhash: clusters", unit="step", describe=lambda t: "clustering", **run)
-        summary.update(stats)
+    if cfg.mode == "minhash":  # LSH entries bucketed by band key, each bucket's pairs found and verified, then one union-find
+        offsets = [0, *np.cumsum([r["docs"] for r in res1]).tolist()]
+        found = run_tasks(band_bucket_phase, [{"work": str(work), "bucket": j, "offsets": offsets[:-1], "threshold": cfg.threshold}
+                                              for j in range(buckets)], desc="dedup minhash: band buckets", unit="bucket",
+                          describe=lambda t: f"bucket {t['bucket']}", **run)
+        (stats,) = run_tasks(union_phase, [{"work": str(work), "buckets": buckets, "sizes": [r["docs"] for r in res1]}],
+                             desc="dedup minhash: clusters", unit="step", describe=lambda t: "union-find", **run)
+        summary.update(stats, buckets=buckets, candidate_pairs_per_bucket=sum(r["candidate_pairs"] for r in found))
         summary.update(ngram=ngram, bands=cfg.bands, rows=cfg.rows, num_perm=cfg.bands * cfg.rows, threshold=cfg.threshold, seed=cfg.seed)
     elif exact:
         found = run_tasks(resolve_bucket, [{"work": str(work), "bucket": j, "shards": len(shards)} for j in range(buckets)],

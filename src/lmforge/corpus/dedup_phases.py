@@ -5,7 +5,6 @@ to the run's work directory."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
@@ -15,51 +14,14 @@ import numpy as np
 
 from lmforge.data.documents import Accounting, Document, TruncatedFileError, read_documents, write_attributes
 from lmforge.corpus.hashing import U64, chunks_of, hash_strings, mix64, paragraph_keys, text_chunk, word_ngram_keys
-from lmforge.corpus.minhash import cluster_minhash, minhash_params, minhash_signatures
-from lmforge.objectstore import RemotePath, as_path
+from lmforge.corpus.minhash import bucket_pairs, minhash_params, minhash_signatures, split_bands, union_clusters
+from lmforge.corpus.scratch import load_array, load_bytes, save_array, save_arrays, save_bytes
+from lmforge.objectstore import as_path
 from lmforge.storage import commit_file, temp_path_beside
 
-__all__ = ["bucket_of", "cluster_phase", "filter_phase", "phase1", "phase3", "resolve_bucket", "write_attribute_rows"]
+__all__ = ["band_bucket_phase", "bucket_of", "filter_phase", "phase1", "phase3", "resolve_bucket", "union_phase", "write_attribute_rows"]
 
 _MASK64 = (1 << 64) - 1
-
-
-# --- scratch files (local, or objects beside the outputs) ------------------------------------------------
-def save_bytes(path, data: bytes) -> None:
-    if isinstance(path, RemotePath):
-        path.write_bytes(data)
-    else:
-        with open(path, "wb") as f:
-            f.write(data)
-
-
-def load_bytes(path) -> bytes:
-    return path.read_bytes()
-
-
-def save_array(path, array: np.ndarray) -> None:
-    if not isinstance(path, RemotePath):
-        np.save(path, array)
-        return
-    buf = io.BytesIO()
-    np.save(buf, array)
-    path.write_bytes(buf.getvalue())
-
-
-def save_arrays(path, arrays: dict[str, np.ndarray]) -> None:
-    if not isinstance(path, RemotePath):
-        np.savez(path, **arrays)
-        return
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    path.write_bytes(buf.getvalue())
-
-
-def load_array(path):
-    """An array (``.npy``) or a dict-like of arrays (``.npz``); never pickles."""
-    if not isinstance(path, RemotePath):
-        return np.load(path, allow_pickle=False)
-    return np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
 
 
 # --- phase 1: keys per shard -------------------------------------------------------------------------
@@ -146,7 +108,6 @@ def phase1(task: dict[str, Any]) -> dict[str, Any]:
     if mode == "minhash":
         a, b = minhash_params(task["bands"] * task["rows"], task["seed"])
         sig = minhash_signatures(keys, groups, len(docs), a, b)
-        out["sig"] = sig
         # band keys: hash of each band's rows (one column per band)
         R = task["rows"]
         bk = np.empty((len(docs), task["bands"]), dtype=U64)
@@ -155,7 +116,8 @@ def phase1(task: dict[str, Any]) -> dict[str, Any]:
             for r in range(R):
                 acc = mix64(acc ^ sig[:, j * R + r].astype(U64))
             bk[:, j] = acc
-        out["band_keys"] = bk
+        for j, part in enumerate(split_bands(bk, sig, task["buckets"])):  # LSH entries by band-key bucket
+            save_arrays(work / f"{task['index']}.m{j}.npz", part)
     else:
         ukeys, inverse, local = _local_duplicates(keys, groups)
         out.update(ukeys=ukeys, inverse=inverse, local=local, groups=groups)
@@ -334,19 +296,32 @@ def write_attribute_rows(path: Path, rows: list[tuple[str, dict[str, list]]] | N
         raise
 
 
-def cluster_phase(task: dict[str, Any]) -> dict[str, Any]:
-    """MinHash between the phases: LSH candidate pairs, verified, clustered (one task)."""
-    work, n_shards, threshold = as_path(task["work"]), task["shards"], task["threshold"]
-    zs = [load_array(work / f"{i}.npz") for i in range(n_shards)]
-    sizes = [len(z["lengths"]) for z in zs]
-    band_keys = np.concatenate([z["band_keys"] for z in zs])
-    sigs = np.concatenate([z["sig"] for z in zs])
-    cluster, stats = cluster_minhash(band_keys, sigs, threshold)
-    gidx = np.arange(len(cluster))
-    isdup = (cluster >= 0) & (cluster != gidx)
+def band_bucket_phase(task: dict[str, Any]) -> dict[str, int]:
+    """MinHash, one bucket of band keys: its candidate pairs across every shard, verified by the
+    signatures' estimated Jaccard (memory: this bucket's entries)."""
+    work, j = as_path(task["work"]), task["bucket"]
+    parts = [load_array(work / f"{i}.m{j}.npz") for i in range(len(task["offsets"]))]
+    pairs, verified = bucket_pairs([{k: z[k] for k in ("band", "key", "doc", "docs", "sig")} for z in parts], task["offsets"], task["threshold"])
+    save_array(work / f"band{j}.candidates.npy", pairs)
+    save_array(work / f"band{j}.verified.npy", verified)
+    return {"candidate_pairs": int(len(pairs)), "verified_pairs": int(len(verified))}
+
+
+def union_phase(task: dict[str, Any]) -> dict[str, int]:
+    """MinHash, after the buckets: union-find over the verified pairs, then each shard's cluster ids
+    (-1 outside clusters) and is-duplicate marks (memory: the near-duplicates and one shard)."""
+    work, sizes = as_path(task["work"]), task["sizes"]
+    cand = [load_array(work / f"band{j}.candidates.npy") for j in range(task["buckets"])]
+    ver = [load_array(work / f"band{j}.verified.npy") for j in range(task["buckets"])]
+    unique = lambda xs: np.unique(np.concatenate(xs), axis=0) if sum(map(len, xs)) else np.zeros((0, 2), dtype=np.int64)  # noqa: E731
+    candidates, verified = unique(cand), unique(ver)
+    nodes, cluster = union_clusters(verified)
     off = 0
     for i, n in enumerate(sizes):
-        save_array(work / f"{i}.clusters.npy", cluster[off : off + n])
-        save_array(work / f"{i}.isdup.npy", isdup[off : off + n])
+        lo, hi = np.searchsorted(nodes, [off, off + n])
+        cl = np.full(n, -1, dtype=np.int64)
+        cl[nodes[lo:hi] - off] = cluster[lo:hi]
+        save_array(work / f"{i}.clusters.npy", cl)
+        save_array(work / f"{i}.isdup.npy", (cl >= 0) & (cl != np.arange(off, off + n)))
         off += n
-    return stats
+    return {"candidate_pairs": int(len(candidates)), "verified_pairs": int(len(verified)), "clusters": int(len(np.unique(cluster)))}

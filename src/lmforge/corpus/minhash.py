@@ -1,5 +1,13 @@
 """MinHash signatures (multiply-shift hashing, vectorised) and LSH-bucket clustering with
-verification and union-find, for near-duplicate detection."""
+verification and union-find, for near-duplicate detection.
+
+At scale the clustering is partitioned (:func:`split_bands`, :func:`bucket_pairs`,
+:func:`union_clusters`): every shard writes its (band, band key, document, signature) entries into
+P buckets by band key; each bucket's task finds and verifies the candidate pairs among its entries
+(all entries of one band key land in one bucket, so it sees every pair of that key); one step then
+joins the verified pairs by union-find over the documents that have near-duplicates only. Memory per
+bucket task grows with the bucket, and the union's with the near-duplicates, neither with the
+corpus; the clusters equal those of :func:`cluster_minhash` for any P."""
 
 from __future__ import annotations
 
@@ -7,7 +15,7 @@ import numpy as np
 
 from lmforge.corpus.hashing import U64
 
-__all__ = ["cluster_minhash", "find_root", "minhash_params", "minhash_signatures"]
+__all__ = ["bucket_pairs", "candidate_pairs", "cluster_minhash", "find_root", "minhash_params", "minhash_signatures", "split_bands", "union_clusters"]
 
 
 def minhash_params(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -97,4 +105,76 @@ def cluster_minhash(band_keys: np.ndarray, sigs: np.ndarray, threshold: float) -
     return cluster, stats
 
 
-# --- the stage -----------------------------------------------------------------------------------------
+# --- partitioned: band buckets, then a union-find over the verified pairs ----------------------------------
+def split_bands(band_keys: np.ndarray, sigs: np.ndarray, buckets: int) -> list[dict[str, np.ndarray]]:
+    """A shard's LSH entries in ``buckets`` parts by band key: per part, ``band``, ``key`` and ``doc``
+    (the document's index in the shard) of each entry, and ``docs``/``sig``: the signatures of the
+    documents it mentions (once each)."""
+    n, bands = band_keys.shape
+    band = np.tile(np.arange(bands, dtype=np.int16), n)
+    doc = np.repeat(np.arange(n, dtype=np.int64), bands)
+    key = band_keys.reshape(-1)
+    which = (key % U64(buckets)).astype(np.int64)
+    parts = []
+    for p in range(buckets):
+        m = which == p
+        docs = np.unique(doc[m])
+        parts.append({"band": band[m], "key": key[m], "doc": doc[m], "docs": docs, "sig": sigs[docs]})
+    return parts
+
+
+def candidate_pairs(band: np.ndarray, key: np.ndarray, doc: np.ndarray) -> np.ndarray:
+    """Unique ``(lo, hi)`` document pairs of the LSH buckets among these entries: in each (band, key)
+    group, in document order, every member with the group's first and with its predecessor (what
+    :func:`cluster_minhash` pairs)."""
+    if not len(doc):
+        return np.zeros((0, 2), dtype=np.int64)
+    order = np.lexsort((doc, key, band))
+    b, k, d = band[order], key[order], doc[order]
+    new = np.r_[True, (b[1:] != b[:-1]) | (k[1:] != k[:-1])]
+    start_of = np.maximum.accumulate(np.where(new, np.arange(len(d)), 0))
+    idx = np.flatnonzero(~new)
+    pa = np.concatenate([d[start_of[idx]], d[idx - 1]])
+    pb = np.concatenate([d[idx], d[idx]])
+    lo, hi = np.minimum(pa, pb), np.maximum(pa, pb)
+    keep = lo != hi
+    if not keep.any():
+        return np.zeros((0, 2), dtype=np.int64)
+    return np.unique(np.stack([lo[keep], hi[keep]], axis=1), axis=0)
+
+
+def bucket_pairs(parts: list[dict[str, np.ndarray]], offsets: list[int], threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """One bucket: every shard's part of it (``parts[i]`` of shard ``i``, whose documents start at
+    global index ``offsets[i]``) -> (candidate pairs, the verified ones), in global indices."""
+    empty = np.zeros((0, 2), dtype=np.int64)
+    if not parts:
+        return empty, empty
+    band = np.concatenate([p["band"] for p in parts])
+    key = np.concatenate([p["key"] for p in parts])
+    doc = np.concatenate([p["doc"] + off for p, off in zip(parts, offsets)])
+    pairs = candidate_pairs(band, key, doc)
+    if not len(pairs):
+        return empty, empty
+    docs = np.concatenate([p["docs"] + off for p, off in zip(parts, offsets)])  # increasing: shards in order
+    sig = np.concatenate([p["sig"] for p in parts])
+    ok = np.zeros(len(pairs), dtype=bool)
+    for i in range(0, len(pairs), 1 << 14):
+        q = pairs[i : i + (1 << 14)]
+        a, b = sig[np.searchsorted(docs, q[:, 0])], sig[np.searchsorted(docs, q[:, 1])]
+        ok[i : i + len(q)] = (a == b).mean(axis=1) >= threshold
+    return pairs, pairs[ok]
+
+
+def union_clusters(verified: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Union-find over verified pairs (global indices): (the documents in clusters, sorted; each one's
+    cluster id, the smallest index in its cluster). Memory: the near-duplicates, not the corpus."""
+    if not len(verified):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    nodes = np.unique(verified).astype(np.int64)
+    parent = np.arange(len(nodes))
+    for x, y in np.searchsorted(nodes, verified).tolist():
+        rx, ry = find_root(parent, x), find_root(parent, y)
+        if rx != ry:
+            parent[max(rx, ry)] = min(rx, ry)  # nodes are sorted: the root is the smallest document
+    roots = np.array([find_root(parent, i) for i in range(len(nodes))], dtype=np.int64)
+    return nodes, nodes[roots]
