@@ -17,7 +17,11 @@ def test_ngram_hashes_are_stable_and_positional():
     assert len(ngram_hashes(["a", "b"], 3)) == 0
 
 
-def test_counts_duplicates_and_near_duplicate_attribute(tmp_path):
+@pytest.mark.parametrize("bucket_bytes", [1 << 30, 64])  # one bucket of text hashes, or one per 64 input bytes (many)
+def test_counts_duplicates_and_near_duplicate_attribute(tmp_path, monkeypatch, bucket_bytes):
+    import lmforge.corpus.analysis as analysis
+
+    monkeypatch.setattr(analysis, "HASH_BUCKET_BYTES", bucket_bytes)
     root = tmp_path / "c"
     docs = [Document(id=f"w{i}", text=f"web page number {i} " * (i + 1), source="web") for i in range(6)]
     docs += [Document(id="b0", text="a book chapter about rivers and mountains", source="books")]
@@ -38,6 +42,7 @@ def test_counts_duplicates_and_near_duplicate_attribute(tmp_path):
     for f in ("report.md", "analysis.json", "sources.png", "lengths.png"):
         assert (tmp_path / "out" / f).is_file(), f
     assert "Exact duplicates (identical text): 1 of 8 documents" in (tmp_path / "out" / "report.md").read_text()
+    assert not list((tmp_path / "out").glob(".analyze-work-*"))  # the scratch of the counting step is gone
 
 
 @pytest.mark.network

@@ -147,14 +147,14 @@ def cmd_taggers(args) -> int:
 
 
 def cmd_eval_filter(args) -> int:
-    from lmforge.corpus.bloom import eval_set_filter
+    from lmforge.corpus.bloom import EvalFilterTask, eval_set_filter
     from lmforge.corpus.executors import run_tasks
     from lmforge.data.evalsets import DOWNSTREAM
 
     tasks = [t for t in args.tasks.split(",") if t] if args.tasks else list(DOWNSTREAM)
-    task = {"tasks": tasks, "out": args.out, "mode": args.mode, "ngram": args.ngram}
+    task = EvalFilterTask(tasks=tuple(tasks), out=args.out, mode=args.mode, ngram=args.ngram)
     (n_texts,) = run_tasks(eval_set_filter, [task], executor=_executor(args), desc="eval-filter", unit="filter", progress=args.progress,
-                           describe=lambda t: t["out"])
+                           describe=lambda t: t.out)
     print(f"Bloom filter of {n_texts:,} examples from {len(tasks)} tasks ({args.mode}, n={args.ngram}) -> {args.out}; "
           f"use: lmforge data dedup --mode {args.mode} --bloom-path {args.out} --read-only ...")
     return 0

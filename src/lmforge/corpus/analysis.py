@@ -27,12 +27,15 @@ import numpy as np
 from lmforge.config import atomic_write_text
 from lmforge.data.documents import Accounting, TruncatedFileError, attributes_path, list_shards, read_attributes, read_documents
 from lmforge.corpus.executors import ExecutorConfig, run_tasks
-from lmforge.objectstore import staged_directory
+from lmforge.corpus.plan import scratch_directory
+from lmforge.corpus.scratch import load_array, save_array
+from lmforge.objectstore import as_path, is_url, staged_directory
 from lmforge.storage import lock_output
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 LENGTH_BINS = np.arange(0, 8.01, 0.1)  # log10(characters)
 TOP_PER_SHARD = 2000
+HASH_BUCKET_BYTES = 1 << 30  # input bytes per bucket of text hashes (8 bytes a document)
 _MASK64 = (1 << 64) - 1
 
 
@@ -63,17 +66,40 @@ def words_of(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-@dataclasses.dataclass
-class _Task:
+@dataclasses.dataclass(frozen=True)
+class AnalyzeTask:
+    """One shard's work (picklable: it crosses to worker processes; holds an array, so never hashed)."""
+
     path: str
     eval_hashes: np.ndarray  # sorted unique uint64 13-gram hashes of all eval examples
     tokenizer: str | None
     near_dup_key: str | None
     near_dup_experiment: str | None
     ngram: int
+    index: int = 0
+    work: str | None = None  # scratch: the documents' text hashes go there, in ``buckets`` parts
+    buckets: int = 1
 
 
-def analyze_shard(task: _Task) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class DuplicateCountTask:
+    """One bucket of text hashes: how many documents, how many distinct texts."""
+
+    work: str
+    bucket: int
+    shards: int
+
+
+def count_bucket(task: DuplicateCountTask) -> dict[str, int]:
+    """Exact duplicates of one bucket of text hashes (every copy of a text lands in one bucket):
+    memory is the bucket's, not the corpus's."""
+    work = as_path(task.work)
+    parts = [load_array(work / f"{i}.h{task.bucket}.npy") for i in range(task.shards)]
+    hashes = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
+    return {"documents": int(len(hashes)), "distinct": int(len(np.unique(hashes)))}
+
+
+def analyze_shard(task: AnalyzeTask) -> dict[str, Any]:
     acct = Accounting()
     per_source: dict[str, Counter] = defaultdict(Counter)
     lengths: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(len(LENGTH_BINS) - 1, dtype=np.int64))
@@ -115,12 +141,17 @@ def analyze_shard(task: _Task) -> dict[str, Any]:
                     near_dups += 1
     except TruncatedFileError as e:
         acct.errors.append(str(e))
+    if task.work is not None:
+        h = np.asarray(text_hashes, dtype=np.uint64)
+        for b in range(task.buckets):
+            save_array(as_path(task.work) / f"{task.index}.h{b}.npy", h[h % np.uint64(task.buckets) == b])
     return {
         "accounting": acct.to_json(),
         "per_source": {k: dict(v) for k, v in per_source.items()},
         "lengths": {k: v.tolist() for k, v in lengths.items()},
         "ngrams": {n: c.most_common(TOP_PER_SHARD) for n, c in ngrams.items()},
-        "text_hashes": text_hashes,
+        "documents": len(text_hashes),
+        **({} if task.work is not None else {"text_hashes": text_hashes}),
         "hits": sorted(hits),
         "near_dups": near_dups,
     }
@@ -164,12 +195,13 @@ def analyze(
     ``near_dup`` is ``EXPERIMENT/ATTRIBUTE_KEY`` of a near-duplicate attribute (documents where the
     key has spans count as near duplicates). ``eval_tasks=[]`` skips contamination.
     """
-    with staged_directory(out_dir, download=False) as out, lock_output(out, "lmforge data analyze"):
-        return _analyze(paths, out, tokenizer=tokenizer, eval_tasks=eval_tasks, near_dup=near_dup, ngram=ngram,
+    with staged_directory(out_dir, download=False) as out, lock_output(out, "lmforge data analyze"), \
+            scratch_directory(out_dir if is_url(out_dir) else out, ".analyze-work-") as work:
+        return _analyze(paths, out, work, tokenizer=tokenizer, eval_tasks=eval_tasks, near_dup=near_dup, ngram=ngram,
                         workers=workers, top_k=top_k, progress=progress, executor=executor)
 
 
-def _analyze(paths, out: Path, *, tokenizer, eval_tasks, near_dup, ngram, workers, top_k, progress, executor) -> dict[str, Any]:
+def _analyze(paths, out: Path, work, *, tokenizer, eval_tasks, near_dup, ngram, workers, top_k, progress, executor) -> dict[str, Any]:
     from lmforge.data.evalsets import DOWNSTREAM
 
     shards = list_shards(paths)
@@ -177,15 +209,19 @@ def _analyze(paths, out: Path, *, tokenizer, eval_tasks, near_dup, ngram, worker
     eval_by_task, too_short = _eval_ngrams(tasks_, ngram) if tasks_ else ({}, {})
     all_hashes = np.unique(np.concatenate([h for ex in eval_by_task.values() for h in ex.values()] or [np.zeros(0, np.uint64)]))
     exp, key = (near_dup.split("/", 1) + [None])[:2] if near_dup else (None, None)
-    work = [_Task(str(p), all_hashes, tokenizer, key, exp, ngram) for p in shards]
-    results = run_tasks(analyze_shard, work, workers=workers, executor=executor, desc="analyze", progress=progress, describe=lambda t: t.path)
+    # exact duplicates by hash partitioning: each shard's text hashes in buckets, each bucket counted by its own task
+    buckets = max(1, -(-sum(p.stat().st_size for p in shards) // HASH_BUCKET_BYTES))
+    tasks = [AnalyzeTask(str(p), all_hashes, tokenizer, key, exp, ngram, index=i, work=str(work), buckets=buckets) for i, p in enumerate(shards)]
+    run = dict(workers=workers, executor=executor, progress=progress)
+    results = run_tasks(analyze_shard, tasks, desc="analyze", describe=lambda t: t.path, more_steps=True, **run)
+    dup_counts = run_tasks(count_bucket, [DuplicateCountTask(str(work), b, len(shards)) for b in range(buckets)], desc="analyze: duplicates",
+                           unit="bucket", describe=lambda t: f"bucket {t.bucket}", **run)
 
     acct = Accounting()
     per_source: dict[str, Counter] = defaultdict(Counter)
     lengths: dict[str, np.ndarray] = {}
     ngram_totals = {n: Counter() for n in (1, 2, 3)}
     hits: set[int] = set()
-    hashes: list[int] = []
     near = 0
     for r in results:
         acct.merge(Accounting.from_json(r["accounting"]))
@@ -196,12 +232,10 @@ def _analyze(paths, out: Path, *, tokenizer, eval_tasks, near_dup, ngram, worker
         for n, pairs in r["ngrams"].items():
             ngram_totals[int(n)].update(dict(pairs))
         hits.update(r["hits"])
-        hashes.extend(r["text_hashes"])
         near += r["near_dups"]
     acct.check()
-    n_docs = len(hashes)
-    _, counts = np.unique(np.asarray(hashes, dtype=np.uint64), return_counts=True) if hashes else (None, np.zeros(0))
-    exact_dups = int((counts - 1).clip(min=0).sum())
+    n_docs = sum(c["documents"] for c in dup_counts)
+    exact_dups = n_docs - sum(c["distinct"] for c in dup_counts)
     hit_arr = np.asarray(sorted(hits), dtype=np.uint64)
     contamination = {}
     for t, examples in eval_by_task.items():

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import struct
@@ -16,7 +17,7 @@ from lmforge.data.documents import DataError
 from lmforge.corpus.hashing import U64, hash_string, hash_strings, mix64, text_keys
 from lmforge.storage import atomic_write_bytes
 
-__all__ = ["BLOCK_BITS", "MAX_K", "BloomFilter", "as_hashes", "block_slack", "build_filter", "eval_set_filter"]
+__all__ = ["BLOCK_BITS", "MAX_K", "BloomFilter", "EvalFilterTask", "as_hashes", "block_slack", "build_filter", "eval_set_filter"]
 
 _MASK64 = (1 << 64) - 1
 
@@ -242,13 +243,23 @@ def build_filter(
     return bf
 
 
-def eval_set_filter(task: dict[str, Any]) -> int:
+@dataclasses.dataclass(frozen=True)
+class EvalFilterTask:
+    """The work of ``lmforge data eval-filter`` (picklable: it may run on a worker)."""
+
+    tasks: tuple[str, ...]  # downstream evaluation task names
+    out: str
+    mode: Literal["documents", "paragraphs", "ngrams"]
+    ngram: int
+
+
+def eval_set_filter(task: EvalFilterTask) -> int:
     """``lmforge data eval-filter`` as one task: the filter of the downstream evaluation sets'
-    examples (``task["tasks"]``) in ``task["mode"]``, saved to ``task["out"]``; returns how many
-    examples went in."""
+    examples (``task.tasks``) in ``task.mode``, saved to ``task.out``; returns how many examples
+    went in."""
     from lmforge.data.evalsets import EvalSets
 
     sets = EvalSets()
-    texts = [text for t in task["tasks"] for text in sets.examples(t).values()]
-    build_filter(texts, task["out"], mode=task["mode"], ngram=task["ngram"])
+    texts = [text for t in task.tasks for text in sets.examples(t).values()]
+    build_filter(texts, task.out, mode=task.mode, ngram=task.ngram)
     return len(texts)

@@ -56,7 +56,20 @@ from typing import Any, Literal
 import numpy as np
 
 from lmforge.config import Config, ConfigError, atomic_write_text, option
-from lmforge.corpus.dedup_phases import band_bucket_phase, filter_phase, phase1, phase3, resolve_bucket, union_phase
+from lmforge.corpus.dedup_phases import (
+    AttributesTask,
+    BandBucketTask,
+    BucketTask,
+    FilterTask,
+    KeysTask,
+    UnionTask,
+    band_bucket_phase,
+    filter_phase,
+    phase1,
+    phase3,
+    resolve_bucket,
+    union_phase,
+)
 from lmforge.corpus.executors import ExecutorConfig, run_tasks
 from lmforge.corpus.plan import scratch_directory
 from lmforge.objectstore import RemotePath
@@ -196,35 +209,33 @@ def _run(cfg: DedupConfig, shards: list[Path], outs: list[Path], work: Path, pro
     name, attr, ngram = cfg.resolved_name, cfg.attribute_name or cfg.resolved_name, cfg.resolved_ngram
     exact = cfg.mode != "minhash" and cfg.bloom_path is None
     buckets = _buckets(cfg, shards) if exact or cfg.mode == "minhash" else None
-    base = {"work": str(work), "mode": cfg.mode, "key": cfg.key, "ngram": ngram, "bands": cfg.bands, "rows": cfg.rows, "seed": cfg.seed,
-            "buckets": buckets}
+    w = str(work)
     run = dict(workers=workers, executor=executor, progress=progress)
     summary: dict[str, Any] = {"mode": cfg.mode, "name": name, "attribute": attr, "shards": len(shards), "workers": workers}
     new_filter = None
     run["more_steps"] = True
-    res1 = run_tasks(phase1, [dict(base, shard=str(s), index=i) for i, s in enumerate(shards)], desc=f"dedup {cfg.mode}: keys",
-                     describe=lambda t: t["shard"], **run)
+    t1 = [KeysTask(work=w, shard=str(s), index=i, mode=cfg.mode, key=cfg.key, ngram=ngram, bands=cfg.bands, rows=cfg.rows, seed=cfg.seed,
+                   buckets=buckets) for i, s in enumerate(shards)]
+    res1 = run_tasks(phase1, t1, desc=f"dedup {cfg.mode}: keys", describe=lambda t: t.shard, **run)
     tt = time.time()
     if cfg.mode == "minhash":  # LSH entries bucketed by band key, each bucket's pairs found and verified, then one union-find
-        offsets = [0, *np.cumsum([r["docs"] for r in res1]).tolist()]
-        found = run_tasks(band_bucket_phase, [{"work": str(work), "bucket": j, "offsets": offsets[:-1], "threshold": cfg.threshold}
-                                              for j in range(buckets)], desc="dedup minhash: band buckets", unit="bucket",
-                          describe=lambda t: f"bucket {t['bucket']}", **run)
-        (stats,) = run_tasks(union_phase, [{"work": str(work), "buckets": buckets, "sizes": [r["docs"] for r in res1]}],
+        offsets = (0, *np.cumsum([r["docs"] for r in res1]).tolist()[:-1])  # each shard's first document
+        found = run_tasks(band_bucket_phase, [BandBucketTask(work=w, bucket=j, offsets=offsets, threshold=cfg.threshold) for j in range(buckets)],
+                          desc="dedup minhash: band buckets", unit="bucket", describe=lambda t: f"bucket {t.bucket}", **run)
+        (stats,) = run_tasks(union_phase, [UnionTask(work=w, buckets=buckets, sizes=tuple(r["docs"] for r in res1))],
                              desc="dedup minhash: clusters", unit="step", describe=lambda t: "union-find", **run)
         summary.update(stats, buckets=buckets, candidate_pairs_per_bucket=sum(r["candidate_pairs"] for r in found))
         summary.update(ngram=ngram, bands=cfg.bands, rows=cfg.rows, num_perm=cfg.bands * cfg.rows, threshold=cfg.threshold, seed=cfg.seed)
     elif exact:
-        found = run_tasks(resolve_bucket, [{"work": str(work), "bucket": j, "shards": len(shards)} for j in range(buckets)],
-                          desc=f"dedup {cfg.mode}: buckets", unit="bucket", describe=lambda t: f"bucket {t['bucket']}", **run)
+        found = run_tasks(resolve_bucket, [BucketTask(work=w, bucket=j, shards=len(shards)) for j in range(buckets)],
+                          desc=f"dedup {cfg.mode}: buckets", unit="bucket", describe=lambda t: f"bucket {t.bucket}", **run)
         summary.update(keys=sum(r["keys"] for r in res1), distinct_keys_per_shard=sum(r["distinct_keys"] for r in res1),
                        keys_found_earlier=sum(r["found_earlier"] for r in found), buckets=buckets, exact=True)
     else:
         new_filter = str(work / "filter.bin") if not cfg.read_only else None
-        (stats,) = run_tasks(filter_phase, [{"work": str(work), "shards": len(shards), "bloom_path": cfg.bloom_path, "read_only": cfg.read_only,
-                                             "expected_items": cfg.expected_items, "bloom_size_bytes": cfg.bloom_size_bytes,
-                                             "fp_rate": cfg.fp_rate, "save_to": new_filter}],
-                             desc=f"dedup {cfg.mode}: Bloom filter", unit="step", describe=lambda t: str(t["bloom_path"]), **run)
+        task = FilterTask(work=w, shards=len(shards), bloom_path=cfg.bloom_path, read_only=cfg.read_only, expected_items=cfg.expected_items,
+                          bloom_size_bytes=cfg.bloom_size_bytes, fp_rate=cfg.fp_rate, save_to=new_filter)
+        (stats,) = run_tasks(filter_phase, [task], desc=f"dedup {cfg.mode}: Bloom filter", unit="step", describe=lambda t: str(t.bloom_path), **run)
         summary.update(keys=sum(r["keys"] for r in res1), distinct_keys_per_shard=sum(r["distinct_keys"] for r in res1),
                        keys_found_in_filter=stats.pop("keys_found_in_filter"),
                        bloom_filter={"path": str(cfg.bloom_path), **stats}, read_only=cfg.read_only)
@@ -236,9 +247,9 @@ def _run(cfg: DedupConfig, shards: list[Path], outs: list[Path], work: Path, pro
             summary["documents_without_key"] = sum(r.get("missing_key", 0) for r in res1)
     serial = time.time() - tt
     run["more_steps"] = False
-    t3 = [dict(base, index=i, out=str(o), attribute=attr, overlap_threshold=cfg.overlap_threshold, read_only=cfg.read_only)
-          for i, o in enumerate(outs)]
-    res3 = run_tasks(phase3, t3, desc=f"dedup {cfg.mode}: attributes", describe=lambda t: str(shards[t["index"]]), **run)
+    t3 = [AttributesTask(work=w, index=i, out=str(o), mode=cfg.mode, attribute=attr, buckets=buckets, overlap_threshold=cfg.overlap_threshold,
+                         read_only=cfg.read_only) for i, o in enumerate(outs)]
+    res3 = run_tasks(phase3, t3, desc=f"dedup {cfg.mode}: attributes", describe=lambda t: str(shards[t.index]), **run)
     acct = Accounting()
     for r in res1:
         acct.merge(r["acct"])

@@ -1,10 +1,12 @@
 """The per-shard work of :func:`lmforge.corpus.dedup.dedup`, run in worker processes: phase 1 computes
 a shard's keys and its local duplicates; the MinHash clustering runs between the phases in the
-driver; phase 3 writes a shard's attribute file. Tasks are plain dicts (picklable); scratch files go
-to the run's work directory."""
+driver; phase 3 writes a shard's attribute file. Each function takes one task, a frozen dataclass
+defined here (picklable: it crosses to worker processes); scratch files go to the run's work
+directory (``work``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -19,9 +21,99 @@ from lmforge.corpus.scratch import load_array, load_bytes, save_array, save_arra
 from lmforge.objectstore import as_path
 from lmforge.storage import commit_file, temp_path_beside
 
-__all__ = ["band_bucket_phase", "bucket_of", "filter_phase", "phase1", "phase3", "resolve_bucket", "union_phase", "write_attribute_rows"]
+__all__ = [
+    "AttributesTask",
+    "BandBucketTask",
+    "BucketTask",
+    "FilterTask",
+    "KeysTask",
+    "UnionTask",
+    "band_bucket_phase",
+    "bucket_of",
+    "filter_phase",
+    "phase1",
+    "phase3",
+    "resolve_bucket",
+    "union_phase",
+    "write_attribute_rows",
+]
 
 _MASK64 = (1 << 64) - 1
+
+
+# --- tasks (picklable: they cross to worker processes) -----------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class KeysTask:
+    """Phase 1 (:func:`phase1`) of one shard: its keys (and MinHash band entries) into ``work``."""
+
+    work: str
+    shard: str
+    index: int
+    mode: str
+    key: str | None  # documents mode: None/"text", "id" or a dotted path
+    ngram: int
+    bands: int
+    rows: int
+    seed: int
+    buckets: int | None  # exact modes and MinHash: key buckets; None: through a Bloom filter
+
+
+@dataclasses.dataclass(frozen=True)
+class BucketTask:
+    """Exact phase 2 (:func:`resolve_bucket`) of one key bucket across all ``shards``."""
+
+    work: str
+    bucket: int
+    shards: int
+
+
+@dataclasses.dataclass(frozen=True)
+class FilterTask:
+    """Phase 2 through a Bloom filter (:func:`filter_phase`), all ``shards`` in order."""
+
+    work: str
+    shards: int
+    bloom_path: str | None
+    read_only: bool
+    expected_items: int | None
+    bloom_size_bytes: int | None
+    fp_rate: float
+    save_to: str | None  # where the updated filter goes (None: read-only)
+
+
+@dataclasses.dataclass(frozen=True)
+class BandBucketTask:
+    """MinHash (:func:`band_bucket_phase`): one bucket of band keys; ``offsets``: each shard's first
+    document's global index."""
+
+    work: str
+    bucket: int
+    offsets: tuple[int, ...]
+    threshold: float
+
+
+@dataclasses.dataclass(frozen=True)
+class UnionTask:
+    """MinHash (:func:`union_phase`): the union-find over every bucket's verified pairs; ``sizes``:
+    each shard's number of documents."""
+
+    work: str
+    buckets: int
+    sizes: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class AttributesTask:
+    """Phase 3 (:func:`phase3`) of one shard: its attribute file ``out``."""
+
+    work: str
+    index: int
+    out: str
+    mode: str
+    attribute: str
+    buckets: int | None
+    overlap_threshold: float
+    read_only: bool
 
 
 # --- phase 1: keys per shard -------------------------------------------------------------------------
@@ -57,8 +149,8 @@ def _local_duplicates(keys: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray,
     return sk[new], inverse, groups > first_group[inverse]
 
 
-def phase1(task: dict[str, Any]) -> dict[str, Any]:
-    shard, work, mode = as_path(task["shard"]), as_path(task["work"]), task["mode"]
+def phase1(task: KeysTask) -> dict[str, Any]:
+    shard, work, mode = as_path(task.shard), as_path(task.work), task.mode
     acct = Accounting()
     docs: list[Document] = []
     try:
@@ -72,7 +164,7 @@ def phase1(task: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, np.ndarray] = {"lengths": lengths}
     info: dict[str, Any] = {}
     if mode == "documents":
-        keys_s = [_doc_key(d, task["key"]) for d in docs]
+        keys_s = [_doc_key(d, task.key) for d in docs]
         has = np.fromiter((k is not None for k in keys_s), dtype=bool, count=len(docs))
         keys = hash_strings(k for k in keys_s if k is not None)
         groups = np.flatnonzero(has).astype(np.int64)
@@ -87,10 +179,10 @@ def phase1(task: dict[str, Any]) -> dict[str, Any]:
                 k, gi = paragraph_keys(ch)
                 ng = len(ch.pstart)
             elif mode == "ngrams":
-                k, gi = word_ngram_keys(ch, ch.pstart, len(ch.pstart), task["ngram"])
+                k, gi = word_ngram_keys(ch, ch.pstart, len(ch.pstart), task.ngram)
                 ng = len(ch.pstart)
             else:  # minhash: shingles per document
-                k, gi = word_ngram_keys(ch, ch.dstart[:-1], len(chunk), task["ngram"])
+                k, gi = word_ngram_keys(ch, ch.dstart[:-1], len(chunk), task.ngram)
                 ng = len(chunk)
             key_parts.append(k)
             grp_parts.append(gi + g0)
@@ -106,30 +198,30 @@ def phase1(task: dict[str, Any]) -> dict[str, Any]:
             for kname, v in par.items():
                 out[kname] = cat(v, np.int64)
     if mode == "minhash":
-        a, b = minhash_params(task["bands"] * task["rows"], task["seed"])
+        a, b = minhash_params(task.bands * task.rows, task.seed)
         sig = minhash_signatures(keys, groups, len(docs), a, b)
         # band keys: hash of each band's rows (one column per band)
-        R = task["rows"]
-        bk = np.empty((len(docs), task["bands"]), dtype=U64)
-        for j in range(task["bands"]):
+        R = task.rows
+        bk = np.empty((len(docs), task.bands), dtype=U64)
+        for j in range(task.bands):
             acc = np.full(len(docs), ((j + 1) * 0x9E3779B97F4A7C15) & _MASK64, dtype=U64)
             for r in range(R):
                 acc = mix64(acc ^ sig[:, j * R + r].astype(U64))
             bk[:, j] = acc
-        for j, part in enumerate(split_bands(bk, sig, task["buckets"])):  # LSH entries by band-key bucket
-            save_arrays(work / f"{task['index']}.m{j}.npz", part)
+        for j, part in enumerate(split_bands(bk, sig, task.buckets)):  # LSH entries by band-key bucket
+            save_arrays(work / f"{task.index}.m{j}.npz", part)
     else:
         ukeys, inverse, local = _local_duplicates(keys, groups)
         out.update(ukeys=ukeys, inverse=inverse, local=local, groups=groups)
         info["keys"] = int(len(keys))
         info["distinct_keys"] = int(len(ukeys))
-        buckets = task.get("buckets")
+        buckets = task.buckets
         if buckets:  # exact dedup by hash partitioning: this shard's distinct keys, bucket by bucket
             b = bucket_of(ukeys, buckets)
             for j in range(buckets):
-                save_array(work / f"{task['index']}.b{j}.npy", ukeys[b == j])
-    save_arrays(work / f"{task['index']}.npz", out)
-    save_bytes(work / f"{task['index']}.ids.json", json.dumps(ids).encode("utf-8"))
+                save_array(work / f"{task.index}.b{j}.npy", ukeys[b == j])
+    save_arrays(work / f"{task.index}.npz", out)
+    save_bytes(work / f"{task.index}.ids.json", json.dumps(ids).encode("utf-8"))
     return {"acct": acct, "docs": len(docs), **info}
 
 
@@ -139,12 +231,12 @@ def bucket_of(keys: np.ndarray, buckets: int) -> np.ndarray:
 
 
 # --- phase 2: which keys occurred in an earlier shard -----------------------------------------------------
-def resolve_bucket(task: dict[str, Any]) -> dict[str, int]:
+def resolve_bucket(task: BucketTask) -> dict[str, int]:
     """Exact phase 2 for one bucket: a shard's key that some earlier shard also has is a duplicate
     there (the first occurrence in (shard, position) order wins; within a shard, phase 1 already
     marked the later ones). Reads every shard's keys of this bucket, writes one mask per shard.
     Memory: the bucket's keys, not the corpus's."""
-    work, j, n = as_path(task["work"]), task["bucket"], task["shards"]
+    work, j, n = as_path(task.work), task.bucket, task.shards
     parts = [load_array(work / f"{i}.b{j}.npy") for i in range(n)]
     keys = np.concatenate(parts) if parts else np.zeros(0, dtype=U64)
     shard = np.repeat(np.arange(n, dtype=np.int64), [len(p) for p in parts])
@@ -161,29 +253,29 @@ def resolve_bucket(task: dict[str, Any]) -> dict[str, int]:
     return {"keys": int(len(keys)), "found_earlier": int(earlier.sum())}
 
 
-def filter_phase(task: dict[str, Any]) -> dict[str, Any]:
+def filter_phase(task: FilterTask) -> dict[str, Any]:
     """Phase 2 through a Bloom filter (incremental runs and decontamination): shards in order, each
     shard's distinct keys tested against the filter, then added unless read-only. The updated filter
-    is written to ``task["save_to"]`` (published by the driver last, after the summary)."""
+    is written to ``task.save_to`` (published by the driver last, after the summary)."""
     from lmforge.corpus.bloom import BloomFilter
 
-    work, n = as_path(task["work"]), task["shards"]
+    work, n = as_path(task.work), task.shards
     created = False
-    if task["bloom_path"] is not None and Path(task["bloom_path"]).exists():
-        bf = BloomFilter.load(task["bloom_path"], read_only=task["read_only"])
-    elif task["expected_items"] or task["bloom_size_bytes"]:
-        bf, created = BloomFilter(task["expected_items"], task["fp_rate"], size_bytes=task["bloom_size_bytes"]), True
+    if task.bloom_path is not None and Path(task.bloom_path).exists():
+        bf = BloomFilter.load(task.bloom_path, read_only=task.read_only)
+    elif task.expected_items or task.bloom_size_bytes:
+        bf, created = BloomFilter(task.expected_items, task.fp_rate, size_bytes=task.bloom_size_bytes), True
     else:
         total = sum(len(load_array(work / f"{i}.npz")["ukeys"]) for i in range(n))
-        bf, created = BloomFilter(max(total, 1000), task["fp_rate"]), True
+        bf, created = BloomFilter(max(total, 1000), task.fp_rate), True
     hits = 0
     for i in range(n):
         u = load_array(work / f"{i}.npz")["ukeys"]
-        present = bf.contains_many(u) if task["read_only"] else bf.add_many(u, distinct=True)
+        present = bf.contains_many(u) if task.read_only else bf.add_many(u, distinct=True)
         hits += int(present.sum())
         save_array(work / f"{i}.present.npy", present)
-    if task.get("save_to") and not task["read_only"]:
-        bf.save(task["save_to"])
+    if task.save_to and not task.read_only:
+        bf.save(task.save_to)
     return {"keys_found_in_filter": hits, "created": created, "bytes": bf.bits // 8, "k": bf.k, "items": bf.items,
             "estimated_fp_rate": bf.estimated_fp_rate}
 
@@ -200,8 +292,8 @@ def _present(work: Path, i: int, buckets: int | None, ukeys: np.ndarray) -> np.n
 
 
 # --- phase 3: attribute files ---------------------------------------------------------------------------
-def phase3(task: dict[str, Any]) -> dict[str, int]:
-    work, i, mode, attr = as_path(task["work"]), task["index"], task["mode"], task["attribute"]
+def phase3(task: AttributesTask) -> dict[str, int]:
+    work, i, mode, attr = as_path(task.work), task.index, task.mode, task.attribute
     z = load_array(work / f"{i}.npz")
     ids = json.loads(load_bytes(work / f"{i}.ids.json"))
     lengths = z["lengths"]
@@ -223,9 +315,9 @@ def phase3(task: dict[str, Any]) -> dict[str, int]:
             rows.append((ids[j], a))
         counts["clustered_documents"] = int((cl >= 0).sum())
     else:
-        present = _present(work, i, task.get("buckets"), z["ukeys"])
+        present = _present(work, i, task.buckets, z["ukeys"])
         dup = present[z["inverse"]] if len(z["inverse"]) else np.zeros(0, dtype=bool)
-        if not task["read_only"]:  # read-only: only hits of the (unchanged) filter count
+        if not task.read_only:  # read-only: only hits of the (unchanged) filter count
             dup |= z["local"]
         groups = z["groups"]
         if mode == "documents":
@@ -249,7 +341,7 @@ def phase3(task: dict[str, Any]) -> dict[str, int]:
                 tot = np.bincount(groups, minlength=npar)
                 hit = np.bincount(groups, weights=dup, minlength=npar)
                 score = np.divide(hit, tot, out=np.zeros(npar), where=tot > 0)
-                marked = (tot > 0) & (score >= task["overlap_threshold"])
+                marked = (tot > 0) & (score >= task.overlap_threshold)
                 # float32 like dolma, stored as a JSON float; 1 stays 1.0
                 score = score.astype(np.float32).astype(float)
             m = np.flatnonzero(marked)
@@ -266,9 +358,9 @@ def phase3(task: dict[str, Any]) -> dict[str, int]:
             counts["duplicate_chars"] = int((pe - ps).sum())
             counts["duplicate_spans"] = int(marked.sum())
             counts["duplicate_documents"] = int(np.count_nonzero(np.diff(cut)))
-            write_attribute_rows(as_path(task["out"]), lines=lines)
+            write_attribute_rows(as_path(task.out), lines=lines)
             return counts
-    write_attribute_rows(as_path(task["out"]), rows)
+    write_attribute_rows(as_path(task.out), rows)
     return counts
 
 
@@ -296,23 +388,23 @@ def write_attribute_rows(path: Path, rows: list[tuple[str, dict[str, list]]] | N
         raise
 
 
-def band_bucket_phase(task: dict[str, Any]) -> dict[str, int]:
+def band_bucket_phase(task: BandBucketTask) -> dict[str, int]:
     """MinHash, one bucket of band keys: its candidate pairs across every shard, verified by the
     signatures' estimated Jaccard (memory: this bucket's entries)."""
-    work, j = as_path(task["work"]), task["bucket"]
-    parts = [load_array(work / f"{i}.m{j}.npz") for i in range(len(task["offsets"]))]
-    pairs, verified = bucket_pairs([{k: z[k] for k in ("band", "key", "doc", "docs", "sig")} for z in parts], task["offsets"], task["threshold"])
+    work, j = as_path(task.work), task.bucket
+    parts = [load_array(work / f"{i}.m{j}.npz") for i in range(len(task.offsets))]
+    pairs, verified = bucket_pairs([{k: z[k] for k in ("band", "key", "doc", "docs", "sig")} for z in parts], task.offsets, task.threshold)
     save_array(work / f"band{j}.candidates.npy", pairs)
     save_array(work / f"band{j}.verified.npy", verified)
     return {"candidate_pairs": int(len(pairs)), "verified_pairs": int(len(verified))}
 
 
-def union_phase(task: dict[str, Any]) -> dict[str, int]:
+def union_phase(task: UnionTask) -> dict[str, int]:
     """MinHash, after the buckets: union-find over the verified pairs, then each shard's cluster ids
     (-1 outside clusters) and is-duplicate marks (memory: the near-duplicates and one shard)."""
-    work, sizes = as_path(task["work"]), task["sizes"]
-    cand = [load_array(work / f"band{j}.candidates.npy") for j in range(task["buckets"])]
-    ver = [load_array(work / f"band{j}.verified.npy") for j in range(task["buckets"])]
+    work, sizes = as_path(task.work), task.sizes
+    cand = [load_array(work / f"band{j}.candidates.npy") for j in range(task.buckets)]
+    ver = [load_array(work / f"band{j}.verified.npy") for j in range(task.buckets)]
     unique = lambda xs: np.unique(np.concatenate(xs), axis=0) if sum(map(len, xs)) else np.zeros((0, 2), dtype=np.int64)  # noqa: E731
     candidates, verified = unique(cand), unique(ver)
     nodes, cluster = union_clusters(verified)

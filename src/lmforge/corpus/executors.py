@@ -141,7 +141,7 @@ def _connect(ray, cfg: ExecutorConfig, workers: int) -> bool:
     # a Ray of our own, on this machine only: its workers import what this process imports (a source
     # checkout on sys.path included)
     env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}}
-    ray.init(num_cpus=max(1, workers), include_dashboard=False, _node_ip_address="127.0.0.1", runtime_env=env, **common)
+    ray.init(address="local", num_cpus=max(1, workers), include_dashboard=False, _node_ip_address="127.0.0.1", runtime_env=env, **common)
     return True
 
 

@@ -47,6 +47,7 @@ intact; failed sources are tried again.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -65,7 +66,7 @@ from lmforge.corpus.archives import FetchError, unpack
 from lmforge.corpus.fetch_config import LIMIT_DEFAULTS, ClientsConfig, RecipeConfig, SourceConfig, load_recipe
 from lmforge.corpus.executors import ExecutorConfig, run_tasks
 from lmforge.objectstore import staged_directory
-from lmforge.corpus.fetch_source import glob_regex, holdout, process_source
+from lmforge.corpus.fetch_source import SourceTask, glob_regex, holdout, process_source
 from lmforge.redact import redact_secrets
 from lmforge.storage import atomic_write_text, lock_output
 
@@ -85,11 +86,13 @@ __all__ = [
 FORMAT_VERSION = 1  # bump when extraction changes, so reruns redo finished sources
 
 
-def _spec_hash(task: dict[str, Any]) -> str:
-    key = {k: task[k] for k in ("source", "max_bytes", "heldout_fraction", "document_source", "local_path", "format")}
+def _spec_hash(task: SourceTask) -> str:
+    """What a finished source's output depends on, as a short hash (kept in its record: the same
+    settings on a rerun resume it)."""
+    key = {k: getattr(task, k) for k in ("source", "max_bytes", "heldout_fraction", "document_source", "local_path", "format")}
     # the archive limits count only when set: a recipe that does not name them keeps its finished sources
     key["source"] = {k: v for k, v in key["source"].items() if not (k in LIMIT_DEFAULTS and v == LIMIT_DEFAULTS[k])}
-    if task["source"]["kind"] == "stdlib":
+    if task.source["kind"] == "stdlib":
         key["python"] = sys.version
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
 
@@ -217,19 +220,19 @@ def _fetch_locked(cfg: RecipeConfig, recipe, base: Path, out: Path, scratch: Pat
         local = s.local
         if local and not Path(local).expanduser().is_absolute():
             local = str((base / Path(local).expanduser()).resolve())
-        task = {
-            "source": s.to_dict(), "clients": cfg.clients.to_dict(), "imports": list(cfg.imports), "out": str(out.resolve()),
-            "max_bytes": min(caps) if caps else None, "document_source": cfg.document_source,
-            "heldout_fraction": s.heldout_fraction if s.heldout_fraction is not None else cfg.heldout_fraction,
-            "local_path": str(Path(local).expanduser()) if local else None, "keep_downloads": cfg.keep_downloads,
-            "format": FORMAT_VERSION, "previous": previous, "work": str(scratch.resolve()),
-        }
-        task["spec_hash"] = _spec_hash(task)
+        task = SourceTask(
+            source=s.to_dict(), clients=cfg.clients.to_dict(), imports=tuple(cfg.imports), out=str(out.resolve()),
+            max_bytes=min(caps) if caps else None, document_source=cfg.document_source,
+            heldout_fraction=s.heldout_fraction if s.heldout_fraction is not None else cfg.heldout_fraction,
+            local_path=str(Path(local).expanduser()) if local else None, keep_downloads=cfg.keep_downloads,
+            format=FORMAT_VERSION, previous=previous, work=str(scratch.resolve()), spec_hash="",
+        )
+        task = dataclasses.replace(task, spec_hash=_spec_hash(task))
         selected = not only or s.domain in only or s.name in only
         if not selected:
             entries[s.name] = previous or {"name": s.name, "kind": s.kind, "package": s.package, "domain": s.domain, "split": s.split,
                                            "license": s.license, "status": "not run", "reason": "not selected (--only)", "outputs": []}
-        elif not force and previous and previous.get("status") == "ok" and previous.get("spec_hash") == task["spec_hash"] and _intact(out, previous):
+        elif not force and previous and previous.get("status") == "ok" and previous.get("spec_hash") == task.spec_hash and _intact(out, previous):
             entries[s.name] = {**previous, "resumed": True}
         else:
             tasks.append(task)
@@ -243,7 +246,7 @@ def _fetch_locked(cfg: RecipeConfig, recipe, base: Path, out: Path, scratch: Pat
         _log(_describe(e), progress)
 
     run_tasks(process_source, tasks, workers=workers, executor=executor, desc="sources", unit="source", progress=progress and bool(tasks),
-              on_result=done, describe=lambda t: t["source"]["name"])
+              on_result=done, describe=lambda t: t.source["name"])
 
     ordered = [entries[s.name] for s in cfg.sources]
     for e in ordered:

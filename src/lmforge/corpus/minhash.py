@@ -11,6 +11,8 @@ corpus; the clusters equal those of :func:`cluster_minhash` for any P."""
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from lmforge.corpus.hashing import U64
@@ -143,7 +145,7 @@ def candidate_pairs(band: np.ndarray, key: np.ndarray, doc: np.ndarray) -> np.nd
     return np.unique(np.stack([lo[keep], hi[keep]], axis=1), axis=0)
 
 
-def bucket_pairs(parts: list[dict[str, np.ndarray]], offsets: list[int], threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def bucket_pairs(parts: list[dict[str, np.ndarray]], offsets: Sequence[int], threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """One bucket: every shard's part of it (``parts[i]`` of shard ``i``, whose documents start at
     global index ``offsets[i]``) -> (candidate pairs, the verified ones), in global indices."""
     empty = np.zeros((0, 2), dtype=np.int64)

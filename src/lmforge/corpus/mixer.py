@@ -174,8 +174,11 @@ def copies_for(doc_id: str, rate: float, seed: int) -> int:
 
 
 # --- one shard --------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class _ShardTask:
+@dataclasses.dataclass(frozen=True)
+class MixTask:
+    """One input shard's work (picklable: it crosses to worker processes); ``cfg``: the
+    :class:`MixerConfig` as a dict (not hashable: never used as a key)."""
+
     index: int
     path: str
     cfg: dict[str, Any]
@@ -199,7 +202,7 @@ def _joined(doc_path: Path, experiments: list[str], acct: Accounting) -> Iterato
         yield doc, attrs
 
 
-def _shard_fingerprint(task: _ShardTask, cfg: "MixerConfig") -> dict[str, Any]:
+def _shard_fingerprint(task: MixTask, cfg: "MixerConfig") -> dict[str, Any]:
     """What a shard's output depends on: its input files (document and attribute files, by size and
     mtime) and the settings (not the number of workers)."""
     settings = {k: v for k, v in task.cfg.items() if k != "workers"}
@@ -275,7 +278,7 @@ def _verdict(doc: Document, attrs: dict[str, list], cfg: MixerConfig, matched: C
     return (f"sampled out ({doc.source})", 0) if n == 0 else (None, n)
 
 
-def mix_shard(task: _ShardTask) -> dict[str, Any]:
+def mix_shard(task: MixTask) -> dict[str, Any]:
     cfg = MixerConfig.from_dict(task.cfg)
     out_dir = as_path(cfg.output) / "documents"
     suffix = {"gz": ".jsonl.gz", "zst": ".jsonl.zst", "none": ".jsonl"}[cfg.compression]
@@ -352,7 +355,7 @@ def _mix_locked(cfg: MixerConfig, shards: list[Path], progress: bool, executor: 
         remove_stale_temporaries(d)  # left by killed runs (we hold the lock: no live run's)
     _remove_stale_shards(out, len(shards))
     cfg.save(out / "mix_config.yaml")
-    tasks = [_ShardTask(i, str(p), cfg.to_dict()) for i, p in enumerate(shards)]
+    tasks = [MixTask(i, str(p), cfg.to_dict()) for i, p in enumerate(shards)]
     results = run_tasks(mix_shard, tasks, workers=cfg.workers, executor=executor, desc="mix", progress=progress, describe=lambda t: t.path)
 
     acct = Accounting()

@@ -57,7 +57,7 @@ from lmforge.objectstore import as_path
 from lmforge.data.token_files import SUMMARY_NAME, MetadataRow, choose_dtype, load_tokenizer, output_name
 from lmforge.storage import commit_file, lock_output, remove_stale_temporaries
 
-__all__ = ["DEFAULT_MAX_DOCUMENT_CHARS", "DEFAULT_MAX_TOKENS_PER_FILE", "TokenizeConfig", "tokenize"]
+__all__ = ["DEFAULT_MAX_DOCUMENT_CHARS", "DEFAULT_MAX_TOKENS_PER_FILE", "TokenizeConfig", "TokenizeTask", "tokenize"]
 
 FORMAT = "lmforge.tokenize/1"
 DONE_DIR = "_done"
@@ -102,6 +102,26 @@ class TokenizeConfig(Config):
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
 
 
+@dataclasses.dataclass(frozen=True)
+class TokenizeTask:
+    """One input shard's work (picklable: it crosses to worker processes)."""
+
+    shard: str
+    index: int
+    out_dir: str
+    tokenizer_path: str
+    tokenizer_sha256: str
+    eos_id: int
+    bos_id: int | None  # None: no BOS written
+    pad_id: int | None
+    dtype: str  # numpy dtype name
+    max_tokens_per_file: int
+    strip_whitespace: bool
+    threads: int | None = None  # Rust threads in the worker (None: the tokenizers default)
+    batch_chars: int = DEFAULT_BATCH_CHARS
+    max_document_chars: int = DEFAULT_MAX_DOCUMENT_CHARS
+
+
 # --- small pieces ----------------------------------------------------------------------------------
 def _resolve_dtype(dtype: Any, vocab_size: int) -> np.dtype:
     if dtype is None:
@@ -127,13 +147,13 @@ def _cpus() -> int:
 _WORKER_TOKENIZER: dict[tuple, Any] = {}
 
 
-def _worker_tokenizer(task: dict[str, Any]):
+def _worker_tokenizer(task: TokenizeTask):
     """The tokenizer, loaded once per process (a worker handles many shards; loading GPT-NeoX's
     file takes ~0.1 s). Keyed by sha256, so a changed file is reloaded."""
-    key = (task["tokenizer_path"], task["tokenizer_sha256"], task["eos_id"], task["bos_id"], task["pad_id"])
+    key = (task.tokenizer_path, task.tokenizer_sha256, task.eos_id, task.bos_id, task.pad_id)
     if key not in _WORKER_TOKENIZER:
         _WORKER_TOKENIZER.clear()
-        _WORKER_TOKENIZER[key] = load_tokenizer(task["tokenizer_path"], task["eos_id"], task["bos_id"], task["pad_id"])
+        _WORKER_TOKENIZER[key] = load_tokenizer(task.tokenizer_path, task.eos_id, task.bos_id, task.pad_id)
     return _WORKER_TOKENIZER[key]
 
 
@@ -214,18 +234,20 @@ def _done_path(out_dir: Path, index: int) -> Path:
     return out_dir / DONE_DIR / f"part-{index:05d}.json"
 
 
-def _fingerprint(task: dict[str, Any]) -> dict[str, Any]:
-    st = as_path(task["shard"]).stat()
+def _fingerprint(task: TokenizeTask) -> dict[str, Any]:
+    """What a shard's marker vouches for (stored in it: its keys, their order and values are part of
+    the on-disk format; ``max_document_chars`` only when not the default)."""
+    st = as_path(task.shard).stat()
     keys = ("shard", "index", "tokenizer_sha256", "eos_id", "bos_id", "dtype", "max_tokens_per_file", "strip_whitespace")
-    fp = {"format": FORMAT, "size": st.st_size, "mtime_ns": st.st_mtime_ns, **{k: task[k] for k in keys}}
-    if task.get("max_document_chars", DEFAULT_MAX_DOCUMENT_CHARS) != DEFAULT_MAX_DOCUMENT_CHARS:
-        fp["max_document_chars"] = task["max_document_chars"]
+    fp = {"format": FORMAT, "size": st.st_size, "mtime_ns": st.st_mtime_ns, **{k: getattr(task, k) for k in keys}}
+    if task.max_document_chars != DEFAULT_MAX_DOCUMENT_CHARS:
+        fp["max_document_chars"] = task.max_document_chars
     return fp
 
 
-def _complete(out_dir: Path, task: dict[str, Any]) -> dict[str, Any] | None:
+def _complete(out_dir: Path, task: TokenizeTask) -> dict[str, Any] | None:
     """The stored result of a finished shard, or None when it must be (re)done."""
-    done = _done_path(out_dir, task["index"])
+    done = _done_path(out_dir, task.index)
     try:
         marker = json.loads(done.read_text(encoding="utf-8"))
         if marker.get("fingerprint") != _fingerprint(task):
@@ -253,13 +275,13 @@ class _ShardTokenizer:
     """The documents of one shard, encoded in batches of about ``batch_chars`` characters and
     appended to ``part-{index}-*`` files, each closed before a document would overflow it."""
 
-    def __init__(self, task: dict[str, Any]):
-        self.task, self.out_dir = task, as_path(task["out_dir"])
+    def __init__(self, task: TokenizeTask):
+        self.task, self.out_dir = task, as_path(task.out_dir)
         backend = _worker_tokenizer(task).backend
         self.encode = getattr(backend, "encode_batch_fast", None) or backend.encode_batch  # _fast: no offsets
-        self.dtype = np.dtype(task["dtype"])
-        self.eos, self.bos = task["eos_id"], task["bos_id"]
-        self.src = str(task["shard"])
+        self.dtype = np.dtype(task.dtype)
+        self.eos, self.bos = task.eos_id, task.bos_id
+        self.src = str(task.shard)
         self.acct = Accounting()
         self.files: list[dict[str, Any]] = []
         self.writer: _PartWriter | None = None
@@ -291,13 +313,13 @@ class _ShardTokenizer:
         start = self.writer.tokens if self.writer is not None else 0
         for doc, (doc_id, loc) in zip(self.encoded(texts), meta):
             n = len(doc)
-            if self.writer is None or (start + n > self.task["max_tokens_per_file"] and start > 0):
+            if self.writer is None or (start + n > self.task.max_tokens_per_file and start > 0):
                 if self.writer is not None:  # roll over to the next file (a document is never split)
                     if docs:
                         self.writer.write(docs, rows)
                     self.files.append(self.writer.close())
                     docs, rows = [], []
-                self.writer = _PartWriter(self.out_dir, output_name(self.task["index"], len(self.files)), self.dtype)
+                self.writer = _PartWriter(self.out_dir, output_name(self.task.index, len(self.files)), self.dtype)
                 start = 0
             docs.append(doc)
             rows.append((start, start + n, doc_id, self.src, loc))
@@ -310,17 +332,17 @@ class _ShardTokenizer:
         """Read, encode and write the whole shard; the errors of a damaged input (what was read
         before the damage is kept)."""
         task, errors = self.task, []
-        max_chars, batch_chars = task.get("max_document_chars", DEFAULT_MAX_DOCUMENT_CHARS), task.get("batch_chars", DEFAULT_BATCH_CHARS)
+        max_chars, batch_chars = task.max_document_chars, task.batch_chars
         texts: list[str] = []
         meta: list[tuple[str, int]] = []
         chars = 0
         try:
-            for n, raw in iter_lines(task["shard"]):
+            for n, raw in iter_lines(task.shard):
                 doc = parse_document(raw, f"{self.src}:{n}", self.acct)
                 if doc is None:
                     continue
                 # parse_document already refused whitespace-only texts, so a stripped text is never empty
-                text = doc.text.strip() if task["strip_whitespace"] else doc.text
+                text = doc.text.strip() if task.strip_whitespace else doc.text
                 if len(text) > max_chars:  # bounded memory per document: counted, not a crash
                     self.acct.drop(f"longer than {max_chars:,} characters (max_document_chars)")
                     continue
@@ -343,18 +365,18 @@ class _ShardTokenizer:
             self.writer.abort()
 
 
-def _tokenize_shard(task: dict[str, Any]) -> dict[str, Any]:
+def _tokenize_shard(task: TokenizeTask) -> dict[str, Any]:
     """Tokenize one input shard into ``part-{index}-*`` files; returns a picklable result."""
-    out_dir = as_path(task["out_dir"])
-    if task.get("threads"):
+    out_dir = as_path(task.out_dir)
+    if task.threads:
         # must happen before the first encode in this process (the Rust pool starts then)
-        os.environ.setdefault("RAYON_NUM_THREADS", str(task["threads"]))
-        os.environ.setdefault("RAYON_RS_NUM_CPUS", str(task["threads"]))
+        os.environ.setdefault("RAYON_NUM_THREADS", str(task.threads))
+        os.environ.setdefault("RAYON_RS_NUM_CPUS", str(task.threads))
         os.environ["TOKENIZERS_PARALLELISM"] = "true"  # a spawned worker: Rust threads are safe
     stored = _complete(out_dir, task)
     if stored is not None:
         return {**stored, "skipped": True}
-    _remove_shard_outputs(out_dir, task["index"])
+    _remove_shard_outputs(out_dir, task.index)
     shard = _ShardTokenizer(task)
     try:
         errors = shard.run()
@@ -363,9 +385,9 @@ def _tokenize_shard(task: dict[str, Any]) -> dict[str, Any]:
         raise
     shard.acct.errors.extend(errors)
     shard.acct.check()
-    result = {"shard": shard.src, "index": task["index"], "files": shard.files, "tokens": shard.tokens,
+    result = {"shard": shard.src, "index": task.index, "files": shard.files, "tokens": shard.tokens,
               "accounting": shard.acct.to_json(), "errors": errors}
-    done = _done_path(out_dir, task["index"])
+    done = _done_path(out_dir, task.index)
     done.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(done, json.dumps({"fingerprint": _fingerprint(task), "result": result}, indent=1) + "\n")
     return {**result, "skipped": False}
@@ -429,16 +451,16 @@ def _tokenize_locked(cfg: TokenizeConfig, shards: list[Path], tokenizer_path: Pa
     sha = sha256_file(tokenizer_path)
     workers = max(1, int(cfg.workers))
     nthreads = cfg.threads or max(1, _cpus() // min(workers, len(shards)))
-    base = {
-        "out_dir": str(out), "tokenizer_path": str(tokenizer_path), "tokenizer_sha256": sha, "eos_id": tok.eos_token_id, "bos_id": bos,
-        "pad_id": tok.pad_token_id, "dtype": dt.name, "max_tokens_per_file": int(cfg.max_tokens_per_file),
-        "strip_whitespace": bool(cfg.strip_whitespace), "threads": nthreads if workers > 1 and len(shards) > 1 else cfg.threads,
-        "batch_chars": int(cfg.batch_chars), "max_document_chars": int(cfg.max_document_chars),
-    }
-    tasks = [dict(base, shard=str(s), index=i) for i, s in enumerate(shards)]
+    base = TokenizeTask(
+        shard="", index=-1, out_dir=str(out), tokenizer_path=str(tokenizer_path), tokenizer_sha256=sha, eos_id=tok.eos_token_id, bos_id=bos,
+        pad_id=tok.pad_token_id, dtype=dt.name, max_tokens_per_file=int(cfg.max_tokens_per_file),
+        strip_whitespace=bool(cfg.strip_whitespace), threads=nthreads if workers > 1 and len(shards) > 1 else cfg.threads,
+        batch_chars=int(cfg.batch_chars), max_document_chars=int(cfg.max_document_chars),
+    )
+    tasks = [dataclasses.replace(base, shard=str(s), index=i) for i, s in enumerate(shards)]
     _remove_stale(out, len(shards))
     results = run_tasks(_tokenize_shard, tasks, workers=workers, executor=executor, desc="tokenize", progress=progress,
-                        describe=lambda t: t["shard"])
+                        describe=lambda t: t.shard)
     acct = Accounting()
     files: list[dict[str, Any]] = []
     errors: list[str] = []
