@@ -148,3 +148,13 @@ def test_stage_flags_are_their_configs_fields(path, config):
         if literal:
             assert list(a.choices) == list(literal), f.name
         assert f.metadata["lmforge"]["help"] in (a.help or "").replace("%%", "%"), f.name
+
+
+def test_the_command_line_starts_without_torch():
+    """Data commands (run once per task by a scheduler) must not pay for torch's import (~0.7 s)."""
+    import subprocess
+    import sys
+
+    code = "import sys; from lmforge.cli import build_parser; build_parser(); print(sorted(m for m in ('torch', 'transformers', 'ray') if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "[]", r.stdout

@@ -298,3 +298,22 @@ def test_partitioned_minhash_clusters_equal_the_single_pass_for_any_number_of_bu
         got[nodes] = cluster
         assert (got == want).all(), buckets
         assert len(candidates) == stats["candidate_pairs"] and len(verified) == stats["verified_pairs"]
+
+
+def test_union_of_verified_pairs_equals_a_sequential_union_find():
+    """Min-label propagation gives every cluster its smallest document, chains and stars included."""
+    from lmforge.corpus.minhash import find_root, union_clusters
+
+    rng = np.random.default_rng(2)
+    graphs = [np.stack([np.arange(299), np.arange(1, 300)], 1)[::-1], np.stack([np.full(50, 7), np.arange(100, 150)], 1)]
+    graphs += [np.sort(rng.integers(0, n, size=(m, 2)), axis=1) for n, m in ((50, 40), (400, 300), (1000, 2000))]
+    for pairs in graphs:
+        pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+        nodes, cluster = union_clusters(pairs)
+        parent = np.arange(int(pairs.max()) + 1)
+        for x, y in pairs.tolist():
+            rx, ry = find_root(parent, x), find_root(parent, y)
+            if rx != ry:
+                parent[max(rx, ry)] = min(rx, ry)
+        assert (nodes == np.unique(pairs)).all()
+        assert (cluster == [find_root(parent, int(i)) for i in nodes]).all()

@@ -14,7 +14,20 @@ from typing import IO, Any
 from lmforge.cli.args import add_config_arguments, config_from_args
 from lmforge.config import ConfigError, check_sections
 from lmforge.generate.config import GenerationConfig
-from lmforge.generate.text import generate, stream as stream_text
+
+
+def generate(*args: Any, **kwargs: Any):
+    """:func:`lmforge.generate.text.generate`, imported on use (``lmforge`` must start without torch)."""
+    from lmforge.generate.text import generate as run
+
+    return run(*args, **kwargs)
+
+
+def stream_text(*args: Any, **kwargs: Any):
+    """:func:`lmforge.generate.text.stream`, imported on use."""
+    from lmforge.generate.text import stream
+
+    return stream(*args, **kwargs)
 
 EXIT_WORDS = ("exit", "quit")
 

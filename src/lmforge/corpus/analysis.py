@@ -96,7 +96,8 @@ def count_bucket(task: DuplicateCountTask) -> dict[str, int]:
     work = as_path(task.work)
     parts = [load_array(work / f"{i}.h{task.bucket}.npy") for i in range(task.shards)]
     hashes = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
-    return {"documents": int(len(hashes)), "distinct": int(len(np.unique(hashes)))}
+    hashes = np.sort(hashes)  # (np.unique is several times slower than a sort and a compare)
+    return {"documents": int(len(hashes)), "distinct": int(np.count_nonzero(hashes[1:] != hashes[:-1])) + (len(hashes) > 0)}
 
 
 def analyze_shard(task: AnalyzeTask) -> dict[str, Any]:

@@ -168,15 +168,36 @@ def bucket_pairs(parts: list[dict[str, np.ndarray]], offsets: Sequence[int], thr
 
 
 def union_clusters(verified: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Union-find over verified pairs (global indices): (the documents in clusters, sorted; each one's
-    cluster id, the smallest index in its cluster). Memory: the near-duplicates, not the corpus."""
+    """The clusters of verified pairs (global indices): (the documents in clusters, sorted; each one's
+    cluster id, the smallest index in its cluster). Memory: the near-duplicates, not the corpus.
+
+    Vectorised min-label propagation with pointer jumping (rounds ~ log of the cluster diameter;
+    2M pairs/s on one core): a label only ever decreases to the index of a document in the same
+    cluster, so when no edge joins two labels any more, every cluster carries the index of its
+    smallest document, as a sequential union-find by smallest root gives."""
     if not len(verified):
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    nodes = np.unique(verified).astype(np.int64)
-    parent = np.arange(len(nodes))
-    for x, y in np.searchsorted(nodes, verified).tolist():
-        rx, ry = find_root(parent, x), find_root(parent, y)
-        if rx != ry:
-            parent[max(rx, ry)] = min(rx, ry)  # nodes are sorted: the root is the smallest document
-    roots = np.array([find_root(parent, i) for i in range(len(nodes))], dtype=np.int64)
-    return nodes, nodes[roots]
+    # the documents and each pair's positions among them, by one sort (np.unique and searchsorted with
+    # unsorted queries are ~10x slower on large arrays)
+    flat = verified.astype(np.int64).reshape(-1)
+    order = np.argsort(flat)
+    ordered = flat[order]
+    new = np.r_[True, ordered[1:] != ordered[:-1]]
+    nodes = ordered[new]
+    position = np.empty(len(flat), dtype=np.int64)
+    position[order] = np.cumsum(new) - 1
+    a, b = position[0::2], position[1::2]
+    label = np.arange(len(nodes))
+    while True:
+        lower = np.minimum(label[a], label[b])
+        new = label.copy()
+        np.minimum.at(new, a, lower)
+        np.minimum.at(new, b, lower)
+        while True:  # pointer jumping: a label's label, until each points at a root
+            jumped = new[new]
+            if np.array_equal(jumped, new):
+                break
+            new = jumped
+        if np.array_equal(new, label):
+            return nodes, nodes[label]
+        label = new

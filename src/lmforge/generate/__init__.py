@@ -11,9 +11,22 @@ one left-padded batch with a KV cache), ``text`` (tokenizer, incremental detoken
 strings, streaming); the ``lmforge generate`` command is :mod:`lmforge.cli.generate`.
 """
 
+from importlib import import_module
+from typing import Any
+
 from lmforge.generate.config import GenerationConfig
-from lmforge.generate.decode import BatchDecoder, generate_ids
-from lmforge.generate.text import IncrementalDetokenizer, StopStringMatcher, generate, stream
+
+# imported on first use: the command line (which imports GenerationConfig for its flags) must not
+# pay for torch in commands that never generate
+_LAZY = {"generate_ids": "decode", "BatchDecoder": "decode", "IncrementalDetokenizer": "text", "StopStringMatcher": "text",
+         "generate": "text", "stream": "text"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(f"lmforge.generate.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'lmforge.generate' has no attribute {name!r}")
+
 
 __all__ = [
     "GenerationConfig",
