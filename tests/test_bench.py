@@ -152,3 +152,22 @@ def test_a_failed_agreement_check_exits_1(script, tmp_path):
     assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
     res = json.loads(next(tmp_path.glob("*.json")).read_text())  # written before exiting
     assert failed(res), res
+
+
+def test_data_dedup_scaling_tiny(tmp_path):
+    """Partitioned and Bloom paths agree, every task's memory is measured, at two tiny sizes."""
+    r = _bench("data_dedup_scaling.py", "--sizes", "1", "2", "--shard-mb", "0.5", "--bucket-mb", "0.5", "--base-mb", "1", "--reps", "1",
+               "--root", str(tmp_path / "c"), "--json", str(tmp_path / "r.json"))
+    _ok(r)
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert [row["buckets"] for row in rows] == [2, 4] and all(row["bloom_extra_spans"] == 0 for row in rows)
+    assert set(rows[1]["memory_partitioned_mb"]) == {"keys", "buckets", "attributes"} and "Bloom filter" in rows[1]["memory_bloom_mb"]
+
+
+def test_data_executors_tiny(tmp_path):
+    """The local pool and Ray write the same bytes (the script's exit status)."""
+    pytest.importorskip("ray")
+    r = _bench("data_executors.py", "--mb", "1", "--shards", "3", "--reps", "1", "--root", str(tmp_path / "c"), "--json", str(tmp_path / "r.json"))
+    _ok(r)
+    results = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert len(results) == 2 and all(v["identical"] for v in results.values())
