@@ -338,28 +338,29 @@ def write_documents(path: str | os.PathLike, docs: Iterable[Document | dict[str,
 
 
 # --- attributes -------------------------------------------------------------------------------------
-def attributes_path(doc_path: str | os.PathLike, name: str) -> Path:
-    """``ROOT/documents/x/y.jsonl.gz`` -> ``ROOT/attributes/NAME/x/y.jsonl.gz`` (Dolma's layout)."""
+def _split_at_documents(doc_path: str | os.PathLike) -> tuple[Any, tuple[str, ...], int]:
+    """(the path, its parts, the index of its last ``documents`` part); a DataError outside the layout."""
     p = as_path(doc_path)
     parts = p.parts
     if "documents" not in (parts[1:] if isinstance(p, RemotePath) else parts):
         raise DataError(f"{p}: document files must live under a 'documents' directory (Dolma layout) to have attributes")
-    i = len(parts) - 1 - parts[::-1].index("documents")
-    if isinstance(p, RemotePath):
-        return RemotePath("/".join((*parts[:i], "attributes", name, *parts[i + 1 :])))  # type: ignore[return-value]
-    return Path(*parts[:i], "attributes", name, *parts[i + 1 :])
+    return p, parts, len(parts) - 1 - parts[::-1].index("documents")
+
+
+def _joined(p: Any, parts: tuple[str, ...]) -> Path:
+    return RemotePath("/".join(parts)) if isinstance(p, RemotePath) else Path(*parts)  # type: ignore[return-value]
+
+
+def attributes_path(doc_path: str | os.PathLike, name: str) -> Path:
+    """``ROOT/documents/x/y.jsonl.gz`` -> ``ROOT/attributes/NAME/x/y.jsonl.gz`` (Dolma's layout)."""
+    p, parts, i = _split_at_documents(doc_path)
+    return _joined(p, (*parts[:i], "attributes", name, *parts[i + 1 :]))
 
 
 def attribute_dir(doc_path: str | os.PathLike, name: str) -> Path:
     """``ROOT/attributes/NAME`` for a document file under ``ROOT/documents/``."""
-    p = as_path(doc_path)
-    parts = p.parts
-    if "documents" not in (parts[1:] if isinstance(p, RemotePath) else parts):
-        raise DataError(f"{p}: document files must live under a 'documents' directory (Dolma layout) to have attributes")
-    i = len(parts) - 1 - parts[::-1].index("documents")
-    if isinstance(p, RemotePath):
-        return RemotePath("/".join((*parts[:i], "attributes", name)))  # type: ignore[return-value]
-    return Path(*parts[:i], "attributes", name)
+    p, parts, i = _split_at_documents(doc_path)
+    return _joined(p, (*parts[:i], "attributes", name))
 
 
 def write_attributes(path: str | os.PathLike, rows: Iterable[tuple[str, dict[str, list]]]) -> int:
