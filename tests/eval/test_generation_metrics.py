@@ -55,3 +55,14 @@ def test_reference_solutions_pass_and_wrong_ones_fail_in_the_sandbox():
     for r in mbpp:
         assert code_passes(r, r.gold_continuation), code_program(r, r.gold_continuation)  # " def ...\r\n": as the file has it
         assert not code_passes(r, "def nothing():\n    pass\n")
+
+
+def test_squad_exact_match_and_f1_on_known_cases():
+    from lmforge.eval.generation_metrics import squad_exact_match, squad_f1, squad_normalize
+
+    assert squad_normalize("The  Eiffel Tower!") == "eiffel tower"
+    assert squad_exact_match("the Eiffel tower.", ["Eiffel Tower", "Paris"]) == 1.0
+    assert squad_exact_match("Tower", ["Eiffel Tower"]) == 0.0
+    assert squad_f1("Tower", ["Eiffel Tower"]) == pytest.approx(2 / 3)  # precision 1, recall 1/2
+    assert squad_f1("in Paris France", ["Paris", "France"]) == pytest.approx(0.5)  # best gold: p 1/3, r 1
+    assert squad_f1("banana", ["apple"]) == 0.0 and squad_f1("", [""]) == 1.0 and squad_f1("a", ["the"]) == 1.0

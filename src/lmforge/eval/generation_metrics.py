@@ -10,6 +10,9 @@ Code (``codex_humaneval``, ``codex_mbpp``): the program is the prompt's function
 completion (HumanEval) or the completion (MBPP), then the task's tests; it passes when it exits 0 in
 :func:`lmforge.eval.sandbox.run_python`. pass@k from n samples with c passing is the unbiased
 estimator of the Codex paper, ``1 - C(n-c, k) / C(n, k)``.
+
+Short answers (SQuAD-style tasks): exact match and token F1 after the official SQuAD v1.1
+normalisation (lower case, punctuation and articles removed), the best over the gold answers.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Sequence
 from lmforge.eval.generation_requests import GenerationRequest
 
 __all__ = ["GSM8K_REGEXES_TO_IGNORE", "code_passes", "code_program", "extract_gsm8k_answer", "gsm8k_exact_match", "normalize_answer",
-           "pass_at_k"]
+           "pass_at_k", "squad_exact_match", "squad_f1", "squad_normalize"]
 
 GSM8K_REGEXES_TO_IGNORE = (",", r"\$", "(?s).*#### ", r"\.$")
 _ANSWER_IS = re.compile(r"answer is\s*:?\s*\$?\s*(-\s?)?(\d[\d,]*(?:\.\d+)?)", re.IGNORECASE)
@@ -81,3 +84,34 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     if n - c < k:
         return 1.0
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+# --- extractive QA (SQuAD, NaturalQuestions, TriviaQA, CoQA, Jeopardy): the official SQuAD v1.1 rules --------
+def squad_normalize(text: str) -> str:
+    """Lower case, no punctuation, no articles (a, an, the), single spaces."""
+    import string
+
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def squad_exact_match(prediction: str, golds: Sequence[str]) -> float:
+    return float(any(squad_normalize(prediction) == squad_normalize(g) for g in golds))
+
+
+def squad_f1(prediction: str, golds: Sequence[str]) -> float:
+    """Token-overlap F1 against the best-matching gold answer."""
+    from collections import Counter
+
+    pred = squad_normalize(prediction).split()
+    best = 0.0
+    for gold in golds:
+        ref = squad_normalize(gold).split()
+        common = sum((Counter(pred) & Counter(ref)).values())
+        if not pred or not ref:
+            best = max(best, float(pred == ref))
+        elif common:
+            p, r = common / len(pred), common / len(ref)
+            best = max(best, 2 * p * r / (p + r))
+    return best
