@@ -33,7 +33,7 @@ def by_doc(task, formulation="rc_0shot", **kw):
 # --- registry -----------------------------------------------------------------------------------
 def test_registry_and_primary_metrics():
     assert list_tasks() == [*DOWNSTREAM, "copa", "mmlu"]
-    assert len(list_tasks(subtasks=True)) == 12 + 57
+    assert len(list_tasks(subtasks=True)) == 12 + 57 + 17  # + the generative tasks' gold bpb (gsm8k:bpb, ...)
     rc = {n: TASKS[n].primary("rc_0shot") for n in list_tasks()}
     assert rc == {
         "arc_easy": "acc_per_char",

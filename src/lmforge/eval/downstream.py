@@ -34,9 +34,12 @@ from lmforge.config import ConfigError, atomic_write_text
 from lmforge.distributed import rank_and_world, unwrap
 from lmforge.eval import metrics
 from lmforge.eval.config import DownstreamEvalConfig, Pmi, pmi_setting
+from lmforge.eval.generative import GEN_METRICS
+from lmforge.eval.generative_tasks import GEN_TASKS
 from lmforge.eval.metrics import METRICS  # acc, acc_per_token, acc_per_char, acc_pmi (where PMI applies), bpb
 from lmforge.eval.requests import Example, LoglikelihoodScore
 from lmforge.eval.scoring import Tokenization, plain_batches, run_plain_batch, score_requests
+from lmforge.eval.spread import Spread
 from lmforge.formatting import format_number
 
 __all__ = [
@@ -66,7 +69,7 @@ def _spec(name: str) -> Any:
     T = _tasks_module()
     if name not in T.TASKS:
         names = T.list_tasks() if hasattr(T, "list_tasks") else list(T.TASKS)
-        raise ConfigError(f"unknown task '{name}'; tasks: {', '.join(names)} (or 'all')")
+        raise ConfigError(f"unknown task '{name}'; tasks: {', '.join(names)} (or 'all'); generative: {', '.join(GEN_TASKS)} (and TASK:bpb)")
     return T.TASKS[name]
 
 
@@ -92,7 +95,8 @@ def parse_tasks(tasks: str | Sequence[str]) -> list[str]:
     if names == ["all"]:
         return list(_tasks_module().list_tasks())
     for t in names:
-        _spec(t)
+        if t not in GEN_TASKS:
+            _spec(t)
     return list(dict.fromkeys(names))
 
 
@@ -155,6 +159,7 @@ def evaluate_tasks(
     max_length: int | None = None,
     shared_prefix: bool = True,
     pmi: Pmi = True,
+    spread: Spread | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``tasks``; returns::
 
@@ -168,6 +173,7 @@ def evaluate_tasks(
     per-subject numbers of macro-averaged tasks (MMLU). ``pmi``: see :func:`load_examples` (False or
     "primary" skip the unconditional requests that the primary metric does not need).
     ``shared_prefix=False``: every request computed on its own (for checks and benchmarks).
+    ``spread``: the processes share the batches; every process returns the one-process results.
     """
     by_task = load_examples(tasks, formulation, limit, pmi)
     owners = [name for name, exs in by_task.items() for _ in exs]
@@ -184,6 +190,7 @@ def evaluate_tasks(
         tokenization=tokenization,
         shared_prefix=shared_prefix,
         desc=f"{len(by_task)} task(s), {len(examples)} examples",
+        spread=spread,
     )
     records: list[dict[str, Any]] = []
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in by_task}
@@ -211,21 +218,40 @@ def evaluate_tasks(
 
 # --- results files ------------------------------------------------------------------------------
 def format_table(results: dict[str, Any]) -> str:
-    """Markdown: one row per task (primary metric first), then the average of the primary metrics."""
+    """Markdown: one row per task (primary metric first), then the average of the primary metrics
+    (accuracies only: bits per byte is lower-better); generative tasks in a table of their own."""
+    gen = {n: r for n, r in results["tasks"].items() if r.get("kind") == "generative"}
+    mc = {n: r for n, r in results["tasks"].items() if r.get("kind") != "generative"}
+    parts = [_mc_table(mc)] if mc else []
+    if gen:
+        parts.append(_gen_table(gen))
+    return "\n\n".join(parts)
+
+
+def _gen_table(tasks: dict[str, Any]) -> str:
+    keys = [k for k in GEN_METRICS if any(r.get(k) is not None for r in tasks.values())]
+    lines = ["| task | n | samples | primary metric | primary | " + " | ".join(keys) + " |", "|---|---:|---:|---|---:|" + "---:|" * len(keys)]
+    for name, r in tasks.items():
+        lines.append(f"| {name} | {r['n']:,} | {r.get('samples', 1)} | {r['primary_metric']} | {format_number(r['primary'])} | "
+                     + " | ".join(format_number(r.get(k)) for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def _mc_table(tasks: dict[str, Any]) -> str:
     lines = [
         "| task | n | primary metric | primary | acc | acc_per_token | acc_per_char | acc_pmi | bpb |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     prim = []
-    for name, r in results["tasks"].items():
+    for name, r in tasks.items():
         lines.append(
             f"| {name} | {r['n']:,} | {r['primary_metric']} | {format_number(r['primary'])} | "
             + " | ".join(format_number(r.get(k)) for k in METRICS)
             + " |"
         )
-        if r.get("primary") is not None:
+        if r.get("primary") is not None and r.get("primary_metric") != "bpb":
             prim.append(r["primary"])
-    if len(results["tasks"]) > 1 and prim:
+    if len(tasks) > 1 and len(prim) > 1:
         lines.append(f"| **average** | | primary | {format_number(sum(prim) / len(prim))} | | | | | |")
     return "\n".join(lines)
 
@@ -290,7 +316,7 @@ def compare_results(a_path: str | os.PathLike, b_path: str | os.PathLike, *, met
     ``metrics``: which to show (default: the primary metric, then every metric of METRICS). Tasks
     in only one file show ``-`` for the other."""
     a, b = read_results(a_path), read_results(b_path)
-    keys = list(metrics) if metrics is not None else ["primary", *METRICS]
+    keys = list(metrics) if metrics is not None else ["primary", *METRICS, *GEN_METRICS]
     lines = [
         f"A: {a.get('model')} ({a_path}; {a.get('formulation')}, {a.get('tokenization')}, {a.get('date')})",
         f"B: {b.get('model')} ({b_path}; {b.get('formulation')}, {b.get('tokenization')}, {b.get('date')})",
@@ -463,34 +489,86 @@ class DownstreamEvaluator:
 
 # --- the command ---------------------------------------------------------------------------------
 def evaluate_downstream(cfg: DownstreamEvalConfig) -> dict[str, Any]:
-    """``lmforge eval downstream``: load ``cfg.model``, evaluate ``cfg.tasks``, write the results JSON
-    (when ``cfg.out``); returns the results (:func:`evaluate_tasks`). Raises ConfigError on bad settings."""
+    """``lmforge eval downstream``: load ``cfg.model``, evaluate ``cfg.tasks`` (multiple choice and
+    generative), write the results JSON (when ``cfg.out``, by rank 0); returns the results.
+
+    Under ``torchrun`` the processes share the work (:mod:`lmforge.eval.spread`) and all return the
+    results of one process. Raises ConfigError on bad settings."""
     from lmforge.config import parse_dtype
     from lmforge.eval.loading import load_for_eval
 
     names = parse_tasks(cfg.tasks)
     dtype = parse_dtype(cfg.dtype)
     cfg.validate()
-    model, tok, device = load_for_eval(cfg.model, tokenizer=cfg.tokenizer, device=cfg.device, dtype=dtype)
-    results = evaluate_tasks(
-        model,
-        tok,
-        names,
-        formulation=cfg.formulation,
-        limit=cfg.limit,
-        batch_size=cfg.batch_size,
-        tokenization=cfg.tokenization,
-        progress=cfg.progress,
-        shared_prefix=cfg.shared_prefix,
-        pmi=pmi_setting(cfg.pmi),
-    )
-    if cfg.out is not None:
+    spread = Spread.current()
+    gen_names = [n for n in names if n in GEN_TASKS]
+    mc_names = [n for n in names if n not in GEN_TASKS]
+    device = cfg.device
+    if device is None and spread.world > 1 and torch.cuda.is_available():
+        device = f"cuda:{torch.cuda.current_device()}"
+    model, tok, device = load_for_eval(cfg.model, tokenizer=cfg.tokenizer, device=device, dtype=dtype)
+    results: dict[str, Any] = {"formulation": cfg.formulation, "tokenization": cfg.tokenization, "limit": cfg.limit,
+                               "pmi": pmi_setting(cfg.pmi), "tasks": {}, "examples": []}
+    if mc_names:
+        results = evaluate_tasks(
+            model, tok, mc_names, formulation=cfg.formulation, limit=cfg.limit, batch_size=cfg.batch_size,
+            tokenization=cfg.tokenization, progress=cfg.progress, shared_prefix=cfg.shared_prefix, pmi=pmi_setting(cfg.pmi),
+            spread=spread,
+        )
+    if gen_names:
+        from lmforge.eval.generative import evaluate_generative
+
+        backend = _generation_backend(cfg, model, tok, device, dtype, spread)
+        gen = evaluate_generative(
+            backend, gen_names, tokenizer=tok, limit=cfg.limit, chat=cfg.chat, samples=cfg.samples, temperature=cfg.temperature,
+            top_p=cfg.top_p, seed=cfg.seed, max_gen_toks=cfg.max_gen_toks, spread=spread,
+        )
+        results["tasks"].update(gen["tasks"])
+        results["examples"] += gen["examples"]
+        results["generation"] = {"backend": cfg.backend, **gen["generation"]}
+    results["tasks"] = {n: results["tasks"][n] for n in names}  # the order asked for
+    if cfg.out is not None and spread.is_main:
         write_results(
             results,
             cfg.out,
             model_path=cfg.model,
             model_config=getattr(model, "config", None),
             command=list(sys.argv),
-            extra={"device": str(device), "dtype": str(next(model.parameters()).dtype).replace("torch.", "")},
+            extra={"device": str(device), "dtype": str(next(model.parameters()).dtype).replace("torch.", ""), "processes": spread.world,
+                   **({"generation": results["generation"]} if "generation" in results else {})},
         )
+    spread.barrier()
     return results
+
+
+def _generation_backend(cfg: DownstreamEvalConfig, model: Any, tok: Any, device: Any, dtype: Any, spread: Spread):
+    """``prompts -> [Generation]`` for ``cfg.backend`` (hf and vllm need a transformers directory: an
+    lmforge checkpoint is exported to a temporary one first)."""
+    from functools import partial
+
+    from lmforge.eval.generation import generate_all
+
+    if cfg.backend == "lmforge":
+        return partial(generate_all, model, tok, batch_size=cfg.gen_batch_size, progress=cfg.progress, spread=spread)
+    if spread.world > 1:
+        raise ConfigError(f"--backend {cfg.backend} runs in one process (vLLM spreads over GPUs itself); drop torchrun")
+    from lmforge.eval import hf_generate
+
+    hf_dir = _hf_directory(cfg.model, model, tok)
+    if cfg.backend == "hf":
+        return hf_generate.hf_backend(hf_dir, batch_size=cfg.gen_batch_size, device=str(device), dtype=dtype, progress=cfg.progress)
+    return hf_generate.vllm_backend(hf_dir)
+
+
+def _hf_directory(path: str, model: Any, tok: Any) -> str:
+    """``path`` when it is a transformers directory, else an export of the loaded model to a temporary one."""
+    p = Path(path)
+    if p.is_dir() and (p / "config.json").is_file() and any(p.glob("*.safetensors")):
+        return path  # a transformers directory (lmforge checkpoints hold no config.json)
+    import tempfile
+
+    from lmforge.release import export_hf
+
+    out = Path(tempfile.mkdtemp(prefix="lmforge-hf-"))
+    export_hf(model, tok, out, overwrite=True)
+    return str(out)

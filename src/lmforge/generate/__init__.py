@@ -19,7 +19,7 @@ from lmforge.generate.config import GenerationConfig
 # imported on first use: the command line (which imports GenerationConfig for its flags) must not
 # pay for torch in commands that never generate
 _LAZY = {"generate_ids": "decode", "BatchDecoder": "decode", "IncrementalDetokenizer": "text", "StopStringMatcher": "text",
-         "generate": "text", "stream": "text"}
+         "generate": "text", "stream": "text", "RowText": "text"}
 
 
 def __getattr__(name: str) -> Any:
@@ -36,4 +36,5 @@ __all__ = [
     "BatchDecoder",
     "IncrementalDetokenizer",
     "StopStringMatcher",
+    "RowText",
 ]

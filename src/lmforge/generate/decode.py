@@ -51,6 +51,7 @@ class BatchDecoder:
         pad_token_id: int,
         eos_token_id: int | Sequence[int] | None,
         vocab_size: int | None = None,
+        row_seeds: Sequence[int] | None = None,
     ):
         gen.validate()
         if any(len(p) == 0 for p in prompts):
@@ -69,6 +70,13 @@ class BatchDecoder:
         if gen.do_sample and gen.seed is not None:
             self.generator = torch.Generator(device=self.device)
             self.generator.manual_seed(gen.seed)
+        # One generator per prompt: a row's draws then depend on its own seed only, not on which
+        # other prompts share its batch (sampled evaluation gives the same text for any batch size).
+        self.row_generators = None
+        if gen.do_sample and row_seeds is not None:
+            if len(row_seeds) != len(self.prompts):
+                raise ValueError(f"row_seeds: {len(row_seeds)} seeds for {len(self.prompts)} prompts")
+            self.row_generators = [torch.Generator(device=self.device).manual_seed(int(s)) for s in row_seeds]
         # Per-batch-row state, set up by _prefill and reindexed whenever finished rows are dropped:
         self.cache = None  # KVCache with room for the longest prompt + max_new_tokens
         self.mask: torch.Tensor | None = None  # (b, L + max_new_tokens) key mask; False = left padding
@@ -165,7 +173,10 @@ class BatchDecoder:
         scores = mask_padded_vocab(logits.float().clone(), self.vocab_size)
         if self.seen is not None:
             scores = apply_repetition_penalty(scores, self.seen, self.gen.repetition_penalty)
-        tokens = choose_next(scores, self.gen, self.generator)  # (b,)
+        if self.row_generators is not None:  # each row draws from its own generator
+            tokens = torch.cat([choose_next(scores[j : j + 1], self.gen, self.row_generators[row]) for j, row in enumerate(self.rows)])
+        else:
+            tokens = choose_next(scores, self.gen, self.generator)  # (b,)
         if self.seen is not None:
             self.seen[torch.arange(len(tokens), device=tokens.device), tokens] = True
         return tokens

@@ -108,8 +108,9 @@ class StopStringMatcher:
         return best
 
 
-class _RowText:
-    """One completion's text state: detokenizer, then stop-string matcher."""
+class RowText:
+    """One completion's text state: detokenizer, then stop-string matcher (feed it a row's tokens,
+    read the text that is final; ``stopped`` once a stop string appeared)."""
 
     CONTEXT_TOKENS = 4  # prompt tokens decoded alongside the first new ones (see IncrementalDetokenizer)
 
@@ -158,7 +159,7 @@ def _text_pieces(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str],
         vocab_size = min(vocab_size, int(tokenizer.vocab_size))
 
     decoder = BatchDecoder(model, prompt_ids, gen, pad_token_id=pad, eos_token_id=eos, vocab_size=vocab_size)
-    rows = [_RowText(tokenizer, ids, gen.stop_strings) for ids in prompt_ids]
+    rows = [RowText(tokenizer, ids, gen.stop_strings) for ids in prompt_ids]
     for step in decoder.steps():
         for row, token in step:
             state = rows[row]
