@@ -34,13 +34,9 @@ def _texts(tok) -> list[str]:
     return out
 
 
-@pytest.fixture(scope="session")
-def talker(bpe_tokenizer, tmp_path_factory):
-    from lmforge.checkpoint import save_model
-    from lmforge.release import export_hf
+def _train(tok):
     from lmforge.tokenizer.chat import get_chat_template
 
-    tok = copy.copy(bpe_tokenizer)  # the session's tokenizer stays without a template
     tok.chat_template = get_chat_template("tulu").jinja()
     stream: list[int] = []
     texts = _texts(tok)
@@ -53,21 +49,48 @@ def talker(bpe_tokenizer, tmp_path_factory):
     model = cfg.build()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     g = torch.Generator().manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(min(2, threads))
-    try:
-        for _ in range(220):
-            starts = torch.randint(0, len(data) - SEQ - 1, (16,), generator=g)
-            batch = torch.stack([data[s : s + SEQ + 1] for s in starts.tolist()])
-            logits = model(batch[:, :-1])
-            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    finally:
-        torch.set_num_threads(threads)
-    model.eval()
-    d = tmp_path_factory.mktemp("talker")
-    save_model(d / "ckpt", model, tokenizer=tok)
-    export_hf(model, tok, d / "hf")
-    return SimpleNamespace(model=model, tok=tok, ckpt=d / "ckpt", hf=d / "hf", loss=float(loss.detach()))
+    for _ in range(220):
+        starts = torch.randint(0, len(data) - SEQ - 1, (16,), generator=g)
+        batch = torch.stack([data[s : s + SEQ + 1] for s in starts.tolist()])
+        logits = model(batch[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval(), float(loss.detach())
+
+
+@pytest.fixture(scope="session")
+def talker(bpe_tokenizer, tmp_path_factory):
+    """Trained once per test run (pytest-xdist workers share it through a locked directory)."""
+    import fcntl
+    import json
+
+    from lmforge.checkpoint import save_model
+    from lmforge.release import export_hf, load_pretrained
+
+    root = tmp_path_factory.getbasetemp().parent / "talker"
+    root.mkdir(exist_ok=True)
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "done.json").exists():
+            threads = torch.get_num_threads()
+            torch.set_num_threads(min(2, threads))
+            try:
+                model, loss = _train(copy.copy(bpe_tokenizer))  # the session's tokenizer stays without a template
+            finally:
+                torch.set_num_threads(threads)
+            save_model(root / "ckpt", model, tokenizer=model_tok(bpe_tokenizer))
+            export_hf(model, model_tok(bpe_tokenizer), root / "hf", overwrite=True)
+            (root / "done.json").write_text(json.dumps({"loss": loss}))
+    model, tok = load_pretrained(root / "ckpt")
+    loss = json.loads((root / "done.json").read_text())["loss"]
+    return SimpleNamespace(model=model.eval(), tok=tok, ckpt=root / "ckpt", hf=root / "hf", loss=loss)
+
+
+def model_tok(bpe_tokenizer):
+    from lmforge.tokenizer.chat import get_chat_template
+
+    tok = copy.copy(bpe_tokenizer)
+    tok.chat_template = get_chat_template("tulu").jinja()
+    return tok
