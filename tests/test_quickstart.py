@@ -335,6 +335,10 @@ def test_quickstart_tiny_end_to_end_and_resume(tmp_path):
     assert "Downstream tasks on the final checkpoint" in md and "arc_easy" in md
     ds = json.loads((out / "eval" / "final" / "summary.json").read_text())
     assert [r["step"] for r in ds["rows"]] == [12] and ds["rows"][0]["tasks"]["arc_easy"]["n"] == 5
+    gold = json.loads((out / "eval" / "gold_bpb" / "summary.json").read_text())  # a generative task's gold bpb, every checkpoint
+    assert [r["step"] for r in gold["rows"]] == [4, 8, 12]
+    assert all(0 < r["tasks"]["naturalqs_open:bpb"]["primary"] < 20 and r["tasks"]["naturalqs_open:bpb"]["n"] == 5 for r in gold["rows"])
+    assert (out / "eval" / "gold_bpb" / "gold_bpb_vs_tokens.png").read_bytes()[:8] == PNG
 
     # --- 9 release: one branch per checkpoint, loadable by stock transformers after a checkout -------
     repo = out / "release"

@@ -50,6 +50,9 @@ class QuickstartConfig(Config):
     eval_bytes: int = 120_000  # of each held-out domain
     tasks: list[str] = dataclasses.field(default_factory=lambda: ["arc_easy", "piqa", "sciq"])
     limit: int = 100  # examples per downstream task
+    # generative tasks' gold bits per byte, for every checkpoint (smooth where a small model's accuracy is noise)
+    gold_bpb_tasks: list[str] = dataclasses.field(default_factory=lambda: ["gsm8k:bpb"])
+    gold_bpb_limit: int = 100
     max_new_tokens: int = 40
 
     @classmethod
@@ -59,13 +62,14 @@ class QuickstartConfig(Config):
 
     @classmethod
     def tiny(cls) -> QuickstartConfig:
-        """``--tiny``: a 43k-parameter model, 12 steps with checkpoints at 4, 8 and 12, one task on 5 examples."""
+        """``--tiny``: a 43k-parameter model, 12 steps with checkpoints at 4, 8 and 12, one task on 5 examples,
+        NaturalQuestions' gold bits per byte (short answers: the context is 64 tokens)."""
         return cls.from_dict({
             "vocab_size": 512,
             "model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "mlp_hidden": 96, "max_seq_len": 64},
             "global_batch": 4, "warmup_steps": 4,
             "steps": 12, "checkpoints": [4, 8, 12], "minutes": None,
-            "eval_bytes": 12_000, "tasks": ["arc_easy"], "limit": 5, "max_new_tokens": 16,
+            "eval_bytes": 12_000, "tasks": ["arc_easy"], "limit": 5, "gold_bpb_tasks": ["naturalqs_open:bpb"], "gold_bpb_limit": 5, "max_new_tokens": 16,
         })
 
     @property
@@ -102,4 +106,5 @@ class QuickstartConfig(Config):
         return out
 
     def eval_settings(self) -> dict[str, Any]:
-        return {"eval_bytes": self.eval_bytes, "tasks": list(self.tasks), "limit": self.limit}
+        return {"eval_bytes": self.eval_bytes, "tasks": list(self.tasks), "limit": self.limit,
+                "gold_bpb_tasks": list(self.gold_bpb_tasks), "gold_bpb_limit": self.gold_bpb_limit}

