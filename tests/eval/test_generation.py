@@ -87,3 +87,13 @@ def test_bad_prompts_are_refused(talker):
         generate_all(talker.model, talker.tok, [Prompt("x")], batch_size=0, progress=False)
     (g,) = generate_all(talker.model, talker.tok, [Prompt("", max_new_tokens=0)], progress=False)
     assert g.text == "" and g.n_tokens == 0
+
+
+def test_a_budget_gives_way_to_half_the_context():
+    from lmforge.eval.generation import fit_budget
+
+    assert fit_budget(100, 50, 256) == 50  # both fit: untouched
+    assert fit_budget(150, 512, 256) == 128  # HumanEval's 512 in a 256 context: the prompt keeps half
+    assert fit_budget(100, 512, 256) == 156  # ... or all of itself, when it is shorter
+    assert fit_budget(1000, 32, 256) == 32  # a short budget: the prompt is cut instead
+    assert fit_budget(0, 512, 256) == 255 and fit_budget(10, 0, 256) == 0

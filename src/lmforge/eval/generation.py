@@ -5,7 +5,8 @@
 
 How it runs (lmforge's KV-cache decoder, :class:`lmforge.generate.BatchDecoder`):
 
-* prompts are encoded, left-truncated to fit ``max_length`` together with their budget, grouped by
+* prompts are encoded, left-truncated to fit ``max_length`` together with their budget (which gives
+  way first, down to half the context: :func:`fit_budget`), grouped by
   sampling settings and sorted by length (longest first), then cut into batches of ``batch_size``:
   little padding, and the batches are a function of the prompts alone;
 * each batch is decoded greedily or sampled; a row leaves the batch when it emits EOS, when a stop
@@ -33,7 +34,7 @@ from lmforge.distributed import unwrap
 from lmforge.eval.spread import Spread
 from lmforge.generate import BatchDecoder, GenerationConfig, RowText
 
-__all__ = ["Prompt", "Generation", "generate_all", "plan_batches"]
+__all__ = ["Prompt", "Generation", "fit_budget", "generate_all", "plan_batches"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,12 +67,19 @@ def _encode(tokenizer: Any, prompts: Sequence[Prompt], max_length: int) -> tuple
             if eos is None:
                 raise ValueError("an empty prompt needs a tokenizer with an eos_token_id to start from")
             ids = [int(eos)]
-        budget = max(0, min(p.max_new_tokens, max_length - 1))
+        budget = fit_budget(len(ids), p.max_new_tokens, max_length)
         keep = max_length - budget
         cut.append(max(0, len(ids) - keep))
         ids_all.append(ids[-keep:])
         budgets.append(budget)
     return ids_all, budgets, cut
+
+
+def fit_budget(prompt_tokens: int, max_new_tokens: int, max_length: int) -> int:
+    """New tokens a prompt gets in a context of ``max_length``: its ``max_new_tokens`` when prompt and
+    budget fit; otherwise the budget gives way until the prompt keeps at least half the context (a
+    512-token budget in a 256-token model must not leave the prompt one token)."""
+    return max(0, min(max_new_tokens, max_length - min(prompt_tokens, max_length // 2), max_length - 1))
 
 
 def plan_batches(prompts: Sequence[Prompt], ids: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
@@ -144,8 +152,9 @@ def generate_all(
 ) -> list[Generation]:
     """One :class:`Generation` per prompt, in the order given (see the module docstring).
 
-    ``max_length``: the model's context (default ``model.config.max_seq_len``): a prompt longer than
-    ``max_length - max_new_tokens`` loses its beginning, and a budget is capped at ``max_length - 1``.
+    ``max_length``: the model's context (default ``model.config.max_seq_len``); where prompt and budget
+    do not fit, the budget shrinks until the prompt keeps half the context (:func:`fit_budget`), then
+    the prompt loses its beginning.
     ``spread``: this process decodes its share of the batches; every process returns everything.
     """
     spread = spread or Spread()

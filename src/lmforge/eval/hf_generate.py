@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import torch
 
 from lmforge.config import ConfigError
-from lmforge.eval.generation import Generation, Prompt, plan_batches
+from lmforge.eval.generation import Generation, Prompt, fit_budget, plan_batches
 
 __all__ = ["hf_backend", "vllm_backend", "cut_at_stops"]
 
@@ -48,17 +48,18 @@ def hf_backend(path: str | os.PathLike, *, batch_size: int = 16, device: str | N
     def run(prompts: Sequence[Prompt]) -> list[Generation]:
         from tqdm.auto import tqdm
 
-        ids, cut = [], []
+        ids, cut, budgets = [], [], []
         for p in prompts:
             full = tok(p.text, add_special_tokens=False)["input_ids"] or [eos]
-            keep = max_length - max(0, min(p.max_new_tokens, max_length - 1))
+            budgets.append(fit_budget(len(full), p.max_new_tokens, max_length))
+            keep = max_length - budgets[-1]
             ids.append(full[-keep:])
             cut.append(max(0, len(full) - keep))
         out: dict[int, Generation] = {}
         batches = plan_batches(prompts, ids, batch_size)
         for batch in tqdm(batches, desc="generate (transformers)", unit="batch", disable=not progress):
             rows = [prompts[i] for i in batch]
-            for i, g in zip(batch, _hf_batch(model, tok, rows, [ids[i] for i in batch], pad, eos, device)):
+            for i, g in zip(batch, _hf_batch(model, tok, rows, [ids[i] for i in batch], [budgets[i] for i in batch], pad, eos, device)):
                 out[i] = Generation(g[0], g[1], g[2], prompt_tokens=len(ids[i]), truncated=cut[i])
         return [out[i] for i in range(len(prompts))]
 
@@ -79,7 +80,8 @@ class _RowStops:
         return torch.tensor(done, device=input_ids.device)
 
 
-def _hf_batch(model, tok, prompts: Sequence[Prompt], ids: Sequence[list[int]], pad: int, eos: int, device: str) -> list[tuple[str, int, str]]:
+def _hf_batch(model, tok, prompts: Sequence[Prompt], ids: Sequence[list[int]], budgets: Sequence[int], pad: int, eos: int,
+              device: str) -> list[tuple[str, int, str]]:
     import transformers
 
     L = max(map(len, ids))
@@ -93,7 +95,7 @@ def _hf_batch(model, tok, prompts: Sequence[Prompt], ids: Sequence[list[int]], p
     if first.do_sample:
         torch.manual_seed(first.seed)
         kwargs.update(temperature=first.temperature, top_p=first.top_p, top_k=0)
-    budget = max(p.max_new_tokens for p in prompts)
+    budget = max(budgets)
     stopping = transformers.StoppingCriteriaList([_RowStops(tok, [p.stop for p in prompts], L)])
     with torch.inference_mode():
         seqs = model.generate(
@@ -101,8 +103,8 @@ def _hf_batch(model, tok, prompts: Sequence[Prompt], ids: Sequence[list[int]], p
             pad_token_id=pad, stopping_criteria=stopping, **kwargs,
         )
     out = []
-    for r, p in enumerate(prompts):
-        new = seqs[r, L:].tolist()[: p.max_new_tokens]
+    for r, (p, b) in enumerate(zip(prompts, budgets)):
+        new = seqs[r, L:].tolist()[:b]
         finish = "length"
         if eos in new:
             new = new[: new.index(eos) + 1]
