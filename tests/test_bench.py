@@ -1,6 +1,6 @@
 """The side-by-side benchmarks run (in --quick / --tiny mode) and check their own correctness gates:
 each writes its agreement check into its JSON, and exits 1 when the check fails (shown here by
-running three of them with a fault put into lmforge).
+running four of them with a fault put into lmforge).
 
 No timing is asserted here: speed figures come from running the scripts (docs/benchmarks.md).
 """
@@ -57,6 +57,39 @@ def test_decode_cpu_quick(tmp_path):
     assert res["dtype"] == "torch.float32" and len(res["results"]) == 2
     for row in res["results"].values():  # float32: token-for-token identical to HF, or the script exits 1
         assert row["strict"] is True and row["rows_differing_from_hf"] == 0
+
+
+def test_eval_generation_quick(tmp_path):
+    """bench/eval_generation.py --quick: lmforge's generation engine and lm-eval's HF backend (at the
+    same batch size and at batch size 1) give the same text for every request before any timing."""
+    pytest.importorskip("lm_eval")
+    r = _bench("eval_generation.py", "--quick", "--json", str(tmp_path / "r.json"))
+    _ok(r)
+    assert "ratio lmforge/lm-eval" in r.stdout and "machine:" in r.stdout
+    res = json.loads((tmp_path / "r.json").read_text())
+    agree = res["agreement"]
+    assert agree["ok"] is True and agree["mismatches"] == [] and agree["requests"] == res["examples"] == 8
+    assert agree["identical"] == {"lm-eval": 8, "lm-eval-bs1": 8}
+    assert set(res["examples_per_s"]) == {"lmforge", "lm-eval", "lm-eval-bs1"} and res["ratio"] > 0
+
+
+def test_eval_generation_gate_fails(tmp_path):
+    """One lmforge text off by a character: the script reports it, writes its JSON and exits 1."""
+    pytest.importorskip("lm_eval")
+    fault = """
+import dataclasses
+import lmforge.eval.generation as generation
+_generate_all = generation.generate_all
+def generate_all(*a, **kw):
+    out = _generate_all(*a, **kw)
+    return [dataclasses.replace(out[0], text=out[0].text + "!"), *out[1:]]
+generation.generate_all = generate_all
+"""
+    r = _bench("eval_generation.py", "--quick", "--train-steps", "0", "--no-bs1", "--json", str(tmp_path / "r.json"), prelude=fault)
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "MISMATCH" in r.stdout and "ratio" not in r.stdout
+    agree = json.loads((tmp_path / "r.json").read_text())["agreement"]
+    assert agree["ok"] is False and agree["identical"] == {"lm-eval": 7} and len(agree["mismatches"]) == 1
 
 
 def test_gpu_training_benchmark_tiny(tmp_path):

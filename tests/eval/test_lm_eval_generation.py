@@ -21,8 +21,9 @@ How the two line up, read from lm-eval 0.4.13's ``HFLM.generate_until``:
   (``add_bos_token``); the export adds none (its tokenizer_config says so), and ``add_bos_token=False``
   makes that explicit: both sides feed the prompt's plain tokens, no BOS;
 * truncation: lm-eval keeps the last ``max_length - max_gen_toks`` prompt tokens, lmforge the last
-  ``max_length - max_new_tokens``; ``max_length=256`` is passed (the export's context is 256 too),
-  and gsm8k's 8-shot prompts are longer than that, so truncation is exercised;
+  ``max_length - max_new_tokens`` (its budget gives way only beyond half the context,
+  ``fit_budget``, which ``BUDGET`` = 64 of 256 never reaches); ``max_length=256`` is passed (the
+  export's context is 256 too), and gsm8k's 8-shot prompts are longer, so truncation is exercised;
 * stopping: lm-eval adds the EOS string to the stop sequences, lets transformers stop a row at EOS,
   decodes the new tokens with ``skip_special_tokens=True`` and cuts the text before the first stop
   sequence (``text.split(stop)[0]`` for each stop); lmforge stops a row at EOS or at the token that
@@ -61,7 +62,7 @@ pytestmark = [
 
 TASKS = ("gsm8k", "drop", "naturalqs_open", "codex_humaneval")
 LIMIT = 10
-BUDGET = 64
+BUDGET = 64  # <= MAX_LEN // 2: the same budget on both sides (see fit_budget)
 BATCH = 8
 MAX_LEN = 256  # the talker's context
 
