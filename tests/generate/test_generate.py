@@ -126,7 +126,10 @@ def test_greedy_matches_hf_generate(arch, tie, kv):
     assert ours[1][-1] == eos and len(ours[1]) <= 6
 
 
-def test_cached_decoding_logits_equal_full_forward():
+def test_cached_decoding_logits_equal_full_forward(monkeypatch):
+    import lmforge.generate.decode as decode
+
+    monkeypatch.setattr(decode, "MIN_ROWS", 1)  # let the 3-row batch shrink
     model = tiny_model("olmo2", kv=2)
     first = generate_ids(model, PROMPTS, GenerationConfig(max_new_tokens=12), pad_token_id=PAD, eos_token_id=NO_EOS)
     eos = first[1][3]  # row 1 finishes early and leaves the batch: covers KVCache.reorder too
@@ -143,6 +146,23 @@ def test_cached_decoding_logits_equal_full_forward():
             torch.testing.assert_close(cached, full, atol=1e-5, rtol=0)
             checked += 1
     assert checked > 20 and len(batch_sizes) > 1  # some steps ran after a row was dropped
+
+
+def test_small_batches_keep_finished_rows_along(monkeypatch):
+    import lmforge.generate.decode as decode
+
+    model = tiny_model("olmo2", std=VARIED)
+    prompts = PROMPTS + [[40, 41], [50, 51, 52, 53], [60]]
+    free = generate_ids(model, prompts, GenerationConfig(max_new_tokens=10), pad_token_id=PAD, eos_token_id=NO_EOS)
+    eos = [row[2] for row in free[:5]]  # five of six rows finish by their third token: the batch shrinks
+    runs = {}
+    for floor in (1, 4):
+        monkeypatch.setattr(decode, "MIN_ROWS", floor)
+        dec = BatchDecoder(model, prompts, GenerationConfig(max_new_tokens=10), pad_token_id=PAD, eos_token_id=eos)
+        sizes = [len(dec.rows) for _ in dec.steps()]
+        runs[floor] = (dec.tokens, min(sizes))
+    assert runs[1][0] == runs[4][0]  # the same tokens
+    assert runs[4][1] >= 4 and runs[1][1] < runs[4][1]
 
 
 # --- repetition penalty --------------------------------------------------------------------------

@@ -8,7 +8,8 @@ How it runs (lmforge's KV-cache decoder, :class:`lmforge.generate.BatchDecoder`)
 * prompts are encoded, left-truncated to fit ``max_length`` together with their budget (which gives
   way first, down to half the context: :func:`fit_budget`), grouped by
   sampling settings and sorted by length (longest first), then cut into batches of ``batch_size``:
-  little padding, and the batches are a function of the prompts alone;
+  little padding, and the batches are a function of the prompts alone (prompts with different
+  budgets are batched apart: a batch lasts as long as its longest-running row);
 * each batch is decoded greedily or sampled; a row leaves the batch when it emits EOS, when a stop
   sequence appears in its text (found on the detokenised text, so a stop sequence split across
   tokens is seen) or when it has used its own ``max_new_tokens``;
@@ -83,12 +84,14 @@ def fit_budget(prompt_tokens: int, max_new_tokens: int, max_length: int) -> int:
 
 
 def plan_batches(prompts: Sequence[Prompt], ids: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
-    """Prompt indices per batch: grouped by sampling settings, longest first, then cut."""
+    """Prompt indices per batch: grouped by budget and sampling settings (a batch runs as many steps
+    as its longest-running row: a 512-token gsm8k row must not hold up a batch of 50-token DROP rows),
+    longest first, then cut."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, p in enumerate(prompts):
-        groups[(p.do_sample, p.temperature, p.top_p) if p.do_sample else (False,)].append(i)
+        groups[(p.max_new_tokens, p.do_sample, p.temperature, p.top_p) if p.do_sample else (p.max_new_tokens, False)].append(i)
     batches = []
     for key in sorted(groups, key=repr):
         order = sorted(groups[key], key=lambda i: (-len(ids[i]), ids[i], i))
