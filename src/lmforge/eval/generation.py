@@ -3,24 +3,25 @@
     outs = generate_all(model, tokenizer, [Prompt("Q: 2+2?\\nA:", stop=("\\n\\n",), max_new_tokens=50)])
     outs[0].text, outs[0].n_tokens, outs[0].finish   # "stop" | "eos" | "length"
 
-How it runs (lmforge's KV-cache decoder, :class:`lmforge.generate.BatchDecoder`):
+How it runs (:func:`lmforge.eval.refill.refill_decode`, continuous batching on lmforge's KV cache):
 
 * prompts are encoded, left-truncated to fit ``max_length`` together with their budget (which gives
-  way first, down to half the context: :func:`fit_budget`), grouped by
-  sampling settings and sorted by length (longest first), then cut into batches of ``batch_size``:
-  little padding, and the batches are a function of the prompts alone (prompts with different
-  budgets are batched apart: a batch lasts as long as its longest-running row);
-* each batch is decoded greedily or sampled; a row leaves the batch when it emits EOS, when a stop
-  sequence appears in its text (found on the detokenised text, so a stop sequence split across
-  tokens is seen) or when it has used its own ``max_new_tokens``;
+  way first, down to half the context: :func:`fit_budget`), grouped by sampling settings and queued
+  longest first;
+* up to ``batch_size`` rows decode together, greedily or sampled; a row leaves when it emits EOS,
+  when a stop sequence appears in its text (found on the detokenised text, so a stop sequence split
+  across tokens is seen) or when it has used its own ``max_new_tokens``, and its slot is refilled
+  with the next prompts of the queue (prefilled together), so the decoding steps follow the number
+  of new tokens, not the longest row of each batch;
 * sampled rows draw from their own generator (``Prompt.seed``), so a row's text does not depend on
   the other rows of its batch.
 
 Batch size and the number of processes do not change the text: a row's logits differ between
 batches only by float rounding in the padded attention (~1e-6), far below the gaps between the
 tokens greedy decoding picks (tests/eval/test_generation.py checks batch sizes 1, 3 and 8 on a
-model trained to produce varied text). Under ``Spread`` each process decodes every ``world``-th
-batch of the one-process plan, so the processes compute exactly the batches one process would.
+model trained to produce varied text, and each prompt against :func:`lmforge.generate.generate`).
+Under ``Spread`` each process decodes every ``world``-th prompt of the queue and the generations
+are gathered (tests/eval/test_generative.py: two processes give the one-process results).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import torch
 
 from lmforge.distributed import unwrap
 from lmforge.eval.spread import Spread
-from lmforge.generate import BatchDecoder, GenerationConfig, RowText
+from lmforge.generate import GenerationConfig
 
 __all__ = ["Prompt", "Generation", "fit_budget", "generate_all", "plan_batches"]
 
@@ -100,48 +101,6 @@ def plan_batches(prompts: Sequence[Prompt], ids: Sequence[Sequence[int]], batch_
     return batches
 
 
-def _decode_batch(model, tokenizer, prompts: Sequence[Prompt], ids: Sequence[list[int]], budgets: Sequence[int], vocab_size: int) -> list[tuple[str, int, str]]:
-    """(text, n_tokens, finish) per row of one batch."""
-    first = prompts[0]
-    gen = GenerationConfig(
-        max_new_tokens=max(budgets), do_sample=first.do_sample, temperature=first.temperature if first.do_sample else 1.0,
-        top_p=first.top_p if first.do_sample else 1.0,
-    )
-    eos = getattr(tokenizer, "eos_token_id", None)
-    pad = getattr(tokenizer, "pad_token_id", None)
-    pad = pad if pad is not None else (eos if eos is not None else 0)
-    decoder = BatchDecoder(
-        model, ids, gen, pad_token_id=pad, eos_token_id=eos, vocab_size=vocab_size,
-        row_seeds=[p.seed for p in prompts] if first.do_sample else None,
-    )
-    rows = [RowText(tokenizer, list(i), p.stop) for i, p in zip(ids, prompts)]
-    parts: list[list[str]] = [[] for _ in prompts]
-    finish = ["length"] * len(prompts)
-    for row, b in enumerate(budgets):
-        if b == 0:
-            decoder.finish(row)
-    for step in decoder.steps():
-        for row, token in step:
-            state = rows[row]
-            if token in decoder.eos_ids:
-                parts[row].append(state.close())
-                finish[row] = "eos"
-                continue
-            parts[row].append(state.add(token))
-            if state.stopped:
-                finish[row] = "stop"
-                decoder.finish(row)
-                parts[row].append(state.close())
-            elif len(decoder.tokens[row]) >= budgets[row]:
-                decoder.finish(row)
-    out = []
-    for row, state in enumerate(rows):
-        parts[row].append(state.close())
-        n = min(len(decoder.tokens[row]), budgets[row])
-        out.append(("".join(parts[row]), n, finish[row]))
-    return out
-
-
 def generate_all(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -160,6 +119,8 @@ def generate_all(
     the prompt loses its beginning.
     ``spread``: this process decodes its share of the batches; every process returns everything.
     """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
     spread = spread or Spread()
     cfg = unwrap(model).config
     max_length = int(max_length or cfg.max_seq_len)
@@ -167,19 +128,33 @@ def generate_all(
     vocab_size = cfg.vocab_size
     if getattr(tokenizer, "vocab_size", None):
         vocab_size = min(vocab_size, int(tokenizer.vocab_size))
-    mine = spread.take(plan_batches(prompts, ids, batch_size))
+    groups: dict[tuple, list[int]] = defaultdict(list)  # one decoding run per sampling setting
+    for i, p in enumerate(prompts):
+        groups[(True, p.temperature, p.top_p) if p.do_sample else (False,)].append(i)
+    mine = {key: spread.take(sorted(group, key=lambda i: (-len(ids[i]), ids[i], i))) for key, group in groups.items()}
 
     from tqdm.auto import tqdm
+
+    from lmforge.eval.refill import refill_decode
 
     done: dict[int, tuple[str, int, str]] = {}
     was_training = model.training
     model.eval()
-    bar = tqdm(total=sum(map(len, mine)), desc=desc, unit="prompt", disable=not progress or not spread.is_main)
+    bar = tqdm(total=sum(map(len, mine.values())), desc=desc, unit="prompt", disable=not progress or not spread.is_main)
     try:
-        for batch in mine:
-            outs = _decode_batch(model, tokenizer, [prompts[i] for i in batch], [ids[i] for i in batch], [budgets[i] for i in batch], vocab_size)
-            done.update(zip(batch, outs))
-            bar.update(len(batch))
+        for key in sorted(mine, key=repr):
+            order = mine[key]
+            if not order:
+                continue
+            first = prompts[order[0]]
+            gen = GenerationConfig(do_sample=first.do_sample, temperature=first.temperature if first.do_sample else 1.0,
+                                   top_p=first.top_p if first.do_sample else 1.0)
+            outs = refill_decode(
+                model, tokenizer, [ids[i] for i in order], [budgets[i] for i in order], [prompts[i].stop for i in order],
+                batch_size=batch_size, gen=gen, seeds=[prompts[i].seed for i in order], vocab_size=vocab_size,
+                on_done=lambda _: bar.update(1),
+            )
+            done.update(zip(order, outs))
     finally:
         bar.close()
         model.train(was_training)
