@@ -99,23 +99,20 @@ def test_a_budget_gives_way_to_half_the_context():
     assert fit_budget(0, 512, 256) == 255 and fit_budget(10, 0, 256) == 0
 
 
-def test_refilled_slots_and_compacted_cache_give_each_prompts_own_text(talker):
-    """Twenty short prompts with budgets from 2 to 45 through 3 slots: rows finish at different steps,
-    their slots are refilled, the cache runs out of columns and is compacted; each text is still the
-    text of that prompt generated alone."""
+def test_refilled_slots_and_compacted_cache_give_each_prompts_own_text(talker, monkeypatch):
+    """Twenty short prompts with budgets from 2 to 45 through 3 slots, prefilled in buckets of 2: rows
+    finish at different steps, their slots are refilled, the cache runs out of columns and is
+    compacted; each text is still the text of that prompt generated alone."""
     import lmforge.eval.refill as refill
 
     base = [dataclasses.replace(p, text=p.text[-200:]) for p in _prompts(("naturalqs_open", "drop", "codex_humaneval"), limit=7)][:20]
     prompts = [dataclasses.replace(p, max_new_tokens=[2, 45, 9, 30, 17][i % 5]) for i, p in enumerate(base)]
     compactions = []
     real = refill._compact
-    monkey = lambda *a, **k: (compactions.append(1), real(*a, **k))[1]  # noqa: E731
-    refill._compact = monkey
-    try:
-        gens = generate_all(talker.model, talker.tok, prompts, batch_size=3, progress=False)
-    finally:
-        refill._compact = real
-    assert len(compactions) >= 3  # the first cache, then compactions as columns ran out
+    monkeypatch.setattr(refill, "_compact", lambda *a, **k: (compactions.append(1), real(*a, **k))[1])
+    monkeypatch.setattr(refill, "PREFILL_ROWS", 2)
+    gens = generate_all(talker.model, talker.tok, prompts, batch_size=3, progress=False)
+    assert len(compactions) >= 2  # the cache ran out of columns
     for p, g in zip(prompts, gens):
         alone = generate(talker.model, talker.tok, p.text, GenerationConfig(max_new_tokens=p.max_new_tokens, stop_strings=list(p.stop)))
         assert g.text == alone and g.n_tokens <= p.max_new_tokens

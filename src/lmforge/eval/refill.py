@@ -27,9 +27,14 @@ import torch
 
 from lmforge.generate import RowText
 from lmforge.generate.config import GenerationConfig
+from lmforge.generate.decode import MIN_ROWS
 from lmforge.generate.sampling import choose_next, mask_padded_vocab
 
-__all__ = ["refill_decode"]
+__all__ = ["PREFILL_ROWS", "refill_decode"]
+
+# Prompts are prefilled in length-sorted buckets of at most this many: one prefill of a whole large
+# batch would pad every prompt to the longest (the queue is sorted, so a bucket's prompts are alike).
+PREFILL_ROWS = 16
 
 
 class _Row:
@@ -94,7 +99,11 @@ def refill_decode(
         return torch.cat([choose_next(scores[j : j + 1], gen, r.generator) for j, r in enumerate(rows)])
 
     def admit(new: list[int], free: list[int]) -> None:
-        """Prefill prompts ``new`` together and place them in slots ``free``."""
+        """Prefill prompts ``new`` in length buckets of PREFILL_ROWS and place them in slots ``free``."""
+        for k in range(0, len(new), PREFILL_ROWS):
+            admit_bucket(new[k : k + PREFILL_ROWS], free[k : k + PREFILL_ROWS])
+
+    def admit_bucket(new: list[int], free: list[int]) -> None:
         nonlocal cache, positions, pending
         L = max(len(ids[i]) for i in new)
         batch = torch.full((len(new), L), pad, dtype=torch.long)
@@ -110,11 +119,18 @@ def refill_decode(
             g = torch.Generator(device=device).manual_seed(int(seeds[i])) if gen.do_sample and seeds is not None else None
             rows.append(_Row(i, budgets[i], RowText(tokenizer, list(ids[i]), stops[i]), g))
         first = choose(model.output(h[:, -1:])[:, 0], rows)
-        if cache is None:  # the first admission: this prefill is the cache
-            cache = _grow(tmp, room)
-            slots[:] = rows
-            positions = torch.tensor([len(ids[i]) for i in new], device=device)
-            pending = first
+        if cache is None:  # the first bucket: the longest prompts set the cache's first columns
+            cache = model.new_cache(n_slots, L + room)
+            cache.k[:, : len(new), :, :L] = tmp.k[:, :, :, :L]
+            cache.v[:, : len(new), :, :L] = tmp.v[:, :, :, :L]
+            cache.key_mask[:, :L] = False
+            cache.key_mask[: len(new), :L] = tmp.key_mask[:, :L]
+            cache.length, cache.has_padding = L, True
+            slots[:] = rows + [None] * (n_slots - len(new))
+            positions = torch.zeros(n_slots, dtype=torch.long, device=device)
+            positions[: len(new)] = torch.tensor([len(ids[i]) for i in new], device=device)
+            pending = torch.full((n_slots,), pad, dtype=torch.long, device=device)
+            pending[: len(new)] = first
         else:
             need = max(budgets[i] for i in new)
             if cache.length + need >= cache.max_len:  # out of columns: keep the live rows' columns, make room
@@ -163,9 +179,10 @@ def refill_decode(
                 free.append(s)
         return free
 
+    n_slots = min(batch_size, len(queue))
     if queue:
-        admit(queue[:batch_size], list(range(min(batch_size, len(queue)))))
-        queue = queue[batch_size:]
+        admit(queue[:n_slots], list(range(n_slots)))
+        queue = queue[n_slots:]
     while True:
         free = retire()
         if queue and len(free) >= max(1, len(slots) // 4):
@@ -176,8 +193,8 @@ def refill_decode(
         live = [s for s, r in enumerate(slots) if r is not None]
         if not live:
             break
-        if not queue and len(live) < len(slots) and len(slots) - len(live) >= max(1, len(slots) // 4) and len(slots) > 4:
-            keep = live if len(live) >= 4 else sorted(live + free[: 4 - len(live)])  # small products are slow (decode.MIN_ROWS)
+        if not queue and len(live) < len(slots) and len(slots) - len(live) >= max(1, len(slots) // 4) and len(slots) > MIN_ROWS:
+            keep = live if len(live) >= MIN_ROWS else sorted(live + free[: MIN_ROWS - len(live)])  # small products are slow
             index = torch.tensor(keep, device=device)
             cache.reorder(index)
             positions, pending = positions[index], pending[index]
@@ -190,16 +207,17 @@ def refill_decode(
                   position_ids=positions[:, None], cache=cache, return_hidden=True)
         positions = positions + 1
         rows = [r for r in slots]
-        logits = model.output(h)[:, 0]
         active = [j for j, r in enumerate(rows) if r is not None]
-        nxt = choose(logits[active], [rows[j] for j in active])
+        # only live rows reach the vocabulary projection (most of a small model's step), at least
+        # MIN_ROWS of them (a 2-3-row product is slower than a 4-row one)
+        extra = [j for j in range(len(rows)) if rows[j] is None][: max(0, MIN_ROWS - len(active))]
+        index = torch.tensor(active, device=device)
+        logits = model.output(h[torch.tensor(active + extra, device=device)])[: len(active), 0]
+        nxt = choose(logits, [rows[j] for j in active])
         pending = pending.clone()
-        pending[torch.tensor(active, device=device)] = nxt
+        pending[index] = nxt
         for j, tok in zip(active, nxt.tolist()):
             _take(rows[j], tok)
     return [results[i] for i in range(len(ids))]
 
 
-def _grow(cache, room: int):
-    """``cache`` (just filled by a prefill) with ``room`` more columns."""
-    return _compact(cache, 0, room)
