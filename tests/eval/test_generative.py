@@ -208,3 +208,15 @@ def test_two_processes_give_the_one_process_results(talker, tmp_path):
     r0, r1 = (json.loads((tmp_path / f"two.json.rank{r}").read_text()) for r in range(2))
     assert r0 == r1 == {"tasks": a["tasks"], "examples": a["examples"]}
     assert len({e["generations"][0] for e in a["examples"] if "generations" in e}) > 5
+
+
+def test_gold_bpb_in_the_training_loop_evaluator(talker):
+    """TASK:bpb is a log-likelihood task: the trainer's in-loop evaluator takes it like any other."""
+    from lmforge.eval.downstream import DownstreamEvaluator, evaluate_tasks
+
+    ev = DownstreamEvaluator(["naturalqs_open:bpb", "drop:bpb"], talker.tok, limit=3, pmi="primary", max_length=256)
+    got = ev(talker.model)
+    ref = evaluate_tasks(talker.model, talker.tok, ["naturalqs_open:bpb", "drop:bpb"], limit=3, progress=False, max_length=256)
+    for t in ("naturalqs_open:bpb", "drop:bpb"):
+        assert got[f"{t}/primary"] == pytest.approx(ref["tasks"][t]["bpb"], rel=1e-5)
+        assert 0 < got[f"{t}/bpb"] < 10
