@@ -47,6 +47,26 @@ class Contention:
         return f"other processes used {other:.1f} CPU-s during the run ({share:.0%} of the machine){warn}"
 
 
+def time_interleaved(sides: dict, reps: int, warmup: int) -> tuple[dict[str, list[float]], str]:
+    """``warmup - 1`` more untimed calls of every side (the first call, the correctness check, was
+    the caller's), then ``reps`` timed rounds, the order of the sides reversed every other round;
+    returns (seconds per side, the contention report)."""
+    import time
+
+    for _ in range(warmup - 1):
+        for fn in sides.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in sides}
+    contention = Contention()
+    order = list(sides)
+    for r in range(reps):
+        for name in order if r % 2 == 0 else order[::-1]:
+            t0 = time.perf_counter()
+            sides[name]()
+            times[name].append(time.perf_counter() - t0)
+    return times, contention.report()
+
+
 def machine_line() -> str:
     import torch
 

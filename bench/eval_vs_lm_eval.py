@@ -41,10 +41,9 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Contention, report  # noqa: E402
+from _common import report, time_interleaved  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local: the export, the task data
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -171,19 +170,7 @@ def main(argv=None) -> int:
     )
     if not agree["ok"]:
         raise SystemExit("lmforge and lm-eval disagree: not the same computation")
-    for _ in range(args.warmup - 1):
-        for fn in sides.values():
-            fn()
-
-    times = {k: [] for k in sides}
-    contention = Contention()
-    order = list(sides)
-    for r in range(args.reps):
-        for name in order if r % 2 == 0 else order[::-1]:
-            t0 = time.perf_counter()
-            sides[name]()
-            times[name].append(time.perf_counter() - t0)
-    busy = contention.report()
+    times, busy = time_interleaved(sides, args.reps, args.warmup)
 
     med = {k: statistics.median(v) for k, v in times.items()}
     eps = {k: len(examples) / v for k, v in med.items()}

@@ -21,6 +21,15 @@ TRAIN_TASKS = ("gsm8k", "drop", "naturalqs_open", "codex_humaneval")
 SEQ = 256
 
 
+@pytest.fixture(scope="module")
+def hf_offline():
+    """transformers, datasets and the hub never reach the network (the tests' models are local)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+            mp.setenv(k, "1")
+        yield
+
+
 def _texts(tok) -> list[str]:
     from lmforge.eval.generative_tasks import load_generation_task
     from lmforge.generate.chat import render_chat

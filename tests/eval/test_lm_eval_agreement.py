@@ -63,11 +63,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def offline():
-    with pytest.MonkeyPatch.context() as mp:
-        for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-            mp.setenv(k, "1")
-        yield
+def offline(hf_offline):
+    yield
 
 
 @pytest.fixture(scope="module")

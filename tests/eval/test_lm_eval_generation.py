@@ -68,11 +68,8 @@ MAX_LEN = 256  # the talker's context
 
 
 @pytest.fixture(scope="module", autouse=True)
-def offline():
-    with pytest.MonkeyPatch.context() as mp:
-        for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-            mp.setenv(k, "1")
-        yield
+def offline(hf_offline):
+    yield
 
 
 @pytest.fixture(scope="module")
