@@ -122,15 +122,19 @@ def model_pair(cfg, dtype, seed: int, *, eos_token_id, pad_token_id):
     return ours, hf
 
 
-def add_common_args(p, *, reps: int, warmup_help: str, reps_help: str, quick_help: str, profile_help: str) -> None:
-    """Options every benchmark takes (the rest are its own)."""
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--warmup", type=int, default=2, help=warmup_help)
+def add_common_args(p, *, reps: int, warmup_help: str, reps_help: str, quick_help: str, profile_help: str | None,
+                    warmup: int = 2, dtype: bool = True) -> None:
+    """Options every benchmark takes (the rest are its own); ``profile_help=None``: no --profile,
+    ``dtype=False``: no --dtype (float32 only)."""
+    if dtype:
+        p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--warmup", type=int, default=warmup, help=warmup_help)
     p.add_argument("--reps", type=int, default=reps, help=reps_help)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's default)")
     p.add_argument("--quick", action="store_true", help=quick_help)
-    p.add_argument("--profile", action="store_true", help=profile_help)
+    if profile_help is not None:
+        p.add_argument("--profile", action="store_true", help=profile_help)
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
 
 

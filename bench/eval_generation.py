@@ -52,7 +52,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import report, time_interleaved  # noqa: E402
+from _common import add_common_args, report, time_interleaved  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local: the export, the task data
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -137,6 +137,7 @@ def build_model(args, tok, tasks: list[str]):
 
 
 def requests_of(args):
+    from lmforge.eval.config import GenerationSettings
     from lmforge.eval.generative import make_prompts
     from lmforge.eval.generative_tasks import load_generation_task
 
@@ -146,7 +147,7 @@ def requests_of(args):
         for r in load_generation_task(t, limit=args.limit):
             names.append(t)
             reqs.append(r)
-    return tasks, names, reqs, make_prompts(reqs, max_gen_toks=args.max_gen_toks)
+    return tasks, names, reqs, make_prompts(reqs, GenerationSettings(max_gen_toks=args.max_gen_toks))
 
 
 def compare(names, reqs, texts: dict[str, list[str]]) -> dict:
@@ -195,13 +196,12 @@ def main(argv=None) -> int:
     p.add_argument("--train-seq", type=int, default=128)
     p.add_argument("--train-docs", type=int, default=100, help="documents per task in the training text")
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--reps", type=int, default=3, help="timed passes per side (interleaved)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed passes per side first (the first is the agreement check, always run)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's default)")
-    p.add_argument("--profile", action="store_true", help="after timing, profile one pass of each side (cProfile)")
-    p.add_argument("--quick", action="store_true", help="smoke run: a 2-layer d_model 64 model, 2 documents per task, budget 16, 1 rep")
-    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    add_common_args(
+        p, reps=3, warmup=1, dtype=False, reps_help="timed passes per side (interleaved)",
+        warmup_help="untimed passes per side first (the first is the agreement check, always run)",
+        quick_help="smoke run: a 2-layer d_model 64 model, 2 documents per task, budget 16, 1 rep",
+        profile_help="after timing, profile one pass of each side (cProfile)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.d_model, args.layers, args.mlp_hidden, args.max_len = 64, 2, 128, 256

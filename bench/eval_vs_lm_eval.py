@@ -43,7 +43,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import report, time_interleaved  # noqa: E402
+from _common import add_common_args, report, time_interleaved  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local: the export, the task data
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -109,14 +109,12 @@ def main(argv=None) -> int:
     p.add_argument("--pmi", action="store_true", help="also score the unconditional (PMI) requests")
     p.add_argument("--batch-size", type=int, default=32, help="rows per forward, both sides")
     p.add_argument("--lm-eval-batch-size", type=int, default=None, help="lm-eval's batch size, if not --batch-size")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--reps", type=int, default=3, help="timed passes per side (interleaved)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed passes per side first (the first is the agreement check, always run)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's default)")
     p.add_argument("--adapter", action="store_true", help="also time lmforge's lm-eval adapter (LMForgeLM) as a third side")
-    p.add_argument("--quick", action="store_true", help="smoke run: olmo2-1m, 4 questions per task, 1 rep")
-    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    add_common_args(
+        p, reps=3, warmup=1, reps_help="timed passes per side (interleaved)",
+        warmup_help="untimed passes per side first (the first is the agreement check, always run)",
+        quick_help="smoke run: olmo2-1m, 4 questions per task, 1 rep", profile_help=None,
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.preset, args.limit, args.reps, args.warmup = "olmo2-1m", 4, 1, 1

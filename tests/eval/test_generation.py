@@ -8,6 +8,7 @@ import dataclasses
 
 import pytest
 
+from lmforge.eval.config import GenerationSettings
 from lmforge.eval.generation import Prompt, generate_all
 from lmforge.eval.generative import make_prompts
 from lmforge.eval.generative_tasks import load_generation_task
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _prompts(tasks=("gsm8k", "drop", "naturalqs_open", "codex_humaneval"), limit=6, budget=32):
     reqs = [r for t in tasks for r in load_generation_task(t, limit=limit)]
-    return make_prompts(reqs, max_gen_toks=budget)
+    return make_prompts(reqs, GenerationSettings(max_gen_toks=budget))
 
 
 def test_batch_size_does_not_change_the_text(talker):
@@ -61,13 +62,13 @@ def test_same_text_as_lmforge_generate(talker):
 
 def test_samples_draw_from_their_own_seeds(talker):
     reqs = load_generation_task("naturalqs_open", limit=4)
-    prompts = make_prompts(reqs, samples=3, temperature=1.0, max_gen_toks=12)
+    prompts = make_prompts(reqs, GenerationSettings(samples=3, temperature=1.0, max_gen_toks=12))
     assert len(prompts) == 12 and all(p.do_sample for p in prompts)
     a = generate_all(talker.model, talker.tok, prompts, batch_size=1, progress=False)
     b = generate_all(talker.model, talker.tok, prompts, batch_size=5, progress=False)
     assert a == b  # a row's draws do not depend on its batch
     assert len({g.text for g in a[:3]}) > 1  # three samples of one prompt differ
-    again = make_prompts(reqs, samples=3, temperature=1.0, max_gen_toks=12, seed=7)
+    again = make_prompts(reqs, GenerationSettings(samples=3, temperature=1.0, max_gen_toks=12, seed=7))
     c = generate_all(talker.model, talker.tok, again, batch_size=5, progress=False)
     assert [g.text for g in c] != [g.text for g in a]
 

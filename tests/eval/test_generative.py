@@ -10,6 +10,7 @@ import socket
 import pytest
 import torch
 
+from lmforge.eval.config import GenerationSettings
 from lmforge.eval.generation_requests import GenerationRequest
 from lmforge.eval.generative import evaluate_generative, make_prompts, pass_ks
 from lmforge.eval.generative_tasks import GEN_TASKS, gold_answers, load_generation_task, score_generation
@@ -88,7 +89,7 @@ def test_chat_prompts_are_the_exported_template(talker):
     import transformers
 
     reqs = load_generation_task("gsm8k", limit=2)
-    prompts = make_prompts(reqs, tokenizer=talker.tok, chat=True)
+    prompts = make_prompts(reqs, GenerationSettings(chat=True), tokenizer=talker.tok)
     hf = transformers.AutoTokenizer.from_pretrained(str(talker.hf))
     for r, p in zip(reqs, prompts):
         assert p.text == hf.apply_chat_template([{"role": "user", "content": r.context}], tokenize=False, add_generation_prompt=True)
@@ -100,7 +101,7 @@ def test_evaluate_generative_records_generations_and_scores(talker):
     from lmforge.eval.generation import generate_all
 
     backend = lambda prompts: generate_all(talker.model, talker.tok, prompts, batch_size=8, progress=False)  # noqa: E731
-    res = evaluate_generative(backend, ["drop", "naturalqs_open", "minerva_math"], limit=2, max_gen_toks=16)
+    res = evaluate_generative(backend, ["drop", "naturalqs_open", "minerva_math"], GenerationSettings(max_gen_toks=16), limit=2)
     assert [e["task"] for e in res["examples"]].count("minerva_math") == 14  # 2 per subject
     row = res["tasks"]["minerva_math"]
     assert set(row["groups"]) == set(GEN_TASKS["minerva_math"].subtasks) and row["n"] == 14

@@ -5,7 +5,7 @@ task-shaped text) and its HF export. The requests are lmforge's own (OLMES's pro
 and budgets from the packaged task data) for gsm8k, DROP, NaturalQuestions and HumanEval, first
 ``LIMIT`` documents each, budgets capped at ``BUDGET`` tokens, each sent twice: as OLMES's plain
 prompt, and rendered as one user turn of the talker's (Tulu) chat template with its EOS as a further
-stop sequence (``make_prompts(chat=True)``; the talker was trained on both, and in the chat format it
+stop sequence (``make_prompts(..., GenerationSettings(chat=True))``; the talker was trained on both, and in the chat format it
 sometimes ends with EOS). Two routes generate from them:
 
     (a) lm-eval's HF backend: ``HFLM(pretrained=EXPORT_DIR).generate_until`` with
@@ -43,6 +43,7 @@ from __future__ import annotations
 import pytest
 
 from lmforge.eval.generation import generate_all
+from lmforge.eval.config import GenerationSettings
 from lmforge.eval.generative import make_prompts
 from lmforge.eval.generative_tasks import load_generation_task, score_generation
 
@@ -80,7 +81,9 @@ def both(talker):
         for r in load_generation_task(t, limit=LIMIT):
             names.append(t)
             reqs.append(r)
-    prompts = make_prompts(reqs, max_gen_toks=BUDGET) + make_prompts(reqs, max_gen_toks=BUDGET, chat=True, tokenizer=talker.tok)
+    prompts = make_prompts(reqs, GenerationSettings(max_gen_toks=BUDGET)) + make_prompts(
+        reqs, GenerationSettings(max_gen_toks=BUDGET, chat=True), tokenizer=talker.tok
+    )
     names, reqs = names * 2, reqs * 2
     ours = generate_all(talker.model, talker.tok, prompts, batch_size=BATCH, max_length=MAX_LEN, progress=False)
     hflm = HFLM(pretrained=str(talker.hf), device="cpu", dtype="float32", batch_size=BATCH, max_length=MAX_LEN, add_bos_token=False)

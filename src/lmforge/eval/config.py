@@ -16,7 +16,7 @@ from lmforge.config import Config, ConfigError, option
 from lmforge.eval.registry import Formulation
 from lmforge.eval.requests import Tokenization
 
-__all__ = ["CheckpointsEvalConfig", "DownstreamEvalConfig", "PerplexityEvalConfig", "Pmi", "PmiChoice", "pmi_setting"]
+__all__ = ["CheckpointsEvalConfig", "DownstreamEvalConfig", "GenerationSettings", "PerplexityEvalConfig", "Pmi", "PmiChoice", "pmi_setting"]
 
 # Which unconditional (PMI) requests are scored: "true" = wherever a task has them, "false" = none,
 # "primary" = only for tasks whose primary metric is acc_pmi. ``Pmi`` is the library's value.
@@ -27,6 +27,19 @@ _PMI: dict[str, Pmi] = {"true": True, "false": False, "primary": "primary"}
 
 MODEL_HELP = "lmforge checkpoint or HF directory"
 DTYPE_HELP = "float32 | bfloat16 | float16"
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationSettings:
+    """How generative tasks are asked: the one place of these defaults (the command's flags and
+    ``lmforge.eval.generative`` read them from here)."""
+
+    chat: bool = False  # one user turn of the model's chat template
+    samples: int = 1  # generations per prompt; > 1 samples them (pass@k for code)
+    temperature: float = 0.8  # sampling only
+    top_p: float = 0.95  # sampling only
+    seed: int = 1234  # each prompt and sample draws from its own generator
+    max_gen_toks: int | None = None  # caps every task's budget (quick runs)
 
 
 def pmi_setting(choice: str) -> Pmi:
@@ -62,12 +75,12 @@ class DownstreamEvalConfig(Config):
     progress: bool = option(True, flag="--no-progress")
     # generative tasks
     backend: Backend = option("lmforge", help="generative tasks: lmforge's engine, transformers' generate, or vLLM (GPU)")
-    chat: bool = option(False, help="render each generative prompt with the model's chat template (instruct models)")
-    samples: int = option(1, help="generations per prompt; > 1 samples them and reports pass@k for code")
-    temperature: float = option(0.8, help="sampling temperature when --samples > 1")
-    top_p: float = option(0.95, help="nucleus sampling when --samples > 1")
-    seed: int = option(1234, help="sampling seed (each prompt and sample draws from its own generator)")
-    max_gen_toks: int | None = option(None, help="cap every generative task's new tokens (quick runs)")
+    chat: bool = option(GenerationSettings.chat, help="render each generative prompt with the model's chat template (instruct models)")
+    samples: int = option(GenerationSettings.samples, help="generations per prompt; > 1 samples them and reports pass@k for code")
+    temperature: float = option(GenerationSettings.temperature, help="sampling temperature when --samples > 1")
+    top_p: float = option(GenerationSettings.top_p, help="nucleus sampling when --samples > 1")
+    seed: int = option(GenerationSettings.seed, help="sampling seed (each prompt and sample draws from its own generator)")
+    max_gen_toks: int | None = option(GenerationSettings.max_gen_toks, help="cap every generative task's new tokens (quick runs)")
     gen_batch_size: int = option(16, help="prompts decoded together")
 
     def validate(self) -> None:
@@ -84,6 +97,10 @@ class DownstreamEvalConfig(Config):
         if self.backend not in get_args(Backend):
             raise ConfigError(f"--backend must be one of {', '.join(get_args(Backend))}, got {self.backend!r}")
         pmi_setting(self.pmi)
+
+    def generation_settings(self) -> GenerationSettings:
+        return GenerationSettings(chat=self.chat, samples=self.samples, temperature=self.temperature, top_p=self.top_p, seed=self.seed,
+                                  max_gen_toks=self.max_gen_toks)
 
 
 @dataclasses.dataclass

@@ -519,10 +519,7 @@ def evaluate_downstream(cfg: DownstreamEvalConfig) -> dict[str, Any]:
         from lmforge.eval.generative import evaluate_generative
 
         backend = _generation_backend(cfg, model, tok, device, dtype, spread)
-        gen = evaluate_generative(
-            backend, gen_names, tokenizer=tok, limit=cfg.limit, chat=cfg.chat, samples=cfg.samples, temperature=cfg.temperature,
-            top_p=cfg.top_p, seed=cfg.seed, max_gen_toks=cfg.max_gen_toks, spread=spread,
-        )
+        gen = evaluate_generative(backend, gen_names, cfg.generation_settings(), tokenizer=tok, limit=cfg.limit, spread=spread)
         results["tasks"].update(gen["tasks"])
         results["examples"] += gen["examples"]
         results["generation"] = {"backend": cfg.backend, **gen["generation"]}

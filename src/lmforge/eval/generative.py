@@ -1,6 +1,6 @@
 """Generative evaluation: requests -> prompts -> generations -> per-example scores -> task metrics.
 
-    results = evaluate_generative(model, tokenizer, ["gsm8k", "drop"], limit=50)
+    results = evaluate_generative(backend, ["gsm8k", "drop"], GenerationSettings(max_gen_toks=64), limit=50)
     results["tasks"]["gsm8k"]["primary"]                       # exact match
     results["examples"][0]["generations"], results["examples"][0]["metrics"]
 
@@ -24,6 +24,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
+from lmforge.eval.config import GenerationSettings
 from lmforge.eval.generation import Generation, Prompt
 from lmforge.eval.generation_requests import GenerationRequest
 from lmforge.eval.generative_tasks import GEN_TASKS, gen_task_version, gold_answers, load_generation_task, score_generation
@@ -45,33 +46,25 @@ def _seed(seed: int, req: GenerationRequest, j: int) -> int:
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1
 
 
-def make_prompts(
-    requests: Sequence[GenerationRequest],
-    *,
-    tokenizer: Any = None,
-    chat: bool = False,
-    samples: int = 1,
-    temperature: float = 0.8,
-    top_p: float = 0.95,
-    seed: int = 1234,
-    max_gen_toks: int | None = None,
-) -> list[Prompt]:
-    """``samples`` prompts per request (request-major). Greedy for one sample, unless the request
-    asks to sample; ``max_gen_toks`` caps every budget (quick runs)."""
+def make_prompts(requests: Sequence[GenerationRequest], settings: GenerationSettings = GenerationSettings(), *, tokenizer: Any = None) -> list[Prompt]:
+    """``settings.samples`` prompts per request (request-major). Greedy for one sample, unless the
+    request asks to sample; ``settings.max_gen_toks`` caps every budget (quick runs); ``tokenizer``:
+    for ``settings.chat`` (the template)."""
     from lmforge.generate.chat import render_chat
 
+    chat, samples, temperature, top_p = settings.chat, settings.samples, settings.temperature, settings.top_p
     out = []
     for req in requests:
         text = render_chat(tokenizer, [{"role": "user", "content": req.context}]) if chat else req.context
         stops = tuple(req.stop_sequences)
         if chat and getattr(tokenizer, "eos_token", None):
             stops = (*stops, tokenizer.eos_token)
-        budget = req.max_gen_toks if max_gen_toks is None else min(req.max_gen_toks, max_gen_toks)
+        budget = req.max_gen_toks if settings.max_gen_toks is None else min(req.max_gen_toks, settings.max_gen_toks)
         sample = samples > 1 or req.do_sample
         t = temperature if samples > 1 else (req.temperature or temperature)
         for j in range(samples):
             out.append(Prompt(text=text, stop=stops, max_new_tokens=budget, do_sample=sample,
-                              temperature=t if sample else 1.0, top_p=top_p if sample else 1.0, seed=_seed(seed, req, j)))
+                              temperature=t if sample else 1.0, top_p=top_p if sample else 1.0, seed=_seed(settings.seed, req, j)))
     return out
 
 
@@ -93,15 +86,10 @@ def _score_all(jobs: list[tuple[str, GenerationRequest, list[str]]], ks: list[in
 def evaluate_generative(
     backend: Backend,
     tasks: Sequence[str],
+    settings: GenerationSettings = GenerationSettings(),
     *,
     tokenizer: Any = None,
     limit: int | None = None,
-    chat: bool = False,
-    samples: int = 1,
-    temperature: float = 0.8,
-    top_p: float = 0.95,
-    seed: int = 1234,
-    max_gen_toks: int | None = None,
     spread: Spread | None = None,
 ) -> dict[str, Any]:
     """Generate for every request of ``tasks`` through ``backend`` and score; returns::
@@ -111,16 +99,16 @@ def evaluate_generative(
          "examples": [{"task", "doc_id", "native_id", "gold", "generations", "finish",
                        "prompt_tokens", "truncated", "metrics"}, ...]}
 
-    ``tokenizer``: for ``chat`` (the template). Macro tasks (``minerva_math``) average their
+    ``tokenizer``: for ``settings.chat`` (the template). Macro tasks (``minerva_math``) average their
     subtasks' means; ``groups`` holds each subtask's numbers.
     """
+    samples = settings.samples
     if samples < 1:
         raise ValueError(f"samples must be positive, got {samples}")
     spread = spread or Spread()
     by_task = {name: load_generation_task(name, limit=limit) for name in dict.fromkeys(tasks)}
     requests = [(name, r) for name, reqs in by_task.items() for r in reqs]
-    prompts = make_prompts([r for _, r in requests], tokenizer=tokenizer, chat=chat, samples=samples, temperature=temperature,
-                           top_p=top_p, seed=seed, max_gen_toks=max_gen_toks)
+    prompts = make_prompts([r for _, r in requests], settings, tokenizer=tokenizer)
     gens = backend(prompts)
     ks = pass_ks(samples)
     per_req = [gens[i * samples : (i + 1) * samples] for i in range(len(requests))]
@@ -152,10 +140,10 @@ def evaluate_generative(
         row["primary"] = row.get(spec.primary_metric)
         row.update({"n": len(rows), "samples": samples, "version": gen_task_version(name)})
         out_tasks[name] = row
-    settings = {"chat": chat, "samples": samples, "max_gen_toks": max_gen_toks}
+    used: dict[str, Any] = {"chat": settings.chat, "samples": samples, "max_gen_toks": settings.max_gen_toks}
     if samples > 1:
-        settings.update(temperature=temperature, top_p=top_p, seed=seed)
-    return {"tasks": out_tasks, "examples": examples, "generation": settings}
+        used.update(temperature=settings.temperature, top_p=settings.top_p, seed=settings.seed)
+    return {"tasks": out_tasks, "examples": examples, "generation": used}
 
 
 def _mean(xs: Sequence[float]) -> float | None:
