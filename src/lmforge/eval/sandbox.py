@@ -55,6 +55,7 @@ class SandboxResult:
     stdout: str
     stderr: str
     seconds: float
+    uid: int | None = None  # the uid it ran as (root only): no process of it is left when this returns
 
     @property
     def passed(self) -> bool:
@@ -115,28 +116,43 @@ def _confine(directory: str, uid: int | None, timeout: float, memory_mb: int, ma
     return setup
 
 
+def _uid_processes(uid: int) -> list[int]:
+    """Processes of ``uid`` still running (zombies, dead and holding nothing, are left to be reaped)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if line.startswith(("Uid:", "State:")))
+        except (OSError, ValueError):
+            continue
+        if int(fields.get("Uid", "-1").split()[0]) == uid and not fields.get("State", "").strip().startswith("Z"):
+            found.append(int(entry))
+    return found
+
+
 def _kill_uid(uid: int) -> None:
-    """SIGKILL every process of ``uid`` (a sandbox's own uid), until none is left running (zombies,
-    dead and holding nothing, wait for their new parent to reap them)."""
-    for _ in range(200):
-        found = False
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/status") as f:
-                    fields = dict(line.split(":", 1) for line in f if line.startswith(("Uid:", "State:")))
-            except (OSError, ValueError):
-                continue
-            if int(fields.get("Uid", "-1").split()[0]) == uid and not fields.get("State", "").strip().startswith("Z"):
-                found = True
-                try:
-                    os.kill(int(entry), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        if not found:
+    """SIGKILL every process of ``uid`` (a sandbox's own uid) until none is left running.
+
+    A helper running as ``uid`` sends ``kill(-1, SIGKILL)``: the kernel signals every process of that
+    uid in one pass under its task-list lock, so a fork bomb cannot outrun it the way it can outrun
+    killing pids read from /proc one by one."""
+    for _ in range(100):
+        if not _uid_processes(uid):
             return
+        helper = os.fork()
+        if helper == 0:  # only system calls here, then out: no Python clean-up in a forked copy
+            try:
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+                os.kill(-1, signal.SIGKILL)  # every process this uid may signal, except the caller
+            finally:
+                os._exit(0)
+        os.waitpid(helper, 0)
         time.sleep(0.01)
+    raise RuntimeError(f"sandbox uid {uid}: processes {_uid_processes(uid)} survive SIGKILL")
 
 
 def _read_limited(path: Path) -> str:
@@ -186,6 +202,6 @@ def run_python(program: str, *, timeout: float = 10.0, memory_mb: int = 1024, ma
         if code == 125 and stderr.startswith("lmforge-sandbox: "):
             raise SandboxUnavailable(f"cannot isolate generated code here ({stderr.strip()[17:]}): run as root in a container, or where "
                                      "unprivileged user and network namespaces are allowed")
-        return SandboxResult(status, code, stdout, stderr, round(seconds, 3))
+        return SandboxResult(status, code, stdout, stderr, round(seconds, 3), uid)
     finally:
         shutil.rmtree(work, ignore_errors=True)
