@@ -121,6 +121,11 @@ def cmd_tokenize(args) -> int:
         f"tokenized {s['documents']:,} documents into {s['tokens']:,} {s['dtype']} tokens in {len(s['files'])} file(s) "
         f"({s['shards_skipped']} of {s['shards']} shards already done; {rate:,.0f} tokens/s); {acct.summary_line()}"
     )
+    engines = ", ".join(f"{n} shard(s) with {e}" for e, n in sorted(s["shards_by_engine"].items()))
+    why = f" (tiktoken not used: {s['engine_refused']})" if s["engine_refused"] and cfg.engine != "hf" else ""
+    print(f"engine: {engines}{why}")
+    for note in s["engine_notes"]:
+        print(f"warning: {note}")
     print(f"summary: {as_path(cfg.out) / 'tokenize_summary.json'}")
     for err in s["errors"]:  # damaged inputs: their earlier documents were tokenized
         print(f"error: {err}; its earlier documents were tokenized", file=sys.stderr)
