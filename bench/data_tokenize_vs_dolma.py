@@ -93,13 +93,13 @@ def run_dolma(root: Path, out: Path, tok: Path, processes: int) -> float:
     return dt, cpu
 
 
-def run_lmforge(root: Path, out: Path, tok: Path, processes: int) -> float:
+def run_lmforge(root: Path, out: Path, tok: Path, processes: int, engine: str = "auto") -> float:
     # a fresh interpreter, like the dolma CLI, so start-up costs are counted the same way
     shutil.rmtree(out, ignore_errors=True)
     code = (
         "from lmforge.corpus.tokenize import TokenizeConfig, tokenize;"
         f"tokenize(TokenizeConfig(documents=[{str(root / 'documents')!r}], tokenizer={str(tok)!r}, out={str(out)!r}, workers={processes}, "
-        "strip_whitespace=True), progress=False)"
+        f"strip_whitespace=True, engine={engine!r}), progress=False)"
     )
     t0, c0 = time.perf_counter(), _child_cpu()
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -127,6 +127,7 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=8)
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--engine", default="auto", help="lmforge's BPE engine: auto | hf | tiktoken")
     args = ap.parse_args()
 
     from lmforge.tokenizer import default_cache_dir, load_olmo_tokenizer
@@ -148,12 +149,16 @@ def main() -> None:
     for rep in range(args.reps):
         order = ("dolma", "lmforge") if rep % 2 == 0 else ("lmforge", "dolma")
         for side in order:
-            fn = run_dolma if side == "dolma" else run_lmforge
-            wall, cpu = fn(root, root / f"out-{side}", tok, args.processes)
+            if side == "dolma":
+                wall, cpu = run_dolma(root, root / f"out-{side}", tok, args.processes)
+            else:
+                wall, cpu = run_lmforge(root, root / f"out-{side}", tok, args.processes, args.engine)
             times[side].append(wall)
             cpus[side].append(cpu)
             print(f"  rep {rep}: {side:8s} {wall:6.2f} s wall, {cpu:6.2f} CPU-s", flush=True)
     print(contention.report())
+    summary = json.loads((root / "out-lmforge" / "tokenize_summary.json").read_text())
+    print(f"lmforge engine: {summary['shards_by_engine']}" + (f" (tiktoken refused: {summary['engine_refused']})" if summary["engine_refused"] else ""))
 
     ours = docs_by_id(root / "out-lmforge", np.uint16)
     theirs = docs_by_id(root / "out-dolma", np.uint16)

@@ -231,3 +231,23 @@ def test_an_audit_difference_redoes_the_shard_with_hf(tmp_path, monkeypatch):
     assert "document 513 of the shard" in s["engine_notes"][0] and "redone with HF" in s["engine_notes"][0]
     for f in sorted((tmp_path / "ref").glob("part-*")):
         assert (tmp_path / "out" / f.name).read_bytes() == f.read_bytes(), f.name
+
+
+def test_the_verdict_is_cached_per_file(tmp_path, monkeypatch, bpe_tokenizer):
+    from lmforge.config import sha256_file
+
+    monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path / "cache"))
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    bpe_tokenizer.save(good)
+    doc = _doc(bpe_tokenizer)
+    doc["normalizer"] = {"type": "Lowercase"}
+    bad.write_text(json.dumps(doc), encoding="utf-8")
+    assert choose_engine("auto", bpe_tokenizer, sha256=sha256_file(good)) == ("tiktoken", None)
+    engine, why = choose_engine("auto", _from_doc(doc), sha256=sha256_file(bad))
+    assert engine == "hf" and "Lowercase" in why
+    stored = json.loads((tmp_path / "cache" / "tokenizers" / "fast-engine-verdicts.json").read_text())
+    assert sorted(stored.values()) == sorted(["ok", why]) and all(k.startswith((sha256_file(good), sha256_file(bad))) for k in stored)
+    # the next run reads the verdict instead of checking again (a refused file stays refused)
+    assert choose_engine("auto", _from_doc(doc), sha256=sha256_file(bad)) == ("hf", why)
+    with pytest.raises(EngineRefused, match="Lowercase"):
+        choose_engine("tiktoken", _from_doc(doc), sha256=sha256_file(bad))

@@ -175,21 +175,22 @@ _WORKER_ENGINE: dict[tuple, Any] = {}
 
 
 def _worker_engine(task: TokenizeTask):
-    """The tiktoken engine for the task's tokenizer, built and checked once per process."""
+    """The tiktoken engine for the task's tokenizer, built once per process (the parent verified it for
+    this file: same sha256)."""
     from lmforge.tokenizer.fast import fast_engine
 
     key = (task.tokenizer_path, task.tokenizer_sha256, task.eos_id, task.bos_id, task.pad_id)
     if key not in _WORKER_ENGINE:
         _WORKER_ENGINE.clear()
-        _WORKER_ENGINE[key] = fast_engine(_worker_tokenizer(task))
+        _WORKER_ENGINE[key] = fast_engine(_worker_tokenizer(task), verified=True)
     return _WORKER_ENGINE[key]
 
 
-def _choose_engine(cfg: TokenizeConfig, tok, tokenizer_path: Path) -> tuple[str, str | None]:
+def _choose_engine(cfg: TokenizeConfig, tok, tokenizer_path: Path, sha: str) -> tuple[str, str | None]:
     from lmforge.tokenizer.fast import EngineRefused, choose_engine
 
     try:
-        return choose_engine(cfg.engine, tok)
+        return choose_engine(cfg.engine, tok, sha256=sha)
     except EngineRefused as e:
         raise DataError(f"engine=tiktoken: tokenizer {tokenizer_path} cannot be shown to give the same ids with tiktoken ({e}); "
                         "use engine=auto or engine=hf") from None
@@ -521,7 +522,7 @@ def _tokenizer_file(cfg: TokenizeConfig) -> tuple[Path, int | None, int | None]:
 def _tokenize_locked(cfg: TokenizeConfig, shards: list[Path], tokenizer_path: Path, tok, out: Path, dt: np.dtype, bos: int | None,
                      progress: bool, executor: ExecutorConfig | None) -> dict[str, Any]:
     sha = sha256_file(tokenizer_path)
-    engine, refused = _choose_engine(cfg, tok, tokenizer_path)
+    engine, refused = _choose_engine(cfg, tok, tokenizer_path, sha)
     workers = max(1, int(cfg.workers))
     nthreads = cfg.threads or max(1, _cpus() // min(workers, len(shards)))
     base = TokenizeTask(

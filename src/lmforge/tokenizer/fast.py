@@ -40,10 +40,12 @@ import json
 import re
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from lmforge.config import atomic_write_text
 from lmforge.tokenizer.core import Tokenizer
 
 __all__ = ["ENGINES", "EngineRefused", "FastEngine", "check_texts", "choose_engine", "fast_engine"]
@@ -75,11 +77,16 @@ def _byte_chars() -> dict[str, int]:
     return chars
 
 
+@functools.lru_cache(maxsize=1)
+def _to_latin1() -> dict[int, int]:
+    """str.translate table: each stand-in char -> the char whose latin-1 byte it stands for."""
+    return {ord(c): b for c, b in _byte_chars().items()}
+
+
 def _token_bytes(token: str) -> bytes:
-    table = _byte_chars()
     try:
-        return bytes(table[c] for c in token)
-    except KeyError:
+        return token.translate(_to_latin1()).encode("latin-1")
+    except UnicodeEncodeError:
         raise EngineRefused(f"token {token!r} is not byte-level text") from None
 
 
@@ -143,7 +150,8 @@ class FastEngine:
 
     name = "tiktoken"
 
-    def __init__(self, tokenizer: Tokenizer, doc: dict):
+    def __init__(self, tokenizer: Tokenizer, doc: dict, *, verify: bool = True):
+        """``verify=False`` skips the whole-piece check (for a file already verified: same sha256)."""
         import tiktoken
 
         self.reference = tokenizer
@@ -169,15 +177,17 @@ class FastEngine:
                 raise EngineRefused(f"token {token!r} is made by two merges")
             ranks[key] = 256 + i
             to_id[256 + i] = vocab[token]
-        self._check_whole_pieces(tokenizer, ranks, to_id, byte_of)
+        if verify:
+            self._check_whole_pieces(tokenizer, ranks, to_id, byte_of)
         # added tokens are cut out here, leftmost-longest as HF matches them (tiktoken's own special
         # matching takes the first alternative of a hash-ordered list, not the longest): first those
         # matched on the raw text, then (after the normaliser) those matched on normalised text
         added = doc.get("added_tokens", [])
-        self._added = {t["content"]: t["id"] for t in added}
+        n = len(to_id)  # added tokens get ranks past the merges (only here, never seen by tiktoken)
+        self._added = {t["content"]: n + k for k, t in enumerate(added)}
         self._raw_re = _alternation([t["content"] for t in added if not t.get("normalized")])
         self._norm_re = _alternation([t["content"] for t in added if t.get("normalized")])
-        self._to_id = to_id
+        self._to_id = np.concatenate([to_id, np.array([t["id"] for t in added], dtype=np.int64)])
         self._encoding = tiktoken.Encoding(name=f"lmforge:{tokenizer.source}", pat_str=pattern, mergeable_ranks=ranks,
                                            special_tokens={})
 
@@ -235,11 +245,15 @@ class FastEngine:
         out = []
         for parts in layout:
             if len(parts) == 1 and isinstance(parts[0], int):
-                out.append(to_id[np.asarray(encoded[parts[0]], dtype=np.int64)])
-                continue
-            arrays = [to_id[np.asarray(encoded[p], dtype=np.int64)] if isinstance(p, int) else np.array([added[p]], dtype=np.int64)
-                      for p in parts]
-            out.append(np.concatenate(arrays) if arrays else np.empty(0, dtype=np.int64))
+                ranks = encoded[parts[0]]
+            else:
+                ranks = []
+                for p in parts:
+                    if isinstance(p, int):
+                        ranks += encoded[p]
+                    else:
+                        ranks.append(added[p])
+            out.append(to_id[np.asarray(ranks, dtype=np.int64)])
         return out
 
     def agrees(self, texts: Sequence[str]) -> int | None:
@@ -280,32 +294,86 @@ def check_texts() -> list[str]:
     return [t.encode("utf-8", "replace").decode("utf-8") if any(0xD800 <= ord(c) < 0xE000 for c in t) else t for t in texts]
 
 
-def fast_engine(tokenizer: Tokenizer) -> FastEngine:
+def fast_engine(tokenizer: Tokenizer, *, verified: bool = False) -> FastEngine:
     """The fast engine for ``tokenizer``, shown to give the same ids (module doc); else
-    :class:`EngineRefused` with the reason in one line."""
+    :class:`EngineRefused` with the reason in one line. ``verified=True``: the caller has shown it
+    for this very file (same sha256) in this run; only the structure is checked again."""
     try:
         import tiktoken  # noqa: F401
     except ImportError:
         raise EngineRefused("tiktoken is not installed") from None
     doc = json.loads(tokenizer.backend.to_str())
-    engine = FastEngine(tokenizer, doc)
-    texts = check_texts()
-    bad = engine.agrees(texts)
-    if bad is not None:
-        raise EngineRefused(f"ids differ on sample text {bad} ({texts[bad][:40]!r})")
+    engine = FastEngine(tokenizer, doc, verify=not verified)
+    if not verified:
+        texts = check_texts()
+        bad = engine.agrees(texts)
+        if bad is not None:
+            raise EngineRefused(f"ids differ on sample text {bad} ({texts[bad][:40]!r})")
     return engine
 
 
-def choose_engine(requested: str, tokenizer: Tokenizer) -> tuple[str, str | None]:
+#: bump when a check changes: cached verdicts of an older version are not used
+CHECKS_VERSION = 1
+
+
+def _verdict_key(sha256: str) -> str:
+    import tiktoken
+
+    return f"{sha256}:tiktoken-{tiktoken.__version__}:checks-{CHECKS_VERSION}"
+
+
+def _verdicts_path() -> Path:
+    from lmforge.tokenizer.olmo import default_cache_dir
+
+    return default_cache_dir() / "fast-engine-verdicts.json"
+
+
+def _cached_verdict(sha256: str) -> str | None:
+    try:
+        return json.loads(_verdicts_path().read_text(encoding="utf-8")).get(_verdict_key(sha256))
+    except (OSError, ValueError, AttributeError, ImportError):
+        return None
+
+
+def _store_verdict(sha256: str, verdict: str) -> None:
+    """Remember (best effort: a read-only cache only costs the check next time)."""
+    path = _verdicts_path()
+    try:
+        try:
+            known = json.loads(path.read_text(encoding="utf-8"))
+            known = known if isinstance(known, dict) else {}
+        except (OSError, ValueError):
+            known = {}
+        known[_verdict_key(sha256)] = verdict
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(known, indent=1) + "\n")
+    except (OSError, ImportError):
+        pass
+
+
+def choose_engine(requested: str, tokenizer: Tokenizer, *, sha256: str | None = None) -> tuple[str, str | None]:
     """``("tiktoken" | "hf", why tiktoken is not used or None)`` for a command's ``engine`` option:
     ``auto`` takes tiktoken where :func:`fast_engine` accepts the tokenizer; ``tiktoken`` that it
-    refuses raises :class:`EngineRefused`."""
+    refuses raises :class:`EngineRefused`. With the file's ``sha256`` the verdict is cached (per
+    tiktoken version and version of these checks) in the tokenizer cache directory."""
     if requested not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {requested!r}")
     if requested == "hf":
         return "hf", "engine=hf was asked for"
     try:
-        fast_engine(tokenizer)
+        verdict = _cached_verdict(sha256) if sha256 else None
+        if verdict is None:
+            try:
+                fast_engine(tokenizer)
+                verdict = "ok"
+            except EngineRefused as e:
+                if str(e) == "tiktoken is not installed":
+                    raise
+                verdict = str(e)
+            if sha256:
+                _store_verdict(sha256, verdict)
+        if verdict != "ok":
+            raise EngineRefused(verdict)
     except EngineRefused as e:
         if requested == "tiktoken":
             raise
