@@ -71,7 +71,8 @@ from lmforge.corpus.dedup_phases import (
     union_phase,
 )
 from lmforge.corpus.executors import ExecutorConfig, run_tasks
-from lmforge.corpus.plan import scratch_directory
+from lmforge.corpus.parallel import shared_pool
+from lmforge.corpus.plan import replaying, scratch_directory
 from lmforge.objectstore import RemotePath
 from lmforge.data.documents import Accounting, DataError, attribute_dir, attributes_path, list_shards
 from lmforge.storage import commit_file, lock_output, remove_stale_temporaries, temp_path_beside
@@ -173,7 +174,9 @@ def dedup(cfg: DedupConfig, *, progress: bool = True, executor: ExecutorConfig |
                 stale.remove_tree() if isinstance(stale, RemotePath) else shutil.rmtree(stale, ignore_errors=True)
             remove_stale_temporaries(d, recursive=True)
         with scratch_directory(attr_dirs[0], ".dedup-work-") as work:
-            summary, acct, new_filter = _run(cfg, shards, outs, work, progress, executor)
+            local = (executor is None or executor.executor == "local") and not replaying()
+            with shared_pool(_workers(cfg, shards) if local else 1):  # one set of processes for all phases
+                summary, acct, new_filter = _run(cfg, shards, outs, work, progress, executor)
             summary["accounting"] = acct.to_json()
             summary["seconds"] = round(time.time() - t0, 3)
             for d in attr_dirs:
@@ -200,13 +203,17 @@ def _buckets(cfg: DedupConfig, shards: list[Path]) -> int:
     return max(1, -(-sum(s.stat().st_size for s in shards) // per))
 
 
+def _workers(cfg: DedupConfig, shards: list[Path]) -> int:
+    """Spawning a worker costs ~0.3 s (numpy import): small inputs run in fewer processes (the output
+    never depends on the number of workers)."""
+    in_bytes = sum(s.stat().st_size for s in shards)
+    return max(1, min(cfg.workers, len(shards), in_bytes // MIN_BYTES_PER_WORKER if MIN_BYTES_PER_WORKER else cfg.workers))
+
+
 def _run(cfg: DedupConfig, shards: list[Path], outs: list[Path], work: Path, progress: bool, executor: ExecutorConfig | None):
     """The phases over the scratch directory ``work``, each a step on the executor; (summary,
     accounting, the updated Bloom filter's file in ``work`` or None)."""
-    # spawning a worker costs ~0.5 s (numpy import): small inputs run in fewer processes (the output
-    # never depends on the number of workers)
-    in_bytes = sum(s.stat().st_size for s in shards)
-    workers = max(1, min(cfg.workers, len(shards), in_bytes // MIN_BYTES_PER_WORKER if MIN_BYTES_PER_WORKER else cfg.workers))
+    workers = _workers(cfg, shards)
     name, attr, ngram = cfg.resolved_name, cfg.attribute_name or cfg.resolved_name, cfg.resolved_ngram
     exact = cfg.mode != "minhash" and cfg.bloom_path is None
     buckets = _buckets(cfg, shards) if exact or cfg.mode == "minhash" else None
