@@ -72,11 +72,15 @@ def _powers(base: int, n: int) -> tuple[np.ndarray, np.ndarray]:
 class PrefixHashes:
     """Hashes of many segments [s, e) of one uint64 sequence from a prefix sum (O(1) per segment)."""
 
-    def __init__(self, values: np.ndarray, base: int):
+    def __init__(self, values: np.ndarray, base: int, offset: int = 0):
+        """Over ``values + offset`` (the offset added on the fly: no widened copy of ``values``)."""
         n = len(values)
         self.fw, bw = _powers(base, n + 1)
         self.S = np.zeros(n + 1, dtype=U64)
-        np.cumsum(values * bw[:n], out=self.S[1:])
+        terms = np.multiply(values, bw[:n], dtype=U64)
+        if offset:
+            terms += bw[:n] * U64(offset) if offset != 1 else bw[:n]
+        np.cumsum(terms, out=self.S[1:])
 
     def segments(self, s: np.ndarray, e: np.ndarray) -> np.ndarray:
         """Mixed 64-bit hashes of the segments (the length is mixed in; empty segments allowed)."""
@@ -91,7 +95,14 @@ for _c in range(_SPACE_TABLE_SIZE):
 
 
 def codepoints(texts: Sequence[str]) -> np.ndarray:
-    return np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    """The code points of the texts, concatenated (uint32). ASCII texts are copied as bytes (CPython
+    holds them one byte per character; UTF-32-encoding them costs ~8x more)."""
+    joined = "".join(texts)
+    if joined.isascii():
+        return np.frombuffer(joined.encode("ascii"), dtype=np.uint8).astype(np.uint32)
+    parts = [np.frombuffer(t.encode("ascii"), dtype=np.uint8) if t.isascii() else
+             np.frombuffer(t.encode("utf-32-le", "surrogatepass"), dtype=np.uint32) for t in texts]
+    return np.concatenate(parts).astype(np.uint32, copy=False) if parts else np.zeros(0, dtype=np.uint32)
 
 
 @dataclasses.dataclass
@@ -123,12 +134,12 @@ def text_chunk(texts: Sequence[str]) -> TextChunk:
     if len(pend):
         pend[-1] = total
     pdoc = np.searchsorted(dstart, pstart, side="right") - 1
-    nonspace = ~_SPACE[np.minimum(cp, _SPACE_TABLE_SIZE - 1)]
+    nonspace = ~_SPACE[cp if total and int(cp.max()) < _SPACE_TABLE_SIZE else np.minimum(cp, _SPACE_TABLE_SIZE - 1)]
     return TextChunk(cp, dstart, pstart, pend, pdoc, nonspace)
 
 
 def char_prefix(ch: TextChunk) -> PrefixHashes:
-    return PrefixHashes(ch.cp.astype(U64) + U64(1), _CHAR_BASE)
+    return PrefixHashes(ch.cp, _CHAR_BASE, offset=1)  # code point + 1: a NUL still counts
 
 
 def word_spans(ch: TextChunk) -> tuple[np.ndarray, np.ndarray]:
