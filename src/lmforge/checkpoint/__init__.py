@@ -6,6 +6,7 @@ and loading a model from any path (lmforge checkpoint, run directory, HF directo
     lmforge.checkpoint.listing     list_checkpoints, list_checkpoint_infos (CheckpointInfo), resolve_checkpoint, read_metrics
     lmforge.checkpoint.hf          import_hf: reading HF transformers directories, hardened
     lmforge.checkpoint.pretrained  load_pretrained
+    lmforge.checkpoint.average     average_checkpoints: weighted means of checkpoints (model soups)
 """
 
 from lmforge.checkpoint.listing import (
@@ -49,6 +50,7 @@ _LAZY = {
     "set_rng_state": "sharded",
     "import_hf": "hf",
     "load_pretrained": "pretrained",
+    "average_checkpoints": "average",
 }
 __all__ += list(_LAZY)
 

@@ -28,7 +28,8 @@ from lmforge.models.olmo import OLMo, ModelConfig
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.yaml"
-_META_KEY = "lmforge_model_config"
+#: safetensors metadata key holding the model config (the file alone rebuilds the model)
+META_KEY = "lmforge_model_config"
 
 
 class CheckpointError(ValueError):
@@ -59,7 +60,7 @@ def save_model(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v) for k, v in model.state_dict().items()}
-    meta = {_META_KEY: json.dumps(model.config.to_dict()), "format": "pt"}
+    meta = {META_KEY: json.dumps(model.config.to_dict()), "format": "pt"}
     atomic_save_safetensors(state, out / WEIGHTS, meta)
     full = dict(config or {})
     full["model"] = model.config.to_dict()
@@ -129,6 +130,6 @@ def config_from_safetensors(path: str | os.PathLike) -> ModelConfig:
     """The model config stored in a safetensors file's metadata (files written by lmforge)."""
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
-    if _META_KEY not in meta:
+    if META_KEY not in meta:
         raise CheckpointError(f"{path}: no lmforge model config in the file's metadata")
-    return ModelConfig.from_dict(json.loads(meta[_META_KEY]))
+    return ModelConfig.from_dict(json.loads(meta[META_KEY]))

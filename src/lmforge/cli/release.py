@@ -45,7 +45,33 @@ def cmd_import(args, overrides) -> int:
     return 0
 
 
+def cmd_checkpoint_average(args, overrides) -> int:
+    no_overrides(overrides, "'lmforge checkpoint average'")
+    from lmforge.checkpoint.average import average_checkpoints
+
+    weights = None
+    if args.weights is not None:
+        try:
+            weights = [float(x) for x in args.weights.split(",")]
+        except ValueError:
+            from lmforge.checkpoint import CheckpointError
+
+            raise CheckpointError(f"--weights {args.weights!r}: give comma-separated numbers, one per checkpoint") from None
+    out = average_checkpoints(args.checkpoints, args.out, weights=weights)
+    shown = ", ".join(f"{w:g}" for w in (weights or [1] * len(args.checkpoints)))
+    print(f"averaged {len(args.checkpoints)} checkpoints (weights {shown}) -> {out}; export it with: lmforge export --model {out} --out DIR")
+    return 0
+
+
 def add_commands(sub) -> None:
+    c = sub.add_parser("checkpoint", help="operations on checkpoints")
+    csub = c.add_subparsers(dest="checkpoint_command", metavar="ACTION", required=True)
+    a = csub.add_parser("average", help="the weighted mean of checkpoints of one architecture (a model soup), as a new checkpoint")
+    a.add_argument("checkpoints", nargs="+", help="lmforge checkpoint or run directories (a run: its latest checkpoint)")
+    a.add_argument("--out", required=True, help="new checkpoint directory (must not exist)")
+    a.add_argument("--weights", default=None, help="comma-separated weights, one per checkpoint (normalised; default: uniform)")
+    a.set_defaults(func=cmd_checkpoint_average)
+
     e = sub.add_parser("export", help="export an lmforge checkpoint to an HF transformers directory")
     e.add_argument("--model", required=True, help="lmforge checkpoint directory")
     e.add_argument("--out", required=True, help="HF output directory")
