@@ -642,3 +642,23 @@ def test_fsdp_in_one_process(token_dirs, tmp_path):
     # ... within bf16 tolerance
     torch.testing.assert_close(curves["fsdp1-bf16"], curves["autocast-bf16"], rtol=3e-2, atol=3e-2)
     torch.testing.assert_close(curves["fsdp1-bf16"], curves["plain"], rtol=3e-2, atol=3e-2)
+
+
+def test_average_of_the_last_checkpoints_of_the_decay(token_dirs, tmp_path, capsys):
+    """checkpoint.average_last: RUN/average is the mean of the last K checkpoints saved in the LR decay."""
+    from lmforge.checkpoint import load_model
+
+    run = tmp_path / "soup"
+    cfg = _cfg(token_dirs, run, schedule={"kind": "wsd", "total_steps": 10, "warmup_steps": 2, "decay_steps": 4},
+               checkpoint={"every": 2, "keep_last": 4, "average_last": 3})
+    assert cfg.schedule.decay_start() == 6
+    train(cfg, quiet=True)
+    assert [s for s, _ in list_checkpoints(run)] == [4, 6, 8, 10]
+    assert "averaged step0000006, step0000008, step0000010" in capsys.readouterr().out
+    soup = load_model(run / "average").state_dict()
+    parts = [load_model(run / "checkpoints" / f"step{s:07d}").state_dict() for s in (6, 8, 10)]
+    for name, tensor in soup.items():
+        mean = sum(p[name].double() for p in parts) / 3
+        assert torch.allclose(tensor.double(), mean, atol=1e-7, rtol=0), name
+    with pytest.raises(ConfigError, match="average_last .3. exceeds checkpoint.keep_last .2."):
+        _cfg(token_dirs, run, checkpoint={"keep_last": 2, "average_last": 3}).validate()

@@ -60,12 +60,14 @@ def _inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return out
 
 
-def average_checkpoints(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, weights: Sequence[float] | None = None) -> Path:
-    """Write the weighted mean of ``paths`` to the new directory ``out`` (module doc); returns it."""
+def average_checkpoints(paths: Sequence[str | os.PathLike], out: str | os.PathLike, *, weights: Sequence[float] | None = None,
+                        replace: bool = False) -> Path:
+    """Write the weighted mean of ``paths`` to the new directory ``out`` (module doc); returns it.
+    ``replace``: an existing ``out`` is replaced whole (the trainer's ``RUN/average``)."""
     ckpts = _inputs(paths)
     w = _weights(weights, len(ckpts))
     out = Path(out)
-    if out.exists():
+    if out.exists() and not replace:
         raise CheckpointError(f"{out} already exists; choose a new --out (an average is never written over another directory)")
     configs = [read_model_config(c) for c in ckpts]
     for c, cfg in zip(ckpts[1:], configs[1:]):
@@ -100,9 +102,9 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], out: str | os.PathLi
         raise CheckpointError(f"cannot read a checkpoint's {WEIGHTS} ({str(e).splitlines()[0]}); the file is truncated or corrupt") from None
     finally:
         files.clear()
-    if out.exists():  # again: the reading took a while
+    if out.exists() and not replace:  # again: the reading took a while
         raise CheckpointError(f"{out} already exists; choose a new --out")
-    with atomic_directory(out) as tmp:  # published whole, or not at all
+    with atomic_directory(out, replace=replace) as tmp:  # published whole, or not at all
         atomic_save_safetensors(state, tmp / WEIGHTS, {META_KEY: meta.get(META_KEY, json.dumps(configs[0].to_dict())), "format": "pt"})
         run_config = yaml.safe_load((ckpts[0] / CONFIG).read_text(encoding="utf-8")) or {}
         run_config["model"] = configs[0].to_dict()

@@ -93,6 +93,14 @@ class ScheduleConfig(Config):
         if not 0 <= self.final_lr_ratio <= 1:
             raise ConfigError(f"schedule.final_lr_ratio must be in [0, 1], got {self.final_lr_ratio}")
 
+    def decay_start(self) -> int:
+        """The first step of the LR decay (``total_steps`` for a constant schedule: none)."""
+        if self.kind == "constant":
+            return self.total_steps
+        if self.kind == "wsd":
+            return self.total_steps - self.decay_steps
+        return self.warmup_steps
+
     def factor(self, step: int) -> float:
         """Multiplier of the peak LR at ``step`` (0-based; the first update uses step 0)."""
         if self.warmup_steps and step < self.warmup_steps:

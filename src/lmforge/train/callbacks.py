@@ -10,6 +10,7 @@ when evaluators run). Only rank 0 writes files; checkpointing runs on every rank
     WandbLogger       W&B (online or offline), run id kept in RUN/wandb_id so resumes continue it
     CheckpointSaver   every N steps and at the end; keep the last K plus every M-th
     SaveAtSteps       at given steps (OLMo-style revisions at fractions of a run), besides the cadence
+    AverageCheckpoints  at the end: RUN/average, the mean of the last K checkpoints of the LR decay
     Evaluation        runs evaluators every N steps and at the end, logs their metrics
     CurvesPlot        RUN/curves.png: loss (and eval loss) and LR against steps, at the end
 """
@@ -32,7 +33,7 @@ from lmforge.formatting import format_count, format_seconds
 if TYPE_CHECKING:  # pragma: no cover
     from lmforge.train.trainer import Trainer
 
-__all__ = ["Callback", "ConsoleProgress", "MetricsJSONL", "WandbLogger", "CheckpointSaver", "SaveAtSteps", "Evaluation", "CurvesPlot", "read_metrics"]
+__all__ = ["Callback", "ConsoleProgress", "MetricsJSONL", "WandbLogger", "CheckpointSaver", "SaveAtSteps", "AverageCheckpoints", "Evaluation", "CurvesPlot", "read_metrics"]
 
 CURVES = "curves.png"
 
@@ -201,6 +202,30 @@ class SaveAtSteps(Callback):
     def on_step_end(self, trainer: Trainer) -> None:
         if trainer.step in self.steps and not trainer.has_checkpoint(trainer.step):
             trainer.save_checkpoint()
+
+
+class AverageCheckpoints(Callback):
+    """At the end (after the last save), ``RUN/average``: the uniform average of the last ``k``
+    complete checkpoints whose step is at or after ``decay_start`` (the LR decay's first step),
+    replacing an earlier one; fewer than two such checkpoints: nothing, said on the console."""
+
+    main_only = True
+    DIR = "average"
+
+    def __init__(self, k: int, decay_start: int):
+        self.k, self.decay_start = k, decay_start
+
+    def on_end(self, trainer: Trainer) -> None:
+        from lmforge.checkpoint.average import average_checkpoints
+        from lmforge.checkpoint.listing import list_checkpoints
+
+        picked = [p for s, p in list_checkpoints(trainer.run_dir) if s >= self.decay_start][-self.k:]
+        if len(picked) < 2:
+            print(f"checkpoint.average_last: {len(picked)} checkpoint(s) saved in the LR decay (from step {self.decay_start}); "
+                  "nothing averaged (save more often: checkpoint.every)", flush=True)
+            return
+        out = average_checkpoints(picked, trainer.run_dir / self.DIR, replace=True)
+        print(f"averaged {', '.join(p.name for p in picked)} -> {out}", flush=True)
 
 
 class Evaluation(Callback):

@@ -127,8 +127,16 @@ class CheckpointConfig(Config):
     # Write checkpoints on a background thread: training stops only to copy the state to host
     # memory; the save completes during the next steps (and is waited for before the next one).
     background: bool = False
+    # At the end: the average of the last K checkpoints saved during the LR decay, in RUN/average
+    # (lmforge.checkpoint.average; OLMo-2-style souping of a decay's end). 0: none.
+    average_last: int = 0
 
     def validate(self) -> None:
+        if self.average_last < 0 or self.average_last == 1:
+            raise ConfigError(f"checkpoint.average_last must be 0 (none) or >= 2, got {self.average_last}")
+        if self.average_last > self.keep_last:
+            raise ConfigError(f"checkpoint.average_last ({self.average_last}) exceeds checkpoint.keep_last ({self.keep_last}): "
+                              "the checkpoints to average would be pruned first; raise checkpoint.keep_last")
         if self.every is not None and self.every <= 0:
             raise ConfigError(f"checkpoint.every must be positive or null, got {self.every}")
         if self.keep_last < 1:

@@ -19,7 +19,7 @@ import torch
 
 from lmforge.config import ConfigError
 from lmforge.distributed import DistInfo, destroy_distributed, init_distributed, parallelize
-from lmforge.train.callbacks import CheckpointSaver, ConsoleProgress, CurvesPlot, Evaluation, MetricsJSONL, WandbLogger
+from lmforge.train.callbacks import AverageCheckpoints, CheckpointSaver, ConsoleProgress, CurvesPlot, Evaluation, MetricsJSONL, WandbLogger
 from lmforge.train.config import TrainConfig
 from lmforge.train.objectives import OBJECTIVES, build_chat_data, heldout_evaluator
 from lmforge.train.trainer import Trainer
@@ -202,6 +202,8 @@ def _callbacks(cfg: TrainConfig, evaluators: list, quiet: bool) -> list:
     """The built-in callbacks, in order: checkpoints, evaluation, metrics.jsonl, console, W&B, plots."""
     c = cfg.checkpoint
     callbacks = [CheckpointSaver(c.every, c.keep_last, c.keep_every, c.at_end, c.background)]
+    if c.average_last:  # after the saver: the last checkpoint is written and pruning done
+        callbacks.append(AverageCheckpoints(c.average_last, cfg.schedule.decay_start()))
     if evaluators:
         if cfg.eval.every is None:
             raise ConfigError("evaluators were given but eval.every is null; set eval.every to the steps between evaluations")
