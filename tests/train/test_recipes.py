@@ -160,6 +160,10 @@ def test_config_trains_one_step(path, token_dirs, tmp_path):
     assert cfg.trainer.activation_checkpointing == shipped.trainer.activation_checkpointing
     assert cfg.trainer.z_loss == shipped.trainer.z_loss and cfg.schedule == shipped.schedule
 
+    if cfg.run.init_from is not None:  # an anneal recipe: its stage-1 run, the same config from scratch
+        stage1 = cfg.merged({"run": {"dir": str(tmp_path / "stage1"), "init_from": None, "keep_optimizer": False}})
+        train(stage1, quiet=True)
+        cfg = cfg.merged({"run": {"init_from": stage1.run.dir}})
     last = train(cfg, quiet=True)
 
     assert last["step"] == 1 and "skipped" not in last

@@ -662,3 +662,73 @@ def test_average_of_the_last_checkpoints_of_the_decay(token_dirs, tmp_path, caps
         assert torch.allclose(tensor.double(), mean, atol=1e-7, rtol=0), name
     with pytest.raises(ConfigError, match="average_last .3. exceeds checkpoint.keep_last .2."):
         _cfg(token_dirs, run, checkpoint={"keep_last": 2, "average_last": 3}).validate()
+
+
+def test_anneal_from_a_checkpoint_on_a_new_mix_carries_the_optimizer(token_dirs, tmp_path, capsys):
+    """`lmforge train CONFIG --init-from CKPT --keep-optimizer`: a new run on another data mixture with a
+    linear decay to zero starts from the checkpoint's weights and AdamW moments, with its own LR and data order."""
+    from lmforge.checkpoint import CheckpointError, load_model, load_pretrained
+    from lmforge.checkpoint.sharded import load_checkpoint
+    from lmforge.release import export_hf
+    from lmforge.train.trainer import DATA_ORDER
+
+    stage1 = tmp_path / "stage1"
+    train(_cfg(token_dirs, stage1, schedule={"total_steps": 6}), quiet=True)
+    ckpt = list_checkpoints(stage1)[-1][1]
+    anneal = dict(data={"sources": [{"paths": [str(token_dirs["val"])], "name": "new-mix"}], "seed": 11},
+                  optim={"lr": 1.0e-3}, schedule={"kind": "linear", "warmup_steps": 0, "total_steps": 4, "final_lr_ratio": 0.0})
+    path = write_run_config(token_dirs, tmp_path / "stage2", **anneal)
+
+    # what the new run starts from: stage 1's weights and moments, its own hyperparameters
+    cfg = TrainConfig.from_yaml(path).merged({"run": {"init_from": str(stage1), "keep_optimizer": True}})
+    trainer = build_trainer(cfg, quiet=True)
+    reference = build_trainer(_cfg(token_dirs, tmp_path / "ref"), quiet=True)
+    load_checkpoint(ckpt, model=reference.module.model, optimizer=reference.module.optimizer)
+    mine, theirs = trainer.module.optimizer, reference.module.optimizer
+    for p, q in zip((p for g in mine.param_groups for p in g["params"]), (q for g in theirs.param_groups for q in g["params"])):
+        assert torch.equal(p, q)
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(mine.state[p][key], theirs.state[q][key]), key
+    assert [g["lr"] for g in mine.param_groups] == [1.0e-3] * len(mine.param_groups)  # this run's LR, not stage 1's
+    assert theirs.param_groups[0]["lr"] != 1.0e-3
+    fresh = build_trainer(TrainConfig.from_yaml(path).merged({"run": {"init_from": str(stage1)}}), quiet=True)
+    assert not fresh.module.optimizer.state  # without keep_optimizer: new moments
+
+    # the run itself, from the command line
+    assert main(["train", str(path), "--init-from", str(stage1), "--keep-optimizer"]) == 0
+    records = _train_records(tmp_path / "stage2")
+    lrs = [r["lr"] for r in records]
+    assert len(records) == 4 and lrs == sorted(lrs, reverse=True) and lrs[0] == pytest.approx(1.0e-3) and lrs[-1] < 0.3e-3
+    order = json.loads((tmp_path / "stage2" / DATA_ORDER).read_text())
+    assert "new-mix" in json.dumps(order) and str(token_dirs["val"]) in json.dumps(order)
+    annealed, start = load_model(list_checkpoints(tmp_path / "stage2")[-1][1]).state_dict(), load_model(ckpt).state_dict()
+    assert any(not torch.equal(annealed[k], start[k]) for k in start)  # it trained on
+
+    # an HF export has no optimizer state: one line that says so
+    export_hf(*load_pretrained(ckpt), tmp_path / "hf")
+    with pytest.raises(CheckpointError, match="holds no optimizer state"):
+        build_trainer(TrainConfig.from_yaml(path).merged({"run": {"init_from": str(tmp_path / "hf"), "keep_optimizer": True}}), quiet=True)
+    with pytest.raises(ConfigError, match="run.keep_optimizer needs run.init_from"):
+        TrainConfig.from_yaml(path).merged({"run": {"keep_optimizer": True}})
+
+
+def test_the_anneal_recipe_runs_on_the_cpu(token_dirs, tmp_path):
+    """configs/train/olmo2-1b-anneal.yaml as shipped, pointed at a tiny stage-1 run and tiny data."""
+    from pathlib import Path as _P
+
+    from lmforge.train.trainer import DATA_ORDER
+
+    stage1 = tmp_path / "stage1"  # grouped as OLMo-2 groups (decay_norms): the groups must match to carry the state
+    train(_cfg(token_dirs, stage1, schedule={"total_steps": 4}, optim={"lr": 3e-3, "decay_norms": True}), quiet=True)
+    recipe = _P(__file__).resolve().parents[2] / "configs" / "train" / "olmo2-1b-anneal.yaml"
+    cfg = TrainConfig.from_yaml(recipe).merged({
+        "run": {"dir": str(tmp_path / "anneal"), "init_from": str(stage1), "device": "cpu"},
+        "data": {"sources": [{"name": "new-mix", "paths": [str(token_dirs["val"])]}], "dtype": "uint16", "eos_id": 0},
+        "schedule": {"total_steps": 3},
+        "trainer": {"global_batch": 4, "micro_batch": 2, "seq_len": 32, "precision": "fp32", "parallel": "none"},
+        "logging": {"progress": False, "plot": False, "every": 1},
+    })
+    assert cfg.run.keep_optimizer and cfg.schedule.kind == "linear" and cfg.schedule.final_lr_ratio == 0.0
+    train(cfg, quiet=True)
+    assert [r["step"] for r in _train_records(tmp_path / "anneal")] == [1, 2, 3]
+    assert (tmp_path / "anneal" / DATA_ORDER).is_file()

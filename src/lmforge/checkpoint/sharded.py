@@ -528,8 +528,11 @@ def _last_error_line(e: BaseException) -> str:
     return lines[0] if lines else type(e).__name__
 
 
-def load_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Load model and optimizer state from ``path`` in place and return the saved ``extra``."""
+def load_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    keep_param_groups: bool = False) -> dict[str, Any]:
+    """Load model and optimizer state from ``path`` in place and return the saved ``extra``.
+    ``keep_param_groups``: the optimizer keeps its own hyperparameters (a new run carrying the
+    moments of another: ``run.keep_optimizer``); the groups must hold the same parameters."""
     ckpt = Path(path)
     if not ckpt.is_dir():
         raise CheckpointError(
@@ -556,6 +559,11 @@ def load_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimize
         first = _last_error_line(e)
         raise CheckpointError(f"{ckpt}: cannot load the sharded state ({first}); does the model/optimizer match the run?") from None
     set_model_state_dict(model, state["model"])
+    if keep_param_groups:
+        if [sorted(g["params"]) for g in osd["param_groups"]] != [sorted(g["params"]) for g in groups]:
+            raise CheckpointError(f"{ckpt}: its optimizer groups hold other parameters than this run's (optim.decay_norms / "
+                                  "decay_embeddings differ?); make them match to carry the optimizer state")
+        groups = osd["param_groups"]
     set_optimizer_state_dict(model, optimizer, {"state": state["optim"]["state"], "param_groups": groups})
     return extra
 

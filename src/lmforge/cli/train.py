@@ -19,7 +19,14 @@ def cmd_train(args, overrides) -> int:
     check_sections(overrides, TrainConfig.SECTIONS, "'lmforge train'")
     from lmforge.train.run import train
 
+    shortcuts = {}
+    if args.init_from is not None:
+        shortcuts["init_from"] = args.init_from
+    if args.keep_optimizer:
+        shortcuts["keep_optimizer"] = True
     cfg = TrainConfig.from_yaml(args.config).merged(overrides)
+    if shortcuts:
+        cfg = cfg.merged({"run": shortcuts})
     resume = True if args.resume == "latest" else args.resume
     train(cfg, resume=resume)
     return 0
@@ -63,6 +70,8 @@ def add_commands(sub) -> None:
     tr = sub.add_parser("train", help="pretrain a model (one process, or under torchrun; accepts --SECTION.KEY=VALUE overrides)")
     tr.add_argument("config", help="run config YAML (see configs/train/)")
     tr.add_argument("--resume", nargs="?", const="latest", default=None, help="continue from the latest complete checkpoint (or the given one)")
+    tr.add_argument("--init-from", default=None, metavar="CKPT", help="= --run.init_from: start a new run from these weights (checkpoint, run or HF directory)")
+    tr.add_argument("--keep-optimizer", action="store_true", help="= --run.keep_optimizer=true: also carry the checkpoint's AdamW state (annealing, OLMo-2 stage 2)")
     tr.set_defaults(func=cmd_train)
 
     m = sub.add_parser("model", help="model presets: list, info")

@@ -53,6 +53,13 @@ class RunConfig(Config):
     # Start from these weights (an lmforge checkpoint or HF model directory); the model section is
     # then the checkpoint's own, and its tokenizer is the run's unless chat.tokenizer says otherwise.
     init_from: str | None = None
+    # With init_from an lmforge training checkpoint: also carry its AdamW state (moments and step
+    # counts; the hyperparameters are this config's), as OLMo-2's stage 2 anneals from stage 1.
+    keep_optimizer: bool = False
+
+    def validate(self) -> None:
+        if self.keep_optimizer and self.init_from is None:
+            raise ConfigError("run.keep_optimizer needs run.init_from (the training checkpoint whose optimizer state to carry)")
 
 
 @dataclasses.dataclass

@@ -110,6 +110,19 @@ def init_model(cfg: TrainConfig, device: torch.device):
     return model, tokenizer
 
 
+def carry_optimizer_state(init_from: str, model, optimizer) -> None:
+    """Load the AdamW moments and step counts of the training checkpoint ``init_from`` (a run
+    directory: its latest) into ``optimizer``, keeping this run's hyperparameters."""
+    from lmforge.checkpoint import CheckpointError, resolve_checkpoint
+    from lmforge.checkpoint.sharded import load_checkpoint
+
+    source = resolve_checkpoint(init_from)
+    if not (source / ".metadata").is_file():
+        raise CheckpointError(f"run.keep_optimizer: {source} holds no optimizer state (an HF export, an average or a model-only "
+                              "checkpoint); point run.init_from at a training checkpoint or drop run.keep_optimizer")
+    load_checkpoint(source, model=model, optimizer=optimizer, keep_param_groups=True)
+
+
 def build_trainer(
     cfg: TrainConfig,
     info: DistInfo | None = None,
@@ -146,6 +159,8 @@ def build_trainer(
     wrapped = parallelize(model, mode, activation_checkpointing=t.activation_checkpointing, compile=t.compile,
                           mixed_precision="bf16" if (amp is torch.bfloat16 and mode == "fsdp") else None)
     optimizer = cfg.optim.build(wrapped)
+    if cfg.run.keep_optimizer:  # a resume then loads the run's own checkpoint over it
+        carry_optimizer_state(cfg.run.init_from, wrapped, optimizer)
     autocast = amp if (amp is not None and mode != "fsdp") else None  # FSDP2 casts through its policy
     module = objective.module(cfg, wrapped, optimizer, peak_lr=cfg.optim.lr, grad_clip=t.grad_clip, autocast_dtype=autocast,
                               stability=t.stability, device=device)
