@@ -177,7 +177,15 @@ def cmd_inspect(args) -> int:
     from lmforge.config import atomic_write_text
     from lmforge.data.inspect import inspect_step
 
-    rows = inspect_step(args.run, args.step, world_size=args.world_size)
+    if args.release is not None:
+        from lmforge.release.errors import ReleaseError
+        from lmforge.release.provenance import inspect_revision
+
+        if not args.revision:
+            raise ReleaseError("--release needs --revision (a branch of the repository: stepN-tokensM or main)")
+        rows = inspect_revision(args.release, args.revision, args.step, world_size=args.world_size)
+    else:
+        rows = inspect_step(args.run, args.step, world_size=args.world_size)
     if args.out:
         rows = list(rows)
         atomic_write_text(args.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
@@ -275,7 +283,10 @@ def add_commands(sub) -> None:
     dc.add_argument("--max-pairs", type=int, default=1500, help="training preference pairs (held out: 10%% more)")
     dc.add_argument("--seed", type=int, default=0)
     di = dsub.add_parser("inspect", help="the exact instances of a training step, decoded, with source document ids")
-    di.add_argument("--run", required=True, help="run directory written by `lmforge train`")
+    src = di.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="run directory written by `lmforge train`")
+    src.add_argument("--release", help="model repository written by `lmforge release` (with --revision; the corpus is checked against it)")
+    di.add_argument("--revision", default=None, help="with --release: the revision (stepN-tokensM, or main) whose training run to inspect")
     di.add_argument("--step", type=int, required=True, help="step N (1-based, as in metrics.jsonl)")
     di.add_argument("--world-size", type=int, default=1, help="show which rank trained on which instance")
     di.add_argument("--jsonl", action="store_true", help="print JSON lines instead of text")

@@ -80,6 +80,7 @@ from lmforge.release.facts import CURVES, METRICS, card_facts, default_reproduce
 from lmforge.release.git import NEW, TMP_PREFIX, Git, commit_dir, export_revision, list_revisions, open_repo
 from lmforge.release.hf import export_hf
 from lmforge.release.hub import REVISIONS_JSON, check_push_target, push_to_hub
+from lmforge.release.provenance import TrainingFiles
 from lmforge.release.naming import TOKEN_UNITS, auto_token_unit, format_tokens, parse_revision, revision_name
 from lmforge.storage import crash_point, lock_output
 
@@ -209,6 +210,7 @@ class _Release:
     force: bool
     progress: bool
     t0: float
+    training: TrainingFiles | None = None  # the revisions' training/ files (set once the repository is open)
 
 
 def release_run(
@@ -269,6 +271,7 @@ def release_run(
     git_dir = git.git_dir
     with lock_output(git_dir, f"lmforge release {run}"):  # one release at a time writes a repository
         _clean_stale(git_dir)  # scratch of a killed release (we hold the lock: nobody else's)
+        rel.training = TrainingFiles(run, Path(git_dir))
         return _release_locked(git, rel, say)
 
 
@@ -377,6 +380,8 @@ def _export_revision_commit(git: Git, ck: CheckpointInfo, name: str, rel: _Relea
     atomic_write_text(out / "README.md", readme)
     info = {"revision": name, "step": ck.step, "tokens_seen": ck.tokens_seen, "checkpoint": ck.path.name, "lmforge_version": __version__}
     atomic_write_text(out / REVISION_JSON, json.dumps(info, indent=1) + "\n")
+    if rel.training is not None:  # config, data order and token-file manifest: batch N can be rebuilt
+        rel.training.write(out)
     msg = f"{name}: {rel.name} at step {ck.step} ({ck.tokens_seen:,} tokens seen)\n\nExported from {ck.path.name} by lmforge {__version__}."
     commit = commit_dir(git, out, work / "index", msg)
     shutil.rmtree(work, ignore_errors=True)
