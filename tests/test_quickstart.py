@@ -348,6 +348,10 @@ def test_quickstart_tiny_end_to_end_and_resume(tmp_path):
     for want in ("step4-tokens1024", "step12-tokens3072", "Bits per byte", "arc_easy", "training/curves.png", "eval/bpb_vs_tokens.png", "lmforge quickstart"):
         assert want in card, want
     assert (repo / "LICENSE").is_file() and (repo / "data" / "manifest.json").is_file()
+    # every revision carries the data order and the token-file manifest (checksums of every file)
+    manifest = json.loads(_git(repo, "show", "step4-tokens1024:training/token_files.json"))
+    assert manifest["files"] and all(f["sha256"] and f["metadata"]["sha256"] for f in manifest["files"])
+    assert json.loads(_git(repo, "show", "step4-tokens1024:training/data_order.json")) == json.loads((run / "data_order.json").read_text())
     for png in ("training/curves.png", "eval/bpb_vs_tokens.png"):
         assert (repo / png).read_bytes()[:8] == PNG, png
 

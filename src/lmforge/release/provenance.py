@@ -67,21 +67,38 @@ class _Checksums:
                 pass
 
 
-def token_file_manifest(order: dict[str, Any], checksums: Any = None) -> dict[str, Any]:
+def _locate(path: str, bases: list[Path]) -> str | None:
+    """``path`` as recorded (relative: to the directory training ran in), else under one of ``bases``."""
+    if os.path.isfile(path):
+        return path
+    if not os.path.isabs(path):
+        for base in bases:
+            if (base / path).is_file():
+                return str(base / path)
+    return None
+
+
+def token_file_manifest(order: dict[str, Any], checksums: Any = None, *, bases: list[Path] | None = None,
+                        warn: Any = None) -> dict[str, Any]:
     """``{"files": [{"source", "path", "bytes", "sha256", "metadata": {"path", "bytes", "sha256"} | None}]}``
-    for the token files a data order (``data_order.json``) names."""
+    for the token files a data order (``data_order.json``) names; ``path`` as the order records it.
+    A file not found (here or under ``bases``) is listed with its recorded size and ``sha256: null``,
+    and ``warn`` is told."""
     checksums = checksums or _Checksums(None)
     files = []
     for f in order.get("files", []):
         path = f["path"]
-        if not os.path.isfile(path):
-            raise ReleaseError(f"{path}: a token file of the run's data order is missing; the release needs the corpus it was trained on")
-        size, digest = checksums(path)
-        meta = _metadata_of(path)
-        entry = {"source": f.get("source"), "path": path, "bytes": size, "sha256": digest, "metadata": None}
-        if meta is not None:
-            msize, mdigest = checksums(meta)
-            entry["metadata"] = {"path": meta, "bytes": msize, "sha256": mdigest}
+        found = _locate(path, bases or [])
+        entry: dict[str, Any] = {"source": f.get("source"), "path": path, "bytes": f.get("bytes"), "sha256": None, "metadata": None}
+        if found is None:
+            if warn is not None:
+                warn(f"release: token file {path} not found here; its sha256 is not recorded (release from where the run was trained)")
+        else:
+            entry["bytes"], entry["sha256"] = checksums(found)
+            meta = _metadata_of(found)
+            if meta is not None:
+                msize, mdigest = checksums(meta)
+                entry["metadata"] = {"path": path[: -len(".npy")] + ".csv.gz", "bytes": msize, "sha256": mdigest}
         files.append(entry)
     return {"format": "lmforge.token_files/1", "files": files}
 
@@ -89,7 +106,8 @@ def token_file_manifest(order: dict[str, Any], checksums: Any = None) -> dict[st
 class TrainingFiles:
     """The ``training/`` files of a run, computed once per release and written into each revision."""
 
-    def __init__(self, run: Path, git_dir: Path | None = None):
+    def __init__(self, run: Path, git_dir: Path | None = None, warn: Any = None):
+        self.run, self.warn = run, warn
         self.config = run / CONFIG
         order_path = run / DATA_ORDER
         self.order = json.loads(order_path.read_text(encoding="utf-8")) if order_path.is_file() else None
@@ -100,7 +118,8 @@ class TrainingFiles:
         if self.order is None:
             return None
         if self._manifest is None:
-            self._manifest = token_file_manifest(self.order, self._checksums)
+            bases = list(self.run.resolve().parents)  # a relative path was relative to where training ran
+            self._manifest = token_file_manifest(self.order, self._checksums, bases=bases, warn=self.warn)
             self._checksums.save()
         return self._manifest
 
@@ -146,7 +165,7 @@ def inspect_revision(repo: str | os.PathLike, revision: str, step: int, *, world
             if not os.path.isfile(path):
                 raise ReleaseError(f"{path}: not found; the corpus of {revision} must be at the paths its {TOKEN_FILES} names "
                                    "(run from where it was trained, or place the files there)")
-            if os.path.getsize(path) != entry["bytes"] or sha256_file(path) != entry["sha256"]:
+            if os.path.getsize(path) != entry["bytes"] or (entry["sha256"] is not None and sha256_file(path) != entry["sha256"]):
                 raise ReleaseError(f"{path}: differs from the file {revision} was trained on (size or sha256 in {TOKEN_FILES}); "
                                    "the batch rebuilt from it would not be the one trained on")
     with tempfile.TemporaryDirectory(prefix="lmforge-inspect-") as tmp:

@@ -271,7 +271,7 @@ def release_run(
     git_dir = git.git_dir
     with lock_output(git_dir, f"lmforge release {run}"):  # one release at a time writes a repository
         _clean_stale(git_dir)  # scratch of a killed release (we hold the lock: nobody else's)
-        rel.training = TrainingFiles(run, Path(git_dir))
+        rel.training = TrainingFiles(run, Path(git_dir), warn=say)
         return _release_locked(git, rel, say)
 
 
@@ -397,6 +397,9 @@ def _main_extras(stage: Path, rel: _Release) -> dict[str, str]:
     if cfg.is_file():
         shutil.copyfile(cfg, stage / "training" / CONFIG)
         files["config"] = f"training/{CONFIG}"
+    if rel.training is not None:  # as in every revision: the data order and the token-file manifest
+        for name in rel.training.write(stage):
+            files.setdefault(name.split(".")[0], f"training/{name}")
     for key, name in (("metrics", METRICS), ("curves", CURVES)):
         if (run / name).is_file():
             shutil.copyfile(run / name, stage / "training" / name)
