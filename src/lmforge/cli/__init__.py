@@ -9,7 +9,9 @@
     lmforge release RUN --repo DIR [--eval DIR] [--manifest FILE] [--push REPO_ID [--force]]
     lmforge generate --model PATH [--prompt TEXT ...] [--max-new-tokens N --temperature T ...]
     lmforge train CONFIG [--resume [CKPT]] [--SECTION.KEY=VALUE ...]   (torchrun -m lmforge train ... for N processes)
-    lmforge data inspect --run RUN --step N [--jsonl | --out FILE]
+    lmforge data inspect --run RUN --step N [--jsonl | --out FILE]   (or --release REPO --revision R)
+    lmforge data index TOKENS... --out IDX  |  lmforge data count IDX "text"
+    lmforge trace --index IDX (--model M --prompt P | --text T) [--json]
     lmforge eval downstream MODEL --tasks arc_easy,hellaswag [--formulation rc_0shot] [--limit N] [--out FILE]
     lmforge eval perplexity MODEL DOMAINS... --out FILE
     lmforge eval checkpoints RUN/checkpoints/step* --out DIR [--tasks ...] [--data DOMAINS...]
@@ -28,11 +30,11 @@ from lmforge.config import parse_overrides
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lmforge.cli import data, eval, generate, release, tokenizer, train
+    from lmforge.cli import data, eval, generate, release, tokenizer, trace, train
 
     p = argparse.ArgumentParser(prog="lmforge", description="A truly open language-model framework.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (train, data, eval, tokenizer, release, generate):
+    for module in (train, data, eval, tokenizer, release, generate, trace):
         module.add_commands(sub)
     return p
 

@@ -206,9 +206,37 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def cmd_index(args) -> int:
+    import time
+
+    from lmforge.data.corpus_index import build_index
+
+    t0 = time.perf_counter()
+    rec = build_index(args.tokens, args.out, dtype=args.dtype)
+    print(f"indexed {rec['tokens']:,} tokens of {rec['documents']:,} documents in {len(rec['files'])} file(s) -> {args.out} "
+          f"({time.perf_counter() - t0:.1f}s); count with: lmforge data count {args.out} \"TEXT\"")
+    return 0
+
+
+def cmd_count(args) -> int:
+    from lmforge.data.corpus_index import CorpusIndex
+    from lmforge.data.documents import DataError
+
+    idx = CorpusIndex.load(args.index)
+    if idx.tokenizer is None:
+        raise DataError(f"{args.index}: the index has no tokenizer.json (its token files named none); count token ids with the Python API")
+    ids = idx.tokenizer.encode(args.text)
+    n = idx.count(ids)
+    print(f"{n:,}\t{args.text!r} ({len(ids)} tokens)")
+    if args.show:
+        for o in idx.occurrences(ids, limit=args.show):
+            print(f"  {o.get('id', '?')} ({o.get('src', '?')}) @ {o['position']}: {o['snippet']!r}")
+    return 0
+
+
 _COMMANDS = {
     "fetch": cmd_fetch, "tag": cmd_tag, "dedup": cmd_dedup, "tokenize": cmd_tokenize, "analyze": cmd_analyze, "taggers": cmd_taggers,
-    "eval-filter": cmd_eval_filter, "chat-demo": cmd_chat_demo, "inspect": cmd_inspect,
+    "eval-filter": cmd_eval_filter, "chat-demo": cmd_chat_demo, "inspect": cmd_inspect, "index": cmd_index, "count": cmd_count,
 }
 
 
@@ -292,5 +320,13 @@ def add_commands(sub) -> None:
     di.add_argument("--jsonl", action="store_true", help="print JSON lines instead of text")
     di.add_argument("--out", default=None, help="write JSON lines to this file")
     di.add_argument("--full", action="store_true", help="print whole instances (default: the first 400 characters)")
+    dx = dsub.add_parser("index", help="a suffix-array index over token files: count and trace any text in the training data")
+    dx.add_argument("tokens", nargs="+", help="token files (.npy) or directories of them (with their .csv.gz metadata)")
+    dx.add_argument("--out", required=True, help="new index directory")
+    dx.add_argument("--dtype", default=None, help="token dtype (default: from tokenize_summary.json)")
+    dn = dsub.add_parser("count", help="how often a text occurs in an indexed corpus (exact, as tokens)")
+    dn.add_argument("index", help="index directory (lmforge data index)")
+    dn.add_argument("text")
+    dn.add_argument("--show", type=int, default=0, help="also print this many occurrences with their documents")
     data_plan.add_commands(dsub)
     d.set_defaults(func=cmd_data)
