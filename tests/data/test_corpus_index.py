@@ -114,3 +114,34 @@ def test_trace_a_models_output_and_errors(index, tmp_path, bpe_tokenizer, capsys
     assert "not a corpus index" in capsys.readouterr().err
     with pytest.raises(DataError, match="not empty"):
         build_index([index.parent / "tokens"], index)
+
+
+def test_exact_contamination_counts_through_the_index(tmp_path, bpe_tokenizer):
+    """An evaluation example planted in the corpus is found with its n-gram counts; `data analyze
+    --index` reports them per task."""
+    from lmforge.data.corpus_index import contamination
+    from lmforge.data.evalsets import EvalSets
+
+    examples = EvalSets().examples("arc_easy")
+    planted_id, planted = next(iter(examples.items()))
+    rng = random.Random(1)
+    docs = [{"id": f"d{i}", "text": _noise(rng, 60), "source": "noise"} for i in range(40)]
+    docs[7]["text"] += "\n" + planted + "\n"
+    docs[31]["text"] = planted + "\n" + docs[31]["text"]
+    (tmp_path / "documents").mkdir()
+    (tmp_path / "documents" / "c.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
+    tok_path = tmp_path / "tok.json"
+    bpe_tokenizer.save(tok_path)
+    run_tokenize(tmp_path / "documents" / "c.jsonl", tok_path, tmp_path / "tokens")
+    build_index([tmp_path / "tokens"], tmp_path / "index")
+    idx = CorpusIndex.load(tmp_path / "index")
+    few = dict(list(examples.items())[:30])
+    c = contamination(idx, few, n=8)
+    assert c["contaminated"] >= 1 and planted_id in c["contaminated_ids"] and c["occurrences"] >= 2
+    assert c["checked"] + c["too_short"] == 30
+    assert main(["data", "analyze", "--documents", str(tmp_path / "documents"), "--out", str(tmp_path / "report"), "--tasks", "arc_easy",
+                 "--index", str(tmp_path / "index"), "--no-progress"]) == 0
+    report = json.loads((tmp_path / "report" / "analysis.json").read_text())
+    exact = report["contamination"]["arc_easy"]["index"]
+    assert planted_id in exact["contaminated_ids"] and exact["checked"] > 100
+    assert "Exact counts in the corpus index" in (tmp_path / "report" / "report.md").read_text()

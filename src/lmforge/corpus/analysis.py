@@ -189,20 +189,23 @@ def analyze(
     top_k: int = 20,
     progress: bool = True,
     executor: ExecutorConfig | None = None,
+    index: str | None = None,
 ) -> dict[str, Any]:
     """Analyse the corpus; write ``report.md``, ``analysis.json`` and PNG plots into ``out_dir``
     (held for the run: a second analysis into it is refused).
 
     ``near_dup`` is ``EXPERIMENT/ATTRIBUTE_KEY`` of a near-duplicate attribute (documents where the
-    key has spans count as near duplicates). ``eval_tasks=[]`` skips contamination.
+    key has spans count as near duplicates). ``eval_tasks=[]`` skips contamination. ``index``: a
+    corpus index (``lmforge data index``) of this corpus's token files: each task also gets exact
+    counts of its examples' token ``ngram``-grams in it (``contamination[task]["index"]``).
     """
     with staged_directory(out_dir, download=False) as out, lock_output(out, "lmforge data analyze"), \
             scratch_directory(out_dir if is_url(out_dir) else out, ".analyze-work-") as work:
         return _analyze(paths, out, work, tokenizer=tokenizer, eval_tasks=eval_tasks, near_dup=near_dup, ngram=ngram,
-                        workers=workers, top_k=top_k, progress=progress, executor=executor)
+                        workers=workers, top_k=top_k, progress=progress, executor=executor, index=index)
 
 
-def _analyze(paths, out: Path, work, *, tokenizer, eval_tasks, near_dup, ngram, workers, top_k, progress, executor) -> dict[str, Any]:
+def _analyze(paths, out: Path, work, *, tokenizer, eval_tasks, near_dup, ngram, workers, top_k, progress, executor, index=None) -> dict[str, Any]:
     from lmforge.data.evalsets import DOWNSTREAM
 
     shards = list_shards(paths)
@@ -244,6 +247,14 @@ def _analyze(paths, out: Path, work, *, tokenizer, eval_tasks, near_dup, ngram, 
         total = len(examples) + too_short[t]
         contamination[t] = {"examples": total, "checked": len(examples), "too_short": too_short[t], "contaminated": contaminated,
                             "share": contaminated / len(examples) if examples else 0.0}
+    if index is not None and eval_by_task:  # exact counts of token n-grams in the corpus index
+        from lmforge.data.corpus_index import CorpusIndex
+        from lmforge.data.corpus_index import contamination as index_contamination
+        from lmforge.data.evalsets import EvalSets
+
+        idx, sets = CorpusIndex.load(index), EvalSets()
+        for t in contamination:
+            contamination[t]["index"] = index_contamination(idx, sets.examples(t), ngram)
     result = {
         "accounting": acct.to_json(),
         "per_source": {s: dict(c) for s, c in sorted(per_source.items())},
@@ -330,5 +341,12 @@ def _report(r: dict[str, Any], plots: dict[str, str]) -> str:
         lines += ["| task | examples | checked | contaminated | share |", "|---|---|---|---|---|"]
         for t, c in r["contamination"].items():
             lines.append(f"| {t} | {c['examples']:,} | {c['checked']:,} | {c['contaminated']:,} | {100 * c['share']:.2f}% |")
-        lines += ["", "Examples shorter than the n-gram length are not checked (the 'checked' column).", "", f"![contamination]({plots['contamination']})", ""]
+        lines += ["", "Examples shorter than the n-gram length are not checked (the 'checked' column).", ""]
+        indexed = {t: c["index"] for t, c in r["contamination"].items() if "index" in c}
+        if indexed:
+            lines += [f"Exact counts in the corpus index: examples with a token {r['ngram']}-gram that occurs in the indexed token files, "
+                      "and the occurrences of their n-grams.", "", "| task | checked | contaminated | share | n-gram occurrences |", "|---|---|---|---|---|"]
+            lines += [f"| {t} | {c['checked']:,} | {c['contaminated']:,} | {100 * c['share']:.2f}% | {c['occurrences']:,} |" for t, c in indexed.items()]
+            lines += [""]
+        lines += [f"![contamination]({plots['contamination']})", ""]
     return "\n".join(lines) + "\n"

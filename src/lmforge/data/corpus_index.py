@@ -39,7 +39,7 @@ from lmforge.data.documents import DataError
 from lmforge.data.token_files import SUMMARY_NAME, read_metadata, read_summary, read_token_file
 from lmforge.storage import atomic_directory
 
-__all__ = ["CorpusIndex", "Span", "build_index", "informative", "suffix_array"]
+__all__ = ["CorpusIndex", "Span", "build_index", "contamination", "informative", "suffix_array"]
 
 INDEX_JSON = "index.json"
 FORMAT = "lmforge.corpus_index/1"
@@ -249,3 +249,31 @@ def informative(text: str) -> bool:
     """Not only whitespace, punctuation or stop words (OLMoTrace's filter)."""
     words = re.findall(r"[^\W_]+", text.lower())
     return bool(words) and not all(w in STOP_WORDS for w in words)
+
+
+def contamination(index: CorpusIndex, examples: dict[str, str], n: int = 13, max_windows: int = 64) -> dict[str, Any]:
+    """Exact token n-gram overlap of evaluation examples (id -> text) with the indexed corpus. Each
+    example is cut into ``n``-token windows at a stride of ``n`` (its last window ending at its end;
+    at most ``max_windows``): any overlap of ``2n - 1`` tokens or more with the corpus contains
+    one, a verbatim copy contains all. An example is contaminated when one of its windows occurs;
+    ``occurrences`` sums the exact counts of those windows over all examples."""
+    if index.tokenizer is None:
+        raise DataError(f"{index.root}: the index has no tokenizer.json; exact contamination counts need the corpus tokenizer")
+    checked = contaminated = occurrences = too_short = 0
+    hits: list[str] = []
+    for doc_id, text in examples.items():
+        ids = index.tokenizer.encode(text)
+        if len(ids) < n:
+            too_short += 1
+            continue
+        checked += 1
+        found = 0
+        starts = sorted(set(list(range(0, len(ids) - n + 1, n))[:max_windows] + [len(ids) - n]))
+        for w in {tuple(ids[i : i + n]) for i in starts}:
+            found += index.count(w)
+        if found:
+            contaminated += 1
+            occurrences += found
+            hits.append(doc_id)
+    return {"examples": len(examples), "checked": checked, "too_short": too_short, "contaminated": contaminated,
+            "share": contaminated / checked if checked else 0.0, "occurrences": occurrences, "contaminated_ids": hits[:20]}
