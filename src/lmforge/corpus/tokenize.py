@@ -337,7 +337,7 @@ class _ShardTokenizer:
         """Each document as one array ``[BOS] ids EOS`` (no Python list of every id); each encoding is
         freed as soon as its ids are out."""
         if self.engine is not None:
-            encs = self.engine.encode_batch(texts, num_threads=self.task.threads or 1)
+            encs = self.engine.encode_batch(texts, num_threads=self.task.threads or _cpus())  # one worker: all CPUs, as HF's Rust pool
             self.audit(texts, encs)
         else:
             encs = self.encode(texts, add_special_tokens=False)
