@@ -23,20 +23,16 @@ function except ``prune_checkpoints``, which only rank 0 acts on); the run direc
 filesystem all ranks share.
 
 A checkpoint is untrusted input: nothing here runs code from one. DCP's pickled ``.metadata`` is read
-with an unpickler that resolves an exact list of (module, name) pairs (DCP's metadata classes, torch
-dtypes and ``Size``) and refuses dotted names; the metadata must then describe tensors only, stored
-in shard files of the checkpoint directory, so DCP never takes its ``torch.load(weights_only=False)``
-path (the load planner refuses it too); tensors are read with ``weights_only=True``.
+by :class:`lmforge.checkpoint.safe_dcp.SafeReader` (an exact allowlist of classes; tensors only, in
+shard files of the checkpoint directory; tensors read with ``weights_only=True``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import io
 import json
 import os
-import pickle
 import random
 import re
 import shutil
@@ -67,6 +63,7 @@ from lmforge.checkpoint.listing import (  # re-exported: finding checkpoints liv
     latest_checkpoint,
     list_checkpoints,
 )
+from lmforge.checkpoint.safe_dcp import SafeReader, TensorOnlyPlanner
 from lmforge.checkpoint.unsharded import CheckpointError, atomic_save_safetensors, load_state, save_model
 from lmforge.config import atomic_write_text
 from lmforge.distributed import rank_and_world, unwrap
@@ -209,95 +206,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         import numpy as np
 
         np.random.set_state(tuple(state["numpy"]))
-
-
-# --- a restricted reader for DCP's pickled metadata -----------------------------------------
-# A checkpoint is untrusted input (they are meant to be shared). DCP's ``.metadata`` is a pickle, so
-# it is read with an unpickler that resolves exactly these (module, name) pairs and nothing else: the
-# classes DCP's metadata is made of, torch's dtypes and ``Size``, the layout lookup, and path/
-# container types. Dotted names (which pickle protocol 4 resolves attribute by attribute, e.g.
-# ``torch.distributed.checkpoint.filesystem`` + ``os.system``) are refused outright.
-_DCP_METADATA = "torch.distributed.checkpoint.metadata"
-_METADATA_GLOBALS = frozenset(
-    {(_DCP_METADATA, n) for n in ("Metadata", "MetadataIndex", "StorageMeta", "TensorProperties", "TensorStorageMetadata", "ChunkStorageMetadata", "_MEM_FORMAT_ENCODING")}
-    | {
-        ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
-        ("torch.serialization", "_get_layout"),  # a layout from its name (a dict lookup)
-        ("torch", "Size"),
-        ("pathlib", "PosixPath"),
-        ("pathlib", "PurePosixPath"),
-        ("collections", "OrderedDict"),
-    }
-    | {("torch", n) for n in dir(torch) if isinstance(getattr(torch, n, None), torch.dtype)}
-)
-
-
-class _MetadataUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if "." in name or (module, name) not in _METADATA_GLOBALS:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from checkpoint metadata (not a DCP metadata type)")
-        return super().find_class(module, name)
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError("refusing a persistent id in checkpoint metadata")
-
-
-def _check_metadata(metadata: Any, where: str) -> None:
-    """What lmforge's checkpoints hold: tensor entries only (a bytes entry would make DCP call
-    ``torch.load(weights_only=False)`` on its data), stored in plain files of the checkpoint
-    directory, with no stream transforms."""
-    from torch.distributed.checkpoint.filesystem import _StorageInfo
-    from torch.distributed.checkpoint.metadata import Metadata, MetadataIndex, TensorStorageMetadata
-
-    if type(metadata) is not Metadata:
-        raise CheckpointError(f"{where}: not DCP metadata (a {type(metadata).__name__})")
-    entries = metadata.state_dict_metadata
-    if not isinstance(entries, dict):
-        raise CheckpointError(f"{where}: malformed DCP metadata (state_dict_metadata is a {type(entries).__name__})")
-    for key, md in entries.items():
-        if type(md) is not TensorStorageMetadata:
-            raise CheckpointError(f"{where}: entry {key!r} is a {type(md).__name__}; lmforge checkpoints hold tensors only")
-    storage = metadata.storage_data
-    if not isinstance(storage, dict):
-        raise CheckpointError(f"{where}: malformed DCP metadata (storage_data is a {type(storage).__name__})")
-    for index, info in storage.items():
-        if type(index) is not MetadataIndex or type(info) is not _StorageInfo:
-            raise CheckpointError(f"{where}: malformed DCP metadata (storage entry {type(index).__name__} -> {type(info).__name__})")
-        rel = info.relative_path
-        if not isinstance(rel, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+\.distcp", rel) or rel.startswith("."):
-            raise CheckpointError(f"{where}: storage file {rel!r} is not a shard file of the checkpoint directory")
-        if getattr(info, "transform_descriptors", None):
-            raise CheckpointError(f"{where}: stream transforms {list(info.transform_descriptors)} are not used by lmforge checkpoints; refusing")
-        if not isinstance(info.offset, int) or not isinstance(info.length, int) or info.offset < 0 or info.length < 0:
-            raise CheckpointError(f"{where}: storage entry for {index.fqn!r} has a bad offset/length")
-
-
-class _SafeReader(dcp.FileSystemReader):
-    def read_metadata(self, *args: Any, **kwargs: Any):
-        rank = kwargs.get("rank")
-        path = self._get_metadata_path(rank)
-        with self.fs.create_stream(path, "rb") as f:
-            try:
-                metadata = _MetadataUnpickler(io.BytesIO(f.read())).load()
-            except pickle.UnpicklingError as e:
-                raise CheckpointError(f"{path}: {e}") from None
-            except Exception as e:  # noqa: BLE001 - a damaged file: any error of the unpickler
-                raise CheckpointError(f"{path}: unreadable DCP metadata ({type(e).__name__}: {str(e)[:100]})") from None
-        _check_metadata(metadata, str(path))
-        from torch.distributed.checkpoint.metadata import StorageMeta
-
-        if getattr(metadata, "storage_meta", None) is None:
-            metadata.storage_meta = StorageMeta()
-        metadata.storage_meta.load_id = self.load_id
-        return metadata
-
-
-class _TensorOnlyPlanner(dcp.DefaultLoadPlanner):
-    """DCP's load planner without its one unpickling path (bytes entries, read with
-    ``torch.load(weights_only=False)``); tensors are read with ``weights_only=True`` by DCP."""
-
-    def load_bytes(self, read_item: Any, value: Any) -> None:
-        raise CheckpointError(f"checkpoint entry {read_item.dest_index.fqn!r} holds pickled bytes; lmforge checkpoints hold tensors only")
 
 
 # --- save / find / load / prune ---------------------------------------------------------------
@@ -546,13 +454,13 @@ def load_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimize
     extra = _read_json(ckpt, EXTRA_JSON, EXTRA_TENSORS)
     osd = get_optimizer_state_dict(model, optimizer)
     state = {"model": get_model_state_dict(model), "optim": {"state": osd["state"]}}
-    reader = _SafeReader(str(ckpt))
+    reader = SafeReader(str(ckpt))
     if not (ckpt / ".metadata").is_file():
         raise CheckpointError(f"{ckpt}: no .metadata; the sharded state is missing (the checkpoint is damaged)")
     reader.read_metadata()  # checked here, before DCP (which falls back to other files when it fails)
     try:
         with _single_process_quiet():
-            dcp.load(state, storage_reader=reader, planner=_TensorOnlyPlanner(), no_dist=not dist.is_initialized())
+            dcp.load(state, storage_reader=reader, planner=TensorOnlyPlanner(), no_dist=not dist.is_initialized())
     except CheckpointError:
         raise
     except (Exception, CheckpointException) as e:

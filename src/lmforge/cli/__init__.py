@@ -5,6 +5,7 @@
     lmforge tokenizer fetch olmo | train FILES_OR_DIRS... --vocab-size N --out PATH | info PATH_OR_NAME
     lmforge export --model CKPT --out DIR      lmforge checkpoint -> HF directory
     lmforge import --model HF_DIR --out CKPT   HF directory -> lmforge checkpoint
+    lmforge import --from olmo-core|olmo DIR --out CKPT   an OLMo-core / OLMo training checkpoint, AdamW state included
     lmforge checkpoint average CKPT... --out DIR [--weights W,...]   a weighted mean of checkpoints
     lmforge release RUN --repo DIR [--eval DIR] [--manifest FILE] [--push REPO_ID [--force]]
     lmforge generate --model PATH [--prompt TEXT ...] [--max-new-tokens N --temperature T ...]

@@ -36,12 +36,41 @@ def cmd_release(args, overrides) -> int:
 
 def cmd_import(args, overrides) -> int:
     no_overrides(overrides, f"'lmforge {args.command}'")
+    if (args.source is None) == (args.model is None):
+        raise ConfigError("lmforge import: give the source directory once (positional, or --model for an HF directory)")
+    source = args.source or args.model
+    if args.source_format != "hf":
+        return _import_foreign(args, source)
     from lmforge.checkpoint import save_model
     from lmforge.release import import_hf
 
-    model, tokenizer = import_hf(args.model, dtype=parse_dtype(args.dtype))
+    model, tokenizer = import_hf(source, dtype=parse_dtype(args.dtype))
     out = save_model(args.out, model, tokenizer=tokenizer)
-    print(f"imported {args.model} -> {out} ({model.num_params():,} parameters)")
+    print(f"imported {source} -> {out} ({model.num_params():,} parameters)")
+    return 0
+
+
+def _import_foreign(args, source: str) -> int:
+    from lmforge.checkpoint.imports import read_foreign, write_checkpoint
+
+    if args.dtype is not None:
+        raise ConfigError(f"--dtype: a training checkpoint imported --from {args.source_format} keeps float32 weights and moments")
+    fc = read_foreign(args.source_format, source, config=args.config)
+    tokenizer = None
+    if args.tokenizer is not None:
+        from lmforge.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(args.tokenizer)
+    out = write_checkpoint(fc, args.out, tokenizer=tokenizer)
+    c = fc.config
+    moments = "weights and AdamW state" if fc.state is not None else "weights only (no AdamW state in the source)"
+    print(f"imported {fc.source['path']} ({args.source_format}, step {fc.step:,}: {c.arch}, d_model {c.d_model}, {c.n_layers} layers, "
+          f"{c.n_heads} heads) -> {out}: {moments}")
+    for note in fc.notes:
+        print(f"  note: {note}")
+    o = fc.optim
+    print(f"continue training: lmforge train CONFIG --init-from {out} --keep-optimizer "
+          f"(its optimizer groups: --optim.decay_norms={str(o.decay_norms).lower()} --optim.decay_embeddings={str(o.decay_embeddings).lower()})")
     return 0
 
 
@@ -85,8 +114,14 @@ def add_commands(sub) -> None:
     add_config_arguments(rl, ReleaseConfig)  # the flags are ReleaseConfig's fields
     rl.set_defaults(func=cmd_release)
 
-    i = sub.add_parser("import", help="import an HF Olmo/Olmo2 directory as an lmforge checkpoint")
-    i.add_argument("--model", required=True, help="HF model directory (config.json + safetensors)")
-    i.add_argument("--out", required=True, help="lmforge checkpoint directory to write")
+    i = sub.add_parser("import", help="import an HF Olmo/Olmo2 directory, or an OLMo-core / OLMo training checkpoint with its optimizer state")
+    i.add_argument("source", nargs="?", default=None, help="the directory to import (for --from hf also --model)")
+    i.add_argument("--from", dest="source_format", choices=("hf", "olmo-core", "olmo"), default="hf",
+                   help="hf: a transformers directory (weights); olmo-core: OLMo-core's save folder or stepN checkpoint; "
+                        "olmo: the OLMo trainer's stepN-unsharded (model.pt + optim.pt); the last two carry AdamW state")
+    i.add_argument("--model", default=None, help="HF model directory (config.json + safetensors)")
+    i.add_argument("--out", required=True, help="lmforge checkpoint directory to write (must not exist for olmo-core / olmo)")
+    i.add_argument("--config", default=None, help="olmo-core / olmo: the run's config (config.json / config.yaml) when not beside the checkpoint")
+    i.add_argument("--tokenizer", default=None, help="olmo-core / olmo: a tokenizer (JSON, directory or name) to save with the checkpoint")
     i.add_argument("--dtype", default=None)
     i.set_defaults(func=cmd_import)
