@@ -317,3 +317,21 @@ def test_union_of_verified_pairs_equals_a_sequential_union_find():
                 parent[max(rx, ry)] = min(rx, ry)
         assert (nodes == np.unique(pairs)).all()
         assert (cluster == [find_root(parent, int(i)) for i in nodes]).all()
+
+
+def test_paragraph_span_text_is_the_json_of_the_spans():
+    """Paragraph spans are written as text built in bulk; it must be exactly json.dumps's numbers,
+    every digit count from 1 to 16, documents with no, one and many spans."""
+    import numpy as np
+
+    from lmforge.corpus.dedup_phases import _span_list_texts
+
+    rng = np.random.default_rng(0)
+    start = np.sort(np.concatenate([rng.integers(0, 10 ** d, 40) for d in range(1, 17)]))
+    end = start + rng.integers(1, 10**6, len(start))
+    cut = [0, 0, 1, 1, 300, 300, len(start)]
+    got = _span_list_texts(start, end, cut)
+    want = [json.dumps([[s, e, 1] for s, e in zip(start[a:b].tolist(), end[a:b].tolist())], separators=(",", ":"))[1:-1]
+            for a, b in zip(cut[:-1], cut[1:])]
+    assert got == want and got[0] == "" and got[1].count("[") == 1
+    assert _span_list_texts(start[:0], end[:0], [0, 0]) == [""]

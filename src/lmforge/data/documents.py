@@ -166,27 +166,43 @@ def list_shards(paths: Iterable[str | os.PathLike] | str | os.PathLike) -> list[
     return sorted(found, key=str)
 
 
-class _ClosingGzip(gzip.GzipFile):
-    """gzip over an object-store file, closing both."""
+try:  # ISA-L's inflate: the same bytes as zlib's, ~3x faster (most of a data stage's reading time)
+    from isal import igzip as _gzip_impl
+    from isal.isal_zlib import error as _inflate_error
+except ImportError:  # pragma: no cover - a platform without isal wheels: the standard library
+    _gzip_impl, _inflate_error = gzip, zlib.error
 
-    def __init__(self, raw):
-        super().__init__(fileobj=raw, mode="rb")
-        self._raw_file = raw
+GZIP_READ_ERRORS = (EOFError, zlib.error, _inflate_error, gzip.BadGzipFile, OSError)
 
-    def close(self) -> None:
+
+def gzip_fast(data: bytes) -> bytes:
+    """``data`` as one gzip member, compressed fast (ISA-L level 1: 3x zlib level 1's speed, a
+    smaller file), with mtime 0 and no file name in the header: equal data, equal bytes."""
+    if _gzip_impl is gzip:  # pragma: no cover - without isal
+        return gzip.compress(data, compresslevel=1, mtime=0)
+    return _gzip_impl.compress(data, compresslevel=1, mtime=0)
+
+
+def _gzip_reader(raw):
+    """A line-iterable reader of the gzip stream in the binary file ``raw`` (closed with it)."""
+    reader = _gzip_impl.GzipFile(fileobj=raw, mode="rb")
+    close = reader.close
+
+    def close_both() -> None:
         try:
-            super().close()
+            close()
         finally:
-            self._raw_file.close()
+            raw.close()
+
+    reader.close = close_both
+    return reader
 
 
 def _open_for_reading(path):
     name = str(path)
-    if name.endswith(".gz") and not isinstance(path, RemotePath):
-        return gzip.open(path, "rb")
     raw = path.open("rb") if isinstance(path, RemotePath) else open(path, "rb")
     if name.endswith(".gz"):
-        return _ClosingGzip(raw)
+        return _gzip_reader(raw)
     if name.endswith(".zst"):
         import zstandard
 
@@ -204,7 +220,7 @@ def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:
         with _open_for_reading(path) as raw:
             for n, line in enumerate(raw, 1):
                 yield n, line
-    except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as e:
+    except GZIP_READ_ERRORS as e:
         if isinstance(e, FileNotFoundError):
             raise DataError(f"{path}: file not found") from None
         raise TruncatedFileError(
