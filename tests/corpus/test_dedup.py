@@ -335,3 +335,34 @@ def test_paragraph_span_text_is_the_json_of_the_spans():
             for a, b in zip(cut[:-1], cut[1:])]
     assert got == want and got[0] == "" and got[1].count("[") == 1
     assert _span_list_texts(start[:0], end[:0], [0, 0]) == [""]
+
+
+@pytest.mark.parametrize("mode", ["paragraphs", "ngrams"])
+def test_bloom_filter_step_in_parts_gives_the_same_bits_and_marks(tmp_path, mode, monkeypatch):
+    """The filter step split by ranges of blocks (one task per part, in parallel) must leave the
+    same filter file, byte for byte, and the same attributes as one task; also across two runs
+    (the second incremental, starting from the first's filter) and read-only."""
+    monkeypatch.setattr("lmforge.corpus.dedup.MIN_BYTES_PER_WORKER", 0)  # really use 2 processes
+    rng = random.Random(7)
+    paras = [" ".join(_words(rng, rng.randrange(3, 30))) for _ in range(300)]
+    docs = [{"id": f"d{i}", "text": "\n".join(rng.choice(paras) for _ in range(rng.randrange(1, 8)))} for i in range(400)]
+    for s in range(4):
+        _write(tmp_path / "a" / "documents" / f"s{s}.jsonl.gz", docs[s * 50 : (s + 1) * 50])
+        _write(tmp_path / "b" / "documents" / f"s{s}.jsonl.gz", docs[200 + s * 50 : 200 + (s + 1) * 50])
+    results = {}
+    for parts, workers in ((1, 1), (2, 2), (3, 2)):
+        bf = tmp_path / f"f{parts}.bloom"
+        for run in ("a", "b"):
+            run_dedup(tmp_path / run / "documents", mode=mode, name=f"p{parts}", attribute_name="dup", bloom_path=bf, expected_items=20_000,
+                      filter_parts=parts, workers=workers)
+        run_dedup(tmp_path / "a" / "documents", mode=mode, name=f"ro{parts}", attribute_name="dup", bloom_path=bf, read_only=True,
+                  filter_parts=parts, workers=workers)
+        files = sorted((tmp_path / r / "attributes" / n / f"s{s}.jsonl.gz") for r in "ab" for n in (f"p{parts}", f"ro{parts}") for s in range(4)
+                       if (tmp_path / r / "attributes" / n).is_dir())
+        results[parts] = (bf.read_bytes(), [f.read_bytes() for f in files])
+        summary = json.loads((tmp_path / "b" / "attributes" / f"p{parts}" / SUMMARY_NAME).read_text())
+        assert summary["bloom_filter"]["parts"] == parts and summary["keys_found_in_filter"] > 0
+    assert results[1] == results[2] == results[3]
+    assert any(r["attributes"]["dup"] for r in _attrs(tmp_path / "b", "p1", "s0.jsonl.gz"))  # the second run found the first's text
+    with pytest.raises(Exception, match="filter_parts must be >= 1"):
+        DedupConfig(documents=[str(tmp_path)], mode=mode, filter_parts=0).validate()

@@ -101,12 +101,7 @@ class BloomFilter:
         independent 9-bit fields of splitmix64 outputs chained from ``h`` (7 per 64-bit word).
         (Double hashing inside a power-of-two block collapses to a few bits for even steps, and
         low-bit double hashing makes keys share all bits too often: both gave 100x the target rate.)"""
-        nblocks = self.bits // BLOCK_BITS
-        g = mix64(h ^ U64(0xD6E8FEB86659FD93))  # keys need not be uniform (e.g. small integers)
-        if nblocks <= 1 << 32:  # multiply-high range reduction (no division)
-            block = ((g >> U64(32)) * U64(nblocks)) >> U64(32)
-        else:
-            block = g % U64(nblocks)
+        g, block = self._block(h)
         words = [mix64(g)]
         for _ in range(1, self._nwords):
             words.append(mix64(words[-1]))
@@ -115,6 +110,27 @@ class BloomFilter:
         pos &= U64(BLOCK_BITS - 1)
         pos += (block * U64(BLOCK_BITS))[:, None]
         return pos
+
+    def _block(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        nblocks = self.bits // BLOCK_BITS
+        g = mix64(h ^ U64(0xD6E8FEB86659FD93))  # keys need not be uniform (e.g. small integers)
+        if nblocks <= 1 << 32:  # multiply-high range reduction (no division)
+            return g, ((g >> U64(32)) * U64(nblocks)) >> U64(32)
+        return g, g % U64(nblocks)
+
+    def part_of(self, h: np.ndarray, parts: int) -> np.ndarray:
+        """Which of ``parts`` equal ranges of blocks each key's bits lie in (int64). Keys of different
+        parts touch disjoint bits, so the parts can be tested and updated independently, in parallel,
+        with the same result as one filter updated key by key."""
+        nblocks = self.bits // BLOCK_BITS
+        return (self._block(h)[1].astype(np.int64) * parts) // nblocks
+
+    def part_bytes(self, part: int, parts: int) -> tuple[int, int]:
+        """The byte range of the bit array holding the blocks of ``part`` (see :meth:`part_of`)."""
+        nblocks, per = self.bits // BLOCK_BITS, BLOCK_BITS // 8
+        lo = -(-part * nblocks // parts)  # first block b with b * parts // nblocks == part
+        hi = -(-(part + 1) * nblocks // parts)
+        return lo * per, hi * per
 
     def _test(self, pos: np.ndarray) -> np.ndarray:
         byte = self.bitmap[pos >> U64(3)]

@@ -79,6 +79,20 @@ class FilterTask:
     bloom_size_bytes: int | None
     fp_rate: float
     save_to: str | None  # where the updated filter goes (None: read-only)
+    part: int = 0  # this task's range of the filter's blocks (BloomFilter.part_of), of
+    parts: int = 1  # parts tasks; with several, save_to receives this part's bytes, joined by filter_join
+
+
+@dataclasses.dataclass(frozen=True)
+class FilterJoinTask:
+    """The filter's parts (:func:`filter_phase` with ``parts`` > 1) into one file (:func:`filter_join`)."""
+
+    work: str
+    parts: int
+    save_to: str
+    size_bytes: int
+    k: int
+    items: int  # the filter's items after every part's additions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +128,7 @@ class AttributesTask:
     buckets: int | None
     overlap_threshold: float
     read_only: bool
+    filter_parts: int = 1
 
 
 # --- phase 1: keys per shard -------------------------------------------------------------------------
@@ -255,8 +270,10 @@ def resolve_bucket(task: BucketTask) -> dict[str, int]:
 
 def filter_phase(task: FilterTask) -> dict[str, Any]:
     """Phase 2 through a Bloom filter (incremental runs and decontamination): shards in order, each
-    shard's distinct keys tested against the filter, then added unless read-only. The updated filter
-    is written to ``task.save_to`` (published by the driver last, after the summary)."""
+    shard's distinct keys tested against the filter, then added unless read-only. With ``parts`` > 1
+    this task handles only the keys whose bits lie in its range of blocks (the tasks run in parallel
+    and give the same answers as one); the updated filter (or this part's bytes of it) is written to
+    ``task.save_to``, published by the driver last, after the summary."""
     from lmforge.corpus.bloom import BloomFilter
 
     work, n = as_path(task.work), task.shards
@@ -268,21 +285,47 @@ def filter_phase(task: FilterTask) -> dict[str, Any]:
     else:
         total = sum(len(load_array(work / f"{i}.npz")["ukeys"]) for i in range(n))
         bf, created = BloomFilter(max(total, 1000), task.fp_rate), True
-    hits = 0
+    items_before, hits = bf.items, 0
+    suffix = f".p{task.part}" if task.parts > 1 else ""
     for i in range(n):
         u = load_array(work / f"{i}.npz")["ukeys"]
-        present = bf.contains_many(u) if task.read_only else bf.add_many(u, distinct=True)
+        mine = np.flatnonzero(bf.part_of(u, task.parts) == task.part) if task.parts > 1 else slice(None)
+        present = np.zeros(len(u), dtype=bool)
+        present[mine] = bf.contains_many(u[mine]) if task.read_only else bf.add_many(u[mine], distinct=True)
         hits += int(present.sum())
-        save_array(work / f"{i}.present.npy", present)
+        save_array(work / f"{i}.present{suffix}.npy", present)
+    stats = {"keys_found_in_filter": hits, "created": created, "bytes": bf.bits // 8, "k": bf.k, "items_before": items_before,
+             "items_added": bf.items - items_before}
     if task.save_to and not task.read_only:
-        bf.save(task.save_to)
-    return {"keys_found_in_filter": hits, "created": created, "bytes": bf.bits // 8, "k": bf.k, "items": bf.items,
-            "estimated_fp_rate": bf.estimated_fp_rate}
+        if task.parts > 1:
+            lo, hi = bf.part_bytes(task.part, task.parts)
+            save_bytes(as_path(f"{task.save_to}.p{task.part}"), bf.bitmap[lo:hi].tobytes())
+        else:
+            bf.save(task.save_to)
+    if task.parts == 1 or task.read_only:
+        stats["estimated_fp_rate"] = bf.estimated_fp_rate
+    return stats
 
 
-def _present(work: Path, i: int, buckets: int | None, ukeys: np.ndarray) -> np.ndarray:
+def filter_join(task: FilterJoinTask) -> dict[str, Any]:
+    """The parts' bytes, in block order, as the updated filter file ``task.save_to``."""
+    from lmforge.corpus.bloom import BloomFilter
+
+    bf = BloomFilter(size_bytes=task.size_bytes, num_hashes=task.k)
+    data = b"".join(load_bytes(as_path(f"{task.save_to}.p{p}")) for p in range(task.parts))
+    if len(data) != task.size_bytes:
+        raise DataError(f"{task.save_to}: the filter's parts hold {len(data):,} bytes, not {task.size_bytes:,}")
+    bf.bitmap = np.frombuffer(data, dtype=np.uint8).copy()
+    bf.items = task.items
+    bf.save(task.save_to)
+    return {"estimated_fp_rate": bf.estimated_fp_rate}
+
+
+def _present(work: Path, i: int, buckets: int | None, ukeys: np.ndarray, filter_parts: int = 1) -> np.ndarray:
     """Which of shard ``i``'s distinct keys an earlier shard (or the filter) has."""
     if not buckets:
+        if filter_parts > 1:  # each part answered for its own keys (the others are False there)
+            return np.logical_or.reduce([load_array(work / f"{i}.present.p{p}.npy") for p in range(filter_parts)])
         return load_array(work / f"{i}.present.npy")
     present = np.zeros(len(ukeys), dtype=bool)
     b = bucket_of(ukeys, buckets)
@@ -315,7 +358,7 @@ def phase3(task: AttributesTask) -> dict[str, int]:
             rows.append((ids[j], a))
         counts["clustered_documents"] = int((cl >= 0).sum())
     else:
-        present = _present(work, i, task.buckets, z["ukeys"])
+        present = _present(work, i, task.buckets, z["ukeys"], task.filter_parts)
         dup = present[z["inverse"]] if len(z["inverse"]) else np.zeros(0, dtype=bool)
         if not task.read_only:  # read-only: only hits of the (unchanged) filter count
             dup |= z["local"]

@@ -17,6 +17,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import signal
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterator, Sequence
@@ -44,7 +45,26 @@ def _on_sigterm(signum, frame) -> None:
         raise WorkerStopped()
 
 
+def keep_freed_memory() -> None:
+    """glibc: serve large blocks from the heap and keep freed memory for reuse. A data task makes
+    and drops arrays of several MB per chunk; by default each is a fresh mmap whose pages the kernel
+    zeroes again (a third of paragraph dedup's time went to the kernel). Linux/glibc only; no-op elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+        libc.mallopt(m_mmap_threshold, 256 << 20)  # blocks up to 256 MB from the heap (the largest glibc allows: 32 MB on 32-bit)
+        libc.mallopt(m_trim_threshold, 1 << 30)  # give memory back only when 1 GB is free at the top
+        libc.mallopt(m_top_pad, 64 << 20)
+    except (OSError, AttributeError):  # not glibc (musl): leave the allocator as it is
+        pass
+
+
 def _worker_init(user_init: Callable[[], None] | None) -> None:
+    keep_freed_memory()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
     signal.signal(signal.SIGTERM, _on_sigterm)
     if user_init is not None:
