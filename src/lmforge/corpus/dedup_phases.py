@@ -152,7 +152,7 @@ def _local_duplicates(keys: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray,
     whether the key occurred in an earlier group of this shard)."""
     if not len(keys):
         return keys, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
-    order = np.argsort(keys, kind="stable")
+    order = np.argsort(keys)  # unstable (5x faster than stable for uint64): the first group is a minimum below
     sk = keys[order]
     new = np.empty(len(sk), dtype=bool)
     new[0] = True
@@ -160,8 +160,15 @@ def _local_duplicates(keys: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray,
     uid = np.cumsum(new) - 1
     inverse = np.empty(len(keys), dtype=np.int64)
     inverse[order] = uid
-    first_group = groups[order][new]
+    first_group = np.minimum.reduceat(groups[order], np.flatnonzero(new))  # groups are nondecreasing: the earliest
     return sk[new], inverse, groups > first_group[inverse]
+
+
+def _narrow(a: np.ndarray) -> np.ndarray:
+    """int32 when the values fit (half the scratch bytes written here and read back in phase 3)."""
+    if len(a) and (int(a.max()) >= 2**31 or int(a.min()) < -(2**31)):
+        return a
+    return a.astype(np.int32)
 
 
 def phase1(task: KeysTask) -> dict[str, Any]:
@@ -211,7 +218,7 @@ def phase1(task: KeysTask) -> dict[str, Any]:
         keys, groups = cat(key_parts, U64), cat(grp_parts, np.int64)
         if mode != "minhash":
             for kname, v in par.items():
-                out[kname] = cat(v, np.int64)
+                out[kname] = _narrow(cat(v, np.int64))
     if mode == "minhash":
         a, b = minhash_params(task.bands * task.rows, task.seed)
         sig = minhash_signatures(keys, groups, len(docs), a, b)
@@ -227,7 +234,7 @@ def phase1(task: KeysTask) -> dict[str, Any]:
             save_arrays(work / f"{task.index}.m{j}.npz", part)
     else:
         ukeys, inverse, local = _local_duplicates(keys, groups)
-        out.update(ukeys=ukeys, inverse=inverse, local=local, groups=groups)
+        out.update(ukeys=ukeys, inverse=_narrow(inverse), local=local, groups=_narrow(groups))
         info["keys"] = int(len(keys))
         info["distinct_keys"] = int(len(ukeys))
         buckets = task.buckets

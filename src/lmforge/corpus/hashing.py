@@ -207,9 +207,20 @@ def paragraph_keys(ch: TextChunk) -> tuple[np.ndarray, np.ndarray]:
     """(keys, paragraph index) of the non-empty paragraphs (content without the newline)."""
     if not len(ch.pstart):
         return np.zeros(0, dtype=U64), np.zeros(0, dtype=np.int64)
-    ce = ch.pend - (ch.cp[ch.pend - 1] == 10)
+    newline = ch.cp[ch.pend - 1] == 10
     idx = np.flatnonzero(np.logical_or.reduceat(ch.nonspace, ch.pstart))  # not whitespace-only
-    return char_prefix(ch).segments(ch.pstart[idx], ce[idx]), idx
+    # The paragraphs tile the chunk, so each one's sum of terms is one reduceat (no prefix-sum array
+    # to allocate and gather from); the same keys as ``char_prefix(ch).segments(start, end)``.
+    n = len(ch.cp)
+    fw, bw = _powers(_CHAR_BASE, n + 1)
+    terms = ch.cp.astype(U64)
+    terms += U64(1)  # code point + 1: a NUL still counts
+    terms *= bw[:n]
+    sums = np.add.reduceat(terms, ch.pstart)
+    sums -= np.where(newline, terms[ch.pend - 1], U64(0))  # the content ends before the newline
+    s, e = ch.pstart[idx], ch.pend[idx] - newline[idx]
+    raw = sums[idx] * fw[np.maximum(e - 1, 0)]
+    return mix64(raw ^ mix64((e - s).astype(U64) + U64(0x632BE59BD9B4E019))), idx
 
 
 CHUNK_CHARS = 1 << 20  # ~1M characters: arrays of a few MB (big fresh arrays cost page faults)
