@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 from lmforge.config import Config, ConfigError, option
 
@@ -30,6 +31,9 @@ class GenerationConfig(Config):
     # batch 1 and small batches. Same tokens as the plain path under greedy decoding; the first
     # call compiles (seconds), later calls with the same batch size and length reuse it.
     compile: bool = option(False, help="static KV cache + compiled decode step (CUDA graphs on a GPU); same greedy tokens, faster after a one-off compile")
+    # CPU, float32: the matrix products through oneDNN with weights packed once per call
+    # (lmforge.generate.cpu_kernels); "aten" = PyTorch's default kernels; "auto" packs models up to 2 GB.
+    cpu_kernels: Literal["auto", "onednn", "aten"] = option("auto", help="CPU float32 decoding: oneDNN prepacked products (auto: models up to 2 GB) or aten")
 
     def __post_init__(self) -> None:
         # Validate on construction too, so GenerationConfig(temperature=0) fails where it is written.

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from lmforge.generate.config import GenerationConfig
+from lmforge.generate.cpu_kernels import packed_linears
 from lmforge.generate.sampling import apply_repetition_penalty, choose_next, mask_padded_vocab
 
 
@@ -94,6 +95,10 @@ class BatchDecoder:
         n_new = self.gen.max_new_tokens
         if not self.prompts or n_new == 0:
             return
+        with packed_linears(self.model, "aten" if self.gen.compile else self.gen.cpu_kernels):
+            yield from self._steps(n_new)
+
+    def _steps(self, n_new: int) -> Iterator[list[tuple[int, int]]]:
         next_tokens = self._prefill()  # (B,)
         for step in range(n_new):
             out = []

@@ -27,15 +27,20 @@ class RotaryEmbedding(nn.Module):
         self.inv_freq = 1.0 / (self.theta ** (torch.arange(0, hd, 2, dtype=torch.float32, device=device) / hd))
 
     def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """positions (B, T) integers -> cos, sin each (B, 1, T, hd), float32."""
+        """positions (B, T) integers -> cos and *signed* sin, each (B, 1, T, hd), float32: the sin of
+        the first half negated, so that rotate-half is a roll (see :func:`apply_rotary`)."""
         freqs = positions[..., None].float() * self.inv_freq  # (B, T, hd/2)
         emb = torch.cat((freqs, freqs), dim=-1)  # (B, T, hd)
-        return emb.cos()[:, None], emb.sin()[:, None]
+        sin = emb.sin()
+        sin[..., : self.head_dim // 2].neg_()
+        return emb.cos()[:, None], sin[:, None]
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x (B, nh, T, hd) rotated by cos/sin (B, 1, T, hd); computed in float32, returned in x's dtype."""
-    xf = x.float()
-    x1, x2 = xf.chunk(2, dim=-1)
-    rotated = torch.cat((-x2, x1), dim=-1)
-    return (xf * cos + rotated * sin).to(x.dtype)
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """x (B, nh, T, hd) rotated by cos and the signed sin (B, 1, T, hd) of :class:`RotaryEmbedding`;
+    computed in float32, returned in x's dtype. The reference's ``x * cos + cat(-x2, x1) * sin``
+    equals ``x * cos + cat(x2, x1) * cat(-sin1, sin1)`` bit for bit (a sign flip is exact), and
+    ``cat(x2, x1)`` is one roll: 4 ops instead of 6 (a CPU decode step applies it 24 times)."""
+    xf = x if x.dtype == torch.float32 else x.float()
+    y = xf * cos + torch.roll(xf, x.shape[-1] // 2, dims=-1) * signed_sin
+    return y if y.dtype == x.dtype else y.to(x.dtype)
