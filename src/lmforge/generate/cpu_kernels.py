@@ -65,7 +65,6 @@ class _Packed:
             found = _CACHE[weight] = cls(weight)
         return found
 
-
     def usable(self, x: torch.Tensor, weight: torch.Tensor) -> bool:
         return _fast(x) and weight._version == self.version
 
@@ -76,9 +75,11 @@ class _Packed:
 
 
 def _linear_forward(module: nn.Linear, packed: _Packed):
+    weight, bias = module.weight, module.bias  # held here: no module attribute lookups per call
+
     def forward(x: torch.Tensor) -> torch.Tensor:
-        if packed.usable(x, module.weight):
-            return packed(x, module.bias)
+        if packed.usable(x, weight):
+            return packed(x, bias)
         return F.linear(x, module.weight, module.bias)
 
     return forward
@@ -104,16 +105,17 @@ _PAIRS = WeakIdKeyDictionary()  # gate weight -> its _PackedPair with up
 
 
 def _swiglu_forward(module: SwiGLU):
-    pair = _PackedPair.of(module.gate.weight, module.up.weight)
-    down = _Packed.of(module.down.weight)
+    gate_w, up_w, down_w, hidden = module.gate.weight, module.up.weight, module.down.weight, module.hidden
+    pair = _PackedPair.of(gate_w, up_w)
+    down = _Packed.of(down_w)
     ordinary = module.forward
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        if not (_fast(x) and pair.versions == (module.gate.weight._version, module.up.weight._version)):
+        if not (_fast(x) and pair.versions == (gate_w._version, up_w._version)):
             return ordinary(x)
-        gate, up = pair.packed(x).split(module.hidden, dim=-1)
+        gate, up = pair.packed(x).split(hidden, dim=-1)
         h = F.silu(gate) * up
-        if down.usable(h, module.down.weight) and "forward" in vars(module.down):  # the packed down, without a module call
+        if down_w._version == down.version:  # the packed down, without a module call
             return down(h)
         return module.down(h)
 
