@@ -137,7 +137,9 @@ def _wanted(model: nn.Module, kernels: Kernels) -> bool:
     if kernels == "aten":
         return False
     params = list(model.parameters())
-    on_cpu_f32 = bool(params) and all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params)
+    # plain float32 CPU tensors only: sharded parameters (FSDP's DTensors, which have placements)
+    # keep the ordinary path
+    on_cpu_f32 = bool(params) and all(p.device.type == "cpu" and p.dtype == torch.float32 and not hasattr(p, "placements") for p in params)
     if kernels == "onednn":
         if not available():
             raise RuntimeError("cpu_kernels='onednn': this PyTorch build has no oneDNN linear kernels; use 'auto' or 'aten'")
