@@ -66,8 +66,18 @@ def add_scheme_client(*a, **k):
 '''
 
 
+STUB_RETRY = '''class Retry:
+    def __init__(self, *a, **k):
+        pass
+
+
+def if_transient_error(exc):
+    return False
+'''
+
+
 def _peer_site() -> Path:
-    """A directory with OLMo-core and OLMo (no dependencies) and the cached_path stand-in, made once."""
+    """A directory with OLMo-core and OLMo (no dependencies), made once."""
     if os.environ.get("LMFORGE_PEER_SITE"):
         return Path(os.environ["LMFORGE_PEER_SITE"])
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lmforge" / "test-peers" / hashlib.sha256(" ".join(WHEELS).encode()).hexdigest()[:12]
@@ -89,11 +99,18 @@ def _peer_site() -> Path:
             pytest.skip(f"OLMo-core / OLMo wheels not available here ({got.stderr.strip().splitlines()[-1][:160] if got.stderr.strip() else 'pip failed'})")
         subprocess.run(pip + ["install", "--no-index", "--no-deps", "--target", str(site), *map(str, sorted(wheels.glob("*.whl")))],
                        check=True, capture_output=True, timeout=300)
-        (site / "cached_path").mkdir(exist_ok=True)
-        (site / "cached_path" / "__init__.py").write_text(STUB)
-        (site / "cached_path" / "schemes.py").write_text(STUB_SCHEMES)
         (cache / "complete").write_text("\n".join(WHEELS) + "\n")
     return site
+
+
+def _stubs(root: Path) -> Path:
+    """Stand-ins for what the peers import but never use here: cached_path (cloud SDKs) and
+    google.api_core's retry helpers (OLMo's GCS code); ``google`` stays a namespace package."""
+    for rel, text in (("cached_path/__init__.py", STUB), ("cached_path/schemes.py", STUB_SCHEMES),
+                      ("google/api_core/__init__.py", ""), ("google/api_core/retry.py", STUB_RETRY)):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
 
 
 def _free_port() -> int:
@@ -104,7 +121,8 @@ def _free_port() -> int:
 
 def _run_peer(script: str, out: Path, *args: str) -> Path:
     site = _peer_site()
-    env = {**os.environ, "PYTHONPATH": str(site), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "RANK": "0", "WORLD_SIZE": "1",
+    stubs = _stubs(out / "stubs")
+    env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{stubs}", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "RANK": "0", "WORLD_SIZE": "1",
            "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     done = subprocess.run([sys.executable, str(PEERS / script), str(out), *args], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"{script} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"

@@ -133,6 +133,13 @@ def _output_forward(model: nn.Module, weight: torch.Tensor, ordinary):
     return output
 
 
+def _is_own(cls: type, name: str, module: str, qualname: str) -> bool:
+    """Whether ``cls.name`` is lmforge's own implementation (not a subclass's override or a
+    replacement): only those are known to compute exactly the product that is packed."""
+    fn = getattr(cls, name, None)
+    return getattr(fn, "__module__", None) == module and getattr(fn, "__qualname__", None) == qualname
+
+
 def _wanted(model: nn.Module, kernels: Kernels) -> bool:
     if kernels == "aten":
         return False
@@ -149,7 +156,7 @@ def _wanted(model: nn.Module, kernels: Kernels) -> bool:
 
 @contextlib.contextmanager
 def packed_linears(model: nn.Module, kernels: Kernels = "auto") -> Iterator[bool]:
-    """Within the block, ``model``'s linear layers and output projection use oneDNN's prepacked
+    """Within the block, ``model``'s linear layers (exactly nn.Linear), SwiGLU and output projection (lmforge's own, not overridden) use oneDNN's prepacked
     products (see the module docstring); yields whether they do."""
     if not _wanted(model, kernels):
         yield False
@@ -157,13 +164,13 @@ def packed_linears(model: nn.Module, kernels: Kernels = "auto") -> Iterator[bool
     patched: list[tuple[nn.Module, str]] = []
     try:
         for module in model.modules():
-            if isinstance(module, SwiGLU) and "forward" not in vars(module):
+            if _is_own(type(module), "forward", "lmforge.nn.feed_forward", "SwiGLU.forward") and "forward" not in vars(module):
                 module.forward = _swiglu_forward(module)  # gate and up: one packed product
                 patched.append((module, "forward"))
-            if isinstance(module, nn.Linear) and "forward" not in vars(module):
+            if type(module) is nn.Linear and "forward" not in vars(module):
                 module.forward = _linear_forward(module, _Packed.of(module.weight))
                 patched.append((module, "forward"))
-        if hasattr(model, "head_weight") and hasattr(model, "output") and "output" not in vars(model):
+        if hasattr(model, "head_weight") and _is_own(type(model), "output", "lmforge.models.olmo", "OLMo.output") and "output" not in vars(model):
             model.output = _output_forward(model, model.head_weight, model.output)
             patched.append((model, "output"))
         yield True

@@ -72,10 +72,10 @@ class Attention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(B, T, self.q_dim))
 
     def _qk_norm(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """OLMo-2's norms of the whole q and k projections. In float32 inference without GQA (q and
+        """OLMo-2's norms of the whole q and k projections. In float32 without autograd and GQA (q and
         k of one size) both go through one RMSNorm call on the stacked rows: the same numbers, bit
         for bit, with half the small ops (a CPU decode step at batch 1 is mostly small ops)."""
-        if self.q_dim != self.kv_dim or q.dtype != torch.float32 or not torch.is_inference_mode_enabled():
+        if self.q_dim != self.kv_dim or q.dtype != torch.float32 or q.requires_grad:
             return self.q_norm(q), self.k_norm(k)
         w = torch.stack((self.q_norm.weight, self.k_norm.weight))[:, None, None, :]  # (2, 1, 1, d)
         both = F.rms_norm(torch.stack((q, k)), (self.q_dim,), None, self.q_norm.eps) * w
