@@ -53,25 +53,30 @@ def big_tar(path: Path, kind: str, small: dict[str, bytes], big: dict[str, int])
 
 
 MEASURE = """
-import resource, sys, time
-from lmforge.corpus.archives import unpack
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+import sys, time
+from lmforge.corpus.archives import Limits, unpack
+import zstandard  # its import is not the member's memory
+# this process's own peak (ru_maxrss would start at the parent's: Linux carries it across exec)
+peak = lambda: int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")))
+before = peak()
 t = time.perf_counter()
-written, info = unpack(sys.argv[1], sys.argv[2], lambda r: True)
-print(sorted(written), round(time.perf_counter() - t, 2), (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+written, info = unpack(sys.argv[1], sys.argv[2], lambda r: True, limits=Limits(max_ratio=1e9))
+print(sorted(written), round(time.perf_counter() - t, 2), (peak() - before) // 1024)
 """
 
 
 @pytest.mark.parametrize("kind", ["zst", "gz"])
 def test_a_big_member_streams_in_bounded_memory_and_time(tmp_path, kind):
-    size = 48 << 20  # under the ratio floor: a legitimate member, just big
+    size = 96 << 20  # a legitimate member, just big (its zeros compress past the bomb ratio: not checked here)
     a = big_tar(tmp_path / f"p.tar.{kind}", kind, {"pkg/small.txt": b"hello"}, {"pkg/big.bin": size})
     assert a.stat().st_size < 100_000
     r = subprocess.run([sys.executable, "-c", MEASURE, str(a), str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     written, seconds, grew_mb = r.stdout.rsplit(" ", 2)
     assert written == "['pkg/big.bin', 'pkg/small.txt']" and (tmp_path / "out/pkg/big.bin").stat().st_size == size
-    assert float(seconds) < 30 and int(grew_mb) < 24  # reading the member whole took 48 MB (zst: quadratic copies, minutes)
+    # reading the member whole took its size (zst: quadratic copies, minutes); streamed, the peak is a
+    # few buffers whatever the size (zst: up to 8 MiB out of one decompress call, twice while it is replaced)
+    assert float(seconds) < 30 and int(grew_mb) < 32, grew_mb
 
 
 @pytest.mark.parametrize("kind", ["zst", "gz"])

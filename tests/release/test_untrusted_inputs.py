@@ -234,7 +234,8 @@ limit = 2 << 30  # 2 GiB of address space: torch fits, a model of the config's s
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 from lmforge.cli import main
 rc = main(sys.argv[1:])
-print("maxrss_kib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# this process's own peak: ru_maxrss would start at the parent's (Linux carries it across exec)
+print("maxrss_kib", next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")))
 sys.exit(rc)
 """
 

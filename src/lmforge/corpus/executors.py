@@ -173,6 +173,7 @@ def _run_on_ray(fn, tasks, cfg: ExecutorConfig, *, workers, desc, unit, progress
     results: list[Any] = [None] * len(tasks)
     bar = tqdm(total=len(tasks), desc=f"{desc} (ray)", unit=unit, disable=not progress, dynamic_ncols=True)
     refs: list = []
+    pending: list = []
     try:
         remote = ray.remote(fn).options(**_options(cfg))
         refs = [remote.remote(t) for t in tasks]
@@ -191,9 +192,12 @@ def _run_on_ray(fn, tasks, cfg: ExecutorConfig, *, workers, desc, unit, progress
                     on_result(i, results[i])
         return results
     except BaseException:
-        for ref in refs:  # nothing keeps running for a stage that stopped
+        # Nothing keeps running for a stage that stopped: the tasks not yet done are cancelled (queued ones
+        # dropped, running ones interrupted). Never a finished one, and never by killing its worker: Ray
+        # (2.60) aborts the driver when a force-cancelled task's reply arrives after all.
+        for ref in pending:
             try:
-                ray.cancel(ref, force=True)
+                ray.cancel(ref, force=False)
             except Exception:  # noqa: BLE001 - finished or already gone
                 pass
         raise
