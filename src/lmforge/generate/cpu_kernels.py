@@ -113,7 +113,7 @@ def _swiglu_forward(module: SwiGLU):
     def forward(x: torch.Tensor) -> torch.Tensor:
         if not (_fast(x) and pair.versions == (gate_w._version, up_w._version)):
             return ordinary(x)
-        gate, up = pair.packed(x).split(hidden, dim=-1)
+        gate, up = pair.packed(x).chunk(2, dim=-1)  # (..., hidden) each
         h = F.silu(gate) * up
         if down_w._version == down.version:  # the packed down, without a module call
             return down(h)

@@ -175,6 +175,10 @@ class BatchDecoder:
     def _choose(self, logits: torch.Tensor) -> torch.Tensor:
         """Raw logits (b, V) -> next tokens (b,), updating the per-row state that depends on them."""
         self.logits = logits
+        if not self.gen.do_sample and self.seen is None:
+            # greedy: the argmax of the ids the tokenizer has (what masking the padded rows to -inf
+            # and taking the argmax of all gives), without a copy of the logits
+            return logits[:, : self.vocab_size].argmax(dim=-1)
         scores = mask_padded_vocab(logits.float().clone(), self.vocab_size)
         if self.seen is not None:
             scores = apply_repetition_penalty(scores, self.seen, self.gen.repetition_penalty)

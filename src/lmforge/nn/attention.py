@@ -52,16 +52,20 @@ class Attention(nn.Module):
         layer: int = 0,
     ) -> torch.Tensor:
         B, T, _ = x.shape
-        q, k, v = self.qkv(x).split([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
+        qkv = self.qkv(x)  # (B, T, q_dim + 2 kv_dim)
         if self.clip_qkv is not None:
-            q, k, v = (t.clamp(-self.clip_qkv, self.clip_qkv) for t in (q, k, v))
-        if self.q_norm is not None:
-            q, k = self._qk_norm(q, k)
-        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
-        k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
+            qkv = qkv.clamp(-self.clip_qkv, self.clip_qkv)
+        q, k, v = qkv.split_with_sizes([self.q_dim, self.kv_dim, self.kv_dim], dim=-1)
+        if self.q_norm is not None and self._stacked(qkv):
+            q, k = self._qk_norm_rope_stacked(qkv, rope)
+        else:
+            if self.q_norm is not None:
+                q, k = self.q_norm(q), self.k_norm(k)
+            q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+            k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
+            cos, sin = rope
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
-        cos, sin = rope
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, nkv, S, hd), S = cached + T
         gqa = self.n_kv_heads != self.n_heads
@@ -71,12 +75,20 @@ class Attention(nn.Module):
         )  # (B, nh, T, hd)
         return self.out(y.transpose(1, 2).reshape(B, T, self.q_dim))
 
-    def _qk_norm(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """OLMo-2's norms of the whole q and k projections. In float32 without autograd and GQA (q and
-        k of one size) both go through one RMSNorm call on the stacked rows: the same numbers, bit
-        for bit, with half the small ops (a CPU decode step at batch 1 is mostly small ops)."""
-        if self.q_dim != self.kv_dim or q.dtype != torch.float32 or q.requires_grad:
-            return self.q_norm(q), self.k_norm(k)
-        w = torch.stack((self.q_norm.weight, self.k_norm.weight))[:, None, None, :]  # (2, 1, 1, d)
-        both = F.rms_norm(torch.stack((q, k)), (self.q_dim,), None, self.q_norm.eps) * w
-        return both[0], both[1]
+    def _stacked(self, qkv: torch.Tensor) -> bool:
+        """Whether q and k can go through QK-norm and RoPE side by side, as one tensor: float32
+        without autograd (inference) and q and k of one size (no GQA)."""
+        return self.q_dim == self.kv_dim and qkv.dtype == torch.float32 and not qkv.requires_grad
+
+    def _qk_norm_rope_stacked(self, qkv: torch.Tensor, rope) -> tuple[torch.Tensor, torch.Tensor]:
+        """OLMo-2's norms of the whole q and k projections, then RoPE, on q and k side by side in
+        the fused projection's output: the same numbers as the plain path, bit for bit (the same
+        ops, row by row), with half the small ops (a CPU decode step at batch 1 is mostly those)."""
+        B, T, _ = qkv.shape
+        qk = qkv[..., : 2 * self.q_dim].view(B, T, 2, self.q_dim)  # q and k, no copy
+        w = torch.stack((self.q_norm.weight, self.k_norm.weight))  # (2, d)
+        qk = F.rms_norm(qk, (self.q_dim,), None, self.q_norm.eps) * w
+        qk = qk.view(B, T, 2, self.n_heads, self.head_dim)
+        cos, sin = (t.transpose(1, 2)[:, :, None] for t in rope)  # (B, T, 1, 1, hd): over q|k and heads
+        qk = apply_rotary(qk, cos, sin)
+        return qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2)  # (B, nh, T, hd) each

@@ -40,6 +40,24 @@ class KVCache:
         for t in (self.k, self.v, self.key_mask, self.static_pos):
             torch._dynamo.mark_static_address(t)  # fixed addresses: CUDA graphs read them in place
 
+    # k and v keep a tuple of their per-layer views beside them: a decode step reads each layer's
+    # cache twice per token, and indexing the 5-D tensor afresh is a few small ops every time.
+    @property
+    def k(self) -> torch.Tensor:
+        return self._k
+
+    @k.setter
+    def k(self, t: torch.Tensor) -> None:
+        self._k, self._k_layers = t, tuple(t[i] for i in range(t.shape[0]))
+
+    @property
+    def v(self) -> torch.Tensor:
+        return self._v
+
+    @v.setter
+    def v(self, t: torch.Tensor) -> None:
+        self._v, self._v_layers = t, tuple(t[i] for i in range(t.shape[0]))
+
     @property
     def batch_size(self) -> int:
         return self.k.shape[1]
@@ -60,10 +78,11 @@ class KVCache:
             self.k[layer].index_copy_(2, self.static_pos.view(1), k)  # T == 1
             self.v[layer].index_copy_(2, self.static_pos.view(1), v)
             return self.k[layer], self.v[layer]
-        start, end = self.length, self.length + k.shape[2]
-        self.k[layer, :, :, start:end] = k
-        self.v[layer, :, :, start:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        start, T = self.length, k.shape[2]
+        keys, values = self._k_layers[layer], self._v_layers[layer]  # (B, nkv, max_len, hd) views
+        keys.narrow(2, start, T).copy_(k)
+        values.narrow(2, start, T).copy_(v)
+        return keys.narrow(2, 0, start + T), values.narrow(2, 0, start + T)
 
     def advance(self, n: int) -> None:
         self.length += n
