@@ -11,7 +11,26 @@ from __future__ import annotations
 import torch
 
 
+class _PerLayer:
+    """A cache tensor (n_layers, ...) kept with its per-layer views: a decode step reads each layer's
+    cache twice per token, and indexing the whole tensor afresh is a few small ops every time.
+    ``cache.k`` is the tensor (assigning it renews the views); ``cache.k_layers[i]`` is ``cache.k[i]``."""
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.slot = "_" + name
+        setattr(owner, f"{name}_layers", property(lambda obj: getattr(obj, self.slot)[1]))
+
+    def __get__(self, obj, objtype=None):
+        return self if obj is None else getattr(obj, self.slot)[0]
+
+    def __set__(self, obj, t: torch.Tensor) -> None:
+        setattr(obj, self.slot, (t, tuple(t[i] for i in range(t.shape[0]))))
+
+
 class KVCache:
+    k = _PerLayer()  # (n_layers, B, n_kv_heads, max_len, hd)
+    v = _PerLayer()
+
     def __init__(
         self,
         n_layers: int,
@@ -40,24 +59,6 @@ class KVCache:
         for t in (self.k, self.v, self.key_mask, self.static_pos):
             torch._dynamo.mark_static_address(t)  # fixed addresses: CUDA graphs read them in place
 
-    # k and v keep a tuple of their per-layer views beside them: a decode step reads each layer's
-    # cache twice per token, and indexing the 5-D tensor afresh is a few small ops every time.
-    @property
-    def k(self) -> torch.Tensor:
-        return self._k
-
-    @k.setter
-    def k(self, t: torch.Tensor) -> None:
-        self._k, self._k_layers = t, tuple(t[i] for i in range(t.shape[0]))
-
-    @property
-    def v(self) -> torch.Tensor:
-        return self._v
-
-    @v.setter
-    def v(self, t: torch.Tensor) -> None:
-        self._v, self._v_layers = t, tuple(t[i] for i in range(t.shape[0]))
-
     @property
     def batch_size(self) -> int:
         return self.k.shape[1]
@@ -79,7 +80,7 @@ class KVCache:
             self.v[layer].index_copy_(2, self.static_pos.view(1), v)
             return self.k[layer], self.v[layer]
         start, T = self.length, k.shape[2]
-        keys, values = self._k_layers[layer], self._v_layers[layer]  # (B, nkv, max_len, hd) views
+        keys, values = self.k_layers[layer], self.v_layers[layer]  # (B, nkv, max_len, hd) views
         keys.narrow(2, start, T).copy_(k)
         values.narrow(2, start, T).copy_(v)
         return keys.narrow(2, 0, start + T), values.narrow(2, 0, start + T)
